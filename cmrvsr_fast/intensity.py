@@ -1,0 +1,40 @@
+"""Intensity handling shared by the heuristics and the data pipeline (SPEC §4, first bullet)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def clip_and_scale(volume: np.ndarray) -> np.ndarray:
+    """Clip at the 99.5 % point of the intensity distribution, min–max scale to 0–255 and round -> float32.
+
+    Integer data follow the public implementation exactly: a histogram with unit bins from 0 to the maximum,
+    clipped at the bin whose cumulative fraction is nearest 0.995. Float data use the 0.995 quantile.
+    A constant volume maps to zeros.
+    """
+    data = np.asarray(volume)
+    if data.size == 0:
+        raise ValueError("clip_and_scale: empty volume")
+    if not np.isfinite(data).all():
+        raise ValueError("clip_and_scale: volume contains NaN or infinite values")
+    if np.issubdtype(data.dtype, np.integer) and data.max() >= 1:
+        hist, _ = np.histogram(data.ravel(), bins=range(int(data.max()) + 1), density=True)
+        ceiling = float(np.abs(np.cumsum(hist) - 0.995).argmin())
+    else:
+        ceiling = float(np.quantile(data, 0.995))
+    clipped = np.minimum(data.astype(np.float64), ceiling)
+    low, high = clipped.min(), clipped.max()
+    if high <= low:
+        return np.zeros(data.shape, dtype=np.float32)
+    return np.round((clipped - low) / (high - low) * 255.0).astype(np.float32)
+
+
+def to_display_range(cine: np.ndarray) -> np.ndarray:
+    """A cine on the 0–255 scale the heuristics were designed for: returned as float64 if it already lies in
+    [0, 255], otherwise passed through clip_and_scale."""
+    data = np.asarray(cine, dtype=np.float64)
+    if not np.isfinite(data).all():
+        raise ValueError("cine contains NaN or infinite values")
+    if data.min() >= 0.0 and data.max() <= 255.0:
+        return data
+    return clip_and_scale(data).astype(np.float64)

@@ -1,0 +1,41 @@
+// The one pybind11 binding file of cmrvsr_fast._C. Launchers take raw device pointers, shapes and a stream
+// (no torch ABI), so the extension builds without torch and works with any torch build.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "device_info.h"
+
+#ifndef CMRVSR_CUDA_ARCHS
+#define CMRVSR_CUDA_ARCHS ""
+#endif
+
+namespace py = pybind11;
+
+static std::vector<int> compiled_archs() {
+  // CMRVSR_CUDA_ARCHS is the comma-separated list setup.py passed to nvcc, e.g. "80,86,87,89,90".
+  std::vector<int> archs;
+  std::stringstream stream(CMRVSR_CUDA_ARCHS);
+  std::string item;
+  while (std::getline(stream, item, ',')) {
+    if (!item.empty()) archs.push_back(std::stoi(item));
+  }
+  return archs;
+}
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "cmrvsr_fast CUDA extension";
+  m.def("cuda_runtime_version", &cmrvsr::cuda_runtime_version,
+        "CUDA runtime version the extension was linked with (e.g. 13000), -1 if unknown");
+  m.def("compiled_archs", &compiled_archs, "SM architectures compiled into the extension, e.g. [80, 86, 90]");
+  m.def(
+      "device_count",
+      []() {
+        cmrvsr::DeviceQuery query = cmrvsr::query_devices();
+        return py::make_tuple(query.count, query.error);
+      },
+      "(number of visible CUDA devices, the runtime's error message or '')");
+}

@@ -1,0 +1,155 @@
+"""cmrvsr_fast: package metadata and the optional CUDA extension cmrvsr_fast._C.
+
+The extension is built from csrc/ when nvcc is found (or CMRVSR_BUILD_CUDA=1) and skipped with
+CMRVSR_SKIP_CUDA_BUILD=1. It links the CUDA runtime statically and uses no torch ABI, so it builds without torch
+and an install never fails for its sake unless CMRVSR_BUILD_CUDA=1 asked for it explicitly.
+Architectures come from CMRVSR_CUDA_ARCHS ("80;86;87;89;90" by default; sm_87 is Jetson Orin).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_ARCHS = "80;86;87;89;90"
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _cuda_home() -> Path | None:
+    """A CUDA toolkit with nvcc, headers and libraries: CUDA_HOME, CUDA_PATH, the nvcc on PATH, /usr/local/cuda.
+    (An nvcc on PATH may be a wrapper script outside the toolkit, hence the fallback.)"""
+    nvcc = shutil.which("nvcc")
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
+    candidates += [str(Path(nvcc).resolve().parent.parent) if nvcc else None, "/usr/local/cuda"]
+    for candidate in filter(None, candidates):
+        home = Path(candidate)
+        if (home / "bin" / "nvcc").exists() and (home / "include" / "cuda_runtime.h").exists():
+            return home
+    return None
+
+
+def _cuda_archs() -> list[str]:
+    """CMRVSR_CUDA_ARCHS in any of the usual spellings ("8.0 8.6", "80,86", "sm_80;sm_90") -> ["80", "86"]."""
+    raw = os.environ.get("CMRVSR_CUDA_ARCHS", DEFAULT_ARCHS)
+    archs = [re.sub(r"[^0-9]", "", item) for item in re.split(r"[;,\s]+", raw) if item.strip()]
+    if not archs or any(len(a) < 2 for a in archs):
+        raise SystemExit(f"CMRVSR_CUDA_ARCHS={raw!r}: expected a list such as '80;86;87;89;90'")
+    return archs
+
+
+class BuildCudaExt(build_ext):
+    """Compiles the .cu sources with nvcc, then lets setuptools link them with the C++ binding file."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as error:  # nvcc, the compiler or the linker failed
+            if _flag("CMRVSR_BUILD_CUDA"):
+                raise
+            print(f"cmrvsr_fast: skipping the optional CUDA extension ({error}); the package works without it")
+            # Nothing was built: forget the extension so that no later step looks for its file.
+            self.extensions = []
+            self.distribution.ext_modules = []
+
+    def build_extension(self, ext: Extension) -> None:
+        self._compile_cuda_sources(ext)
+        super().build_extension(ext)
+
+    def _compile_cuda_sources(self, ext: Extension) -> None:
+        cuda_sources = [s for s in ext.sources if s.endswith(".cu")]
+        ext.sources = [s for s in ext.sources if not s.endswith(".cu")]
+        nvcc = str(CUDA_HOME / "bin" / "nvcc")
+        build_dir = Path(self.build_temp) / "cuda"
+        build_dir.mkdir(parents=True, exist_ok=True)
+        archs = _cuda_archs()
+        gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
+        gencode.append(f"-gencode=arch=compute_{archs[-1]},code=compute_{archs[-1]}")  # PTX for newer GPUs
+        for source in cuda_sources:
+            obj = build_dir / (Path(source).stem + ".o")
+            command = [
+                nvcc,
+                "-c",
+                source,
+                "-o",
+                str(obj),
+                "-O3",
+                "-std=c++17",
+                "-Xcompiler",
+                "-fPIC",
+                "-I",
+                str(ROOT / "csrc"),
+                *gencode,
+            ]
+            print(" ".join(command))
+            subprocess.run(command, check=True)
+            ext.extra_objects.append(str(obj))
+
+
+def _extensions() -> list[Extension]:
+    if _flag("CMRVSR_SKIP_CUDA_BUILD"):
+        return []
+    if CUDA_HOME is None:
+        if _flag("CMRVSR_BUILD_CUDA"):
+            raise SystemExit("CMRVSR_BUILD_CUDA=1 but nvcc was not found (set CUDA_HOME or put nvcc on PATH)")
+        return []
+    import pybind11  # a build-system requirement (pyproject.toml)
+
+    csrc = Path("csrc")
+    return [
+        Extension(
+            "cmrvsr_fast._C",
+            sources=[*sorted(str(p) for p in csrc.glob("*.cu")), str(csrc / "bindings.cpp")],
+            include_dirs=[pybind11.get_include(), str(CUDA_HOME / "include"), str(csrc)],
+            library_dirs=[str(CUDA_HOME / "lib64"), str(CUDA_HOME / "lib")],
+            libraries=["cudart_static", "dl", "rt", "pthread"],
+            define_macros=[("CMRVSR_CUDA_ARCHS", '"' + ",".join(_cuda_archs()) + '"')],
+            extra_compile_args=["-std=c++17", "-O2"],
+            language="c++",
+        )
+    ]
+
+
+CUDA_HOME = _cuda_home()
+
+setup(
+    name="cmrvsr_fast",
+    version="0.1.0",
+    description="Fast, phase-aware video super-resolution for cardiac MRI cines (MICCAI 2020 network)",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=[*find_packages(include=["cmrvsr_fast", "cmrvsr_fast.*"]), "cmrvsr_fast.kernels", "cmrvsr_fast.export"],
+    package_dir={"cmrvsr_fast.kernels": "kernels", "cmrvsr_fast.export": "export"},
+    package_data={"cmrvsr_fast": ["weights/*.safetensors", "weights/*.json"]},
+    ext_modules=_extensions(),
+    cmdclass={"build_ext": BuildCudaExt},
+    # torch is deliberately unpinned: any CPU or CUDA build >= 2.4 works (the Makefile installs the CPU build).
+    install_requires=["torch>=2.4", "numpy>=1.24", "scipy>=1.10", "safetensors>=0.4"],
+    extras_require={
+        "dev": [
+            "pytest>=7",
+            "pytest-benchmark>=4",
+            "ruff>=0.5",
+            "pybind11>=2.12",  # with setuptools and wheel: builds without isolation (tests/test_build.py)
+            "wheel",
+            "triton>=3.0; platform_system == 'Linux'",
+            "onnx>=1.16",
+            "onnxruntime>=1.18",
+            "opencv-python-headless>=4.8",  # only to check cvcompat against OpenCV in tests
+        ],
+        "tensorrt": ["tensorrt>=10"],
+        "dicom": ["pylibjpeg>=2", "pylibjpeg-libjpeg>=2", "pylibjpeg-openjpeg>=2", "pylibjpeg-rle>=2"],
+    },
+    zip_safe=False,
+)
