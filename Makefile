@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.cmrvsr-installed
 
-.PHONY: install test lint clean
+.PHONY: install test lint clean bench-train-cost
 
 install: $(STAMP)
 
@@ -25,3 +25,8 @@ lint: $(STAMP)
 
 clean:
 	rm -rf build dist *.egg-info cmrvsr_fast/_C*.so
+
+# Training cost per step of the CPU and paper presets (SPEC §3 recipe); see benchmarks/train_cost.py.
+MALLOC_ENV := MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=1073741824
+bench-train-cost: $(STAMP)
+	$(MALLOC_ENV) $(PY) benchmarks/train_cost.py --preset lite-x4 --preset paper-x4 --steps 2

@@ -120,7 +120,9 @@ class CMRVSR(nn.Module):
         phase: (B, T) phase codes of those frames.
     Eval mode returns (B, T, 1, rH, rW), the fused output of the last stage. Training mode returns the 3·S outputs
     (forward, backward, fused for each stage, in that order), each (B, T, 1, rH, rW), for the loss.
-    The model builds the cyclic warm-up extension itself.
+    The model builds the cyclic warm-up extension itself. Training clips cut from a longer cine already have their
+    true neighbours as warm-up frames: pass them with `warmup_included=True`, lr then being (B, n + T + n, 1, H, W)
+    and phase (B, n + T + n); the outputs cover the T centre frames.
 
     Where the warm-up is shorter than the fusion half-window (n < N), the fusion window of a frame near the end
     of the extended sequence reaches past it; frames outside the extended sequence contribute zeros (zero
@@ -137,14 +139,22 @@ class CMRVSR(nn.Module):
         self.refine = RefineBlock(width, config.window)
         self.out_block = OutBlock(width, config.scale)
 
-    def forward(self, lr: Tensor, phase: Tensor, stages: int | None = None) -> Tensor | tuple[Tensor, ...]:
+    def forward(
+        self, lr: Tensor, phase: Tensor, stages: int | None = None, warmup_included: bool = False
+    ) -> Tensor | tuple[Tensor, ...]:
         self._check_inputs(lr, phase)
         stages = self.config.stages if stages is None else stages
         if stages < 1:
             raise ValueError(f"stages must be >= 1, got {stages}")
         batch, frames = lr.shape[:2]
         n, half = self.config.warmup, self.config.half_window
-        ext = cyclic_indices(frames, n)
+        if warmup_included:
+            frames -= 2 * n
+            if frames < 1:
+                raise ValueError(f"warmup_included: {lr.shape[1]} frames hold no centre frame after 2 × {n} warm-up")
+            ext = list(range(lr.shape[1]))  # index of every extended frame in `lr`
+        else:
+            ext = cyclic_indices(frames, n)
         ext_len = len(ext)
         is_centre = [n <= j < n + frames for j in range(ext_len)]
         centre = range(n, n + frames)
@@ -153,9 +163,9 @@ class CMRVSR(nn.Module):
         phase_maps = [phase[:, t].reshape(batch, 1, 1, 1).expand(-1, 1, *lr.shape[-2:]).to(lr.dtype) for t in ext]
 
         features: list[Tensor] = [None] * ext_len  # type: ignore[list-item]
-        centre_features = self._per_frame(self.in_block, lr)
-        for e, t in zip(centre, range(frames), strict=True):
-            features[e] = centre_features[t]
+        centre_features = self._per_frame(self.in_block, lr[:, [ext[e] for e in centre]])
+        for e, feature in zip(centre, centre_features, strict=True):
+            features[e] = feature
         with torch.no_grad():
             for j in range(ext_len):
                 if not is_centre[j]:

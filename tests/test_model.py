@@ -107,17 +107,24 @@ def test_cyclic_indices_wrap_repeatedly() -> None:
 # ---- an explicit, step-by-step construction of SPEC §2, written independently of the model's code -----------
 
 
-def explicit_forward(model: CMRVSR, lr: torch.Tensor, phase: torch.Tensor) -> list[torch.Tensor]:
+def explicit_forward(
+    model: CMRVSR, lr: torch.Tensor, phase: torch.Tensor, warmup_included: bool = False
+) -> list[torch.Tensor]:
     """All 3·S outputs, built the long way: the cyclic extension by tiling, the ConvLSTM with F.conv2d on the
     model's weights, fusion windows over a zero-padded list, and the public code's list arithmetic for updates."""
     cfg = model.config
-    n, N, T = cfg.warmup, cfg.half_window, lr.shape[1]
-    copies = n // T + 1
-    tiled_lr = torch.cat([lr] * (2 * copies + 1), dim=1)
-    tiled_phase = torch.cat([phase] * (2 * copies + 1), dim=1)
-    start = copies * T - n
-    ext_lr, ext_phase = tiled_lr[:, start : start + T + 2 * n], tiled_phase[:, start : start + T + 2 * n]
+    n, N = cfg.warmup, cfg.half_window
+    if warmup_included:
+        ext_lr, ext_phase = lr, phase
+    else:
+        T = lr.shape[1]
+        copies = n // T + 1
+        tiled_lr = torch.cat([lr] * (2 * copies + 1), dim=1)
+        tiled_phase = torch.cat([phase] * (2 * copies + 1), dim=1)
+        start = copies * T - n
+        ext_lr, ext_phase = tiled_lr[:, start : start + T + 2 * n], tiled_phase[:, start : start + T + 2 * n]
     length = ext_lr.shape[1]
+    T = length - 2 * n
 
     def run_lstm(cells, sequence):
         h = [torch.zeros_like(sequence[0]) for _ in cells]
@@ -193,6 +200,29 @@ def test_paper_preset_matches_explicit_construction() -> None:
     lr, phase = make_inputs(1, 3, 4, 3, torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(model(lr, phase), explicit_forward(model, lr, phase)[-1], rtol=1e-12, atol=1e-12)
+
+
+def test_clips_with_their_true_neighbours_as_warm_up(tiny_config: ModelConfig) -> None:
+    """Training clips carry real neighbouring frames as warm-up (warmup_included=True)."""
+    model = make_model(tiny_config.replace(warmup=3), torch.float64).train()
+    cine, cine_phase = make_inputs(2, 20, 4, 3, torch.float64)
+    clip, clip_phase = cine[:, 2:15], cine_phase[:, 2:15]  # 7 centre frames (5 … 11) + 3 neighbours each side
+    with torch.no_grad():
+        ours = model(clip, clip_phase, warmup_included=True)
+        theirs = explicit_forward(model, clip, clip_phase, warmup_included=True)
+    assert ours[0].shape == (2, 7, 1, 16, 12)
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_warmup_included_equals_the_cyclic_extension(tiny_config: ModelConfig) -> None:
+    model = make_model(tiny_config, torch.float64).eval()
+    lr, phase = make_inputs(1, 4, 3, 3, torch.float64)
+    index = cyclic_indices(4, tiny_config.warmup)
+    with torch.no_grad():
+        torch.testing.assert_close(model(lr[:, index], phase[:, index], warmup_included=True), model(lr, phase))
+        with pytest.raises(ValueError, match="no centre frame"):
+            model(lr, phase, warmup_included=True)  # 4 frames cannot hold 2 × 3 warm-up frames and a centre
 
 
 def test_warm_up_update_changes_the_result(tiny_config: ModelConfig) -> None:

@@ -1,0 +1,98 @@
+"""Training cost of a preset on this machine: seconds per optimisation step of the SPEC §3 recipe.
+
+One step = forward of a batch of clips (7 centre frames + n cyclic warm-up frames each side, 32×32 LR crops),
+the deep-supervision loss, backward and an Adam update. Reports the median over several steps after warm-up,
+steps per two hours, and writes dated JSON under benchmarks/results/.
+
+    python benchmarks/train_cost.py --preset lite-x4 --preset paper-x4 --steps 3
+
+glibc's allocator matters here: the schedule frees and reallocates the same large activations thousands of
+times per step, and by default blocks above the mmap threshold go back to the kernel and come back as fresh
+zeroed pages. `make bench-train-cost` sets MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ / MALLOC_TOP_PAD_
+(recorded in the JSON); on the 2-core development CPU that halved the step time of a 147k-parameter member.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from cmrvsr_fast import CMRVSR, ModelConfig, deep_supervision_loss
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def step_seconds(config: ModelConfig, batch: int, clip: int, crop: int, steps: int) -> list[float]:
+    model = CMRVSR(config).train()
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-4)
+    # The model builds the warm-up itself from the clip; the public dataset takes the warm-up from the
+    # neighbouring frames instead, which costs the same.
+    lr = torch.randn(batch, clip, 1, crop, crop)
+    phase = torch.rand(batch, clip) * 2 - 1
+    target = torch.randn(batch, clip, 1, crop * config.scale, crop * config.scale)
+    times = []
+    for _ in range(steps + 1):  # the first step warms up allocators and kernels and is not counted
+        start = time.perf_counter()
+        loss = deep_supervision_loss(model(lr, phase), target)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        times.append(time.perf_counter() - start)
+    return times[1:]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", action="append", help="preset name (repeatable); default lite-x4")
+    parser.add_argument("--config", action="append", default=[], help="a ModelConfig as JSON (repeatable)")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--clip", type=int, default=7)
+    parser.add_argument("--crop", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default: dated file in results/)")
+    args = parser.parse_args()
+
+    configs = {name: ModelConfig.from_name(name) for name in (args.preset or ([] if args.config else ["lite-x4"]))}
+    configs |= {text: ModelConfig.from_dict(json.loads(text)) for text in args.config}
+    rows = []
+    for name, config in configs.items():
+        times = step_seconds(config, args.batch, args.clip, args.crop, args.steps)
+        median = statistics.median(times)
+        row = {
+            "model": name,
+            "config": config.to_dict(),
+            "parameters": sum(p.numel() for p in CMRVSR(config).parameters()),
+            "seconds_per_step": round(median, 3),
+            "steps_per_2h": int(7200 / median),
+            "all_step_seconds": [round(t, 3) for t in times],
+        }
+        rows.append(row)
+        print(
+            f"{name:>10}: {row['parameters']:>9,} parameters, {median:7.2f} s/step, {row['steps_per_2h']:>6} steps/2 h"
+        )
+
+    result = {
+        "benchmark": "train_cost",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "hardware": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads()},
+        "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
+        "versions": {"torch": torch.__version__, "python": platform.python_version()},
+        "recipe": {"batch": args.batch, "clip_frames": args.clip, "lr_crop": args.crop, "optimiser": "Adam 1e-4"},
+        "rows": rows,
+    }
+    out = args.out or RESULTS / f"train_cost_{dt.date.today().isoformat()}_cpu.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
