@@ -135,7 +135,16 @@ setup(
     ext_modules=_extensions(),
     cmdclass={"build_ext": BuildCudaExt},
     # torch is deliberately unpinned: any CPU or CUDA build >= 2.4 works (the Makefile installs the CPU build).
-    install_requires=["torch>=2.4", "numpy>=1.24", "scipy>=1.10", "safetensors>=0.4"],
+    install_requires=[
+        "torch>=2.4",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "safetensors>=0.4",
+        "nibabel>=5",
+        "pydicom>=2.4",
+        "pillow>=10",
+        "tqdm>=4.60",
+    ],
     extras_require={
         "dev": [
             "pytest>=7",
@@ -146,7 +155,8 @@ setup(
             "triton>=3.0; platform_system == 'Linux'",
             "onnx>=1.16",
             "onnxruntime>=1.18",
-            "opencv-python-headless>=4.8",  # only to check cvcompat against OpenCV in tests
+            "opencv-python-headless>=4.8",  # only to check cvcompat and the degradation against OpenCV in tests
+            "scikit-image>=0.22",  # only as the independent SSIM/PSNR in tests
         ],
         "tensorrt": ["tensorrt>=10"],
         "dicom": ["pylibjpeg>=2", "pylibjpeg-libjpeg>=2", "pylibjpeg-openjpeg>=2", "pylibjpeg-rle>=2"],

@@ -1,0 +1,17 @@
+"""Data: the cine phantom, the SPEC §4 degradation, intensity preparation, dataset readers and torch datasets."""
+
+from .degrade import bicubic_resize, degrade, truncate_kspace
+from .phantom import Phantom, generate
+from .preprocess import clip_and_scale, crop_to_multiple, denormalise, normalise
+
+__all__ = [
+    "Phantom",
+    "bicubic_resize",
+    "clip_and_scale",
+    "crop_to_multiple",
+    "degrade",
+    "denormalise",
+    "generate",
+    "normalise",
+    "truncate_kspace",
+]
