@@ -60,7 +60,7 @@ def test_acdc_reader_refuses_bad_info(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"ES frame 10 .* outside"):
         read_acdc(tmp_path)
     (tmp_path / "training" / "patient001" / "Info.cfg").write_text("Group: NOR\n")
-    with pytest.raises(DataError, match="Info.cfg: needs integer 'ED:'"):
+    with pytest.raises(DataError, match=r"Info\.cfg: needs integer .ED:."):
         read_acdc(tmp_path)
 
 
@@ -116,7 +116,7 @@ def test_dsb_reader_min_frames_and_corrupt_files(tmp_path: Path) -> None:
     write_sax(tmp_path / "1" / "study" / "sax_1", 1, 0.0, frames=9)
     assert read_dsb(tmp_path, min_frames=10) == []
     (tmp_path / "1" / "study" / "sax_1" / "IM-broken.dcm").write_bytes(b"not a dicom file")
-    with pytest.raises(DataError, match="IM-broken.dcm: cannot be read as a DICOM image"):
+    with pytest.raises(DataError, match=r"IM-broken\.dcm: cannot be read as a DICOM image"):
         read_dsb(tmp_path)
 
 
@@ -129,7 +129,7 @@ def test_folder_reader(tmp_path: Path) -> None:
     assert records[0].cine.shape == records[1].cine.shape == (1, 12, 36, 48)
     np.testing.assert_array_equal(records[0].cine[0], cine)  # already on 0–255: kept as it is
     np.save(tmp_path / "bad.npy", np.zeros((4, 4)))
-    with pytest.raises(DataError, match="bad.npy: expected"):
+    with pytest.raises(DataError, match=r"bad\.npy: expected"):
         read_cine_file(tmp_path / "bad.npy")
 
 
