@@ -161,5 +161,6 @@ setup(
         "tensorrt": ["tensorrt>=10"],
         "dicom": ["pylibjpeg>=2", "pylibjpeg-libjpeg>=2", "pylibjpeg-openjpeg>=2", "pylibjpeg-rle>=2"],
     },
+    entry_points={"console_scripts": ["cmrvsr-fast = cmrvsr_fast.cli:main"]},
     zip_safe=False,
 )

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from .atomic import atomic_write, atomic_write_text
 from .config import ModelConfig
 from .model import CMRVSR
 
@@ -79,19 +79,6 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write through a temporary file in the same folder and rename, so no half-written file is ever seen."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(model: CMRVSR, path: str | os.PathLike[str], card: ModelCard | None = None) -> ModelCard:
     """Write `path` (.safetensors) and its card beside it; returns the card with the weights' sha256 filled in."""
     path = Path(path)
@@ -101,9 +88,9 @@ def save_checkpoint(model: CMRVSR, path: str | os.PathLike[str], card: ModelCard
     if card.config != model.config:
         raise ValueError("the card's configuration differs from the model's")
     tensors = {name: value.detach().to("cpu").contiguous() for name, value in model.state_dict().items()}
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": CARD_FORMAT}))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": CARD_FORMAT}))
     card = dataclasses.replace(card, weights_sha256=sha256_file(path))
-    _atomic_write(card_path(path), lambda tmp: Path(tmp).write_text(card.to_json()))
+    atomic_write_text(card_path(path), card.to_json())
     return card
 
 

@@ -71,14 +71,31 @@ def cardiac_psnr(sr: np.ndarray, hr: np.ndarray, box: Box | None = None) -> floa
 
 
 def cardiac_ssim(sr: np.ndarray, hr: np.ndarray, box: Box | None = None, variant: str = "standard") -> float:
-    """SSIM of a (T, H, W) cine inside the heart box (heart_box(hr) unless given), averaged over frames."""
-    h0, h1, w0, w1 = heart_box(hr) if box is None else box
+    """SSIM of a (T, H, W) cine inside the heart box (heart_box(hr) unless given), averaged over frames.
+    A box smaller than the 11×11 window (tiny images) is widened around its centre to fit it."""
+    box = heart_box(hr) if box is None else box
+    h0, h1, w0, w1 = _at_least_window(box, np.shape(hr)[-2:])
     return ssim(np.asarray(sr)[..., h0:h1, w0:w1], np.asarray(hr)[..., h0:h1, w0:w1], variant)
 
 
+def _at_least_window(box: Box, shape: tuple[int, ...]) -> Box:
+    def widen(lo: int, hi: int, size: int) -> tuple[int, int]:
+        if hi - lo >= _WINDOW or size < _WINDOW:
+            return lo, hi
+        lo = min(max(0, (lo + hi) // 2 - _WINDOW // 2), size - _WINDOW)
+        return lo, lo + _WINDOW
+
+    (h0, h1), (w0, w1) = widen(box[0], box[1], shape[0]), widen(box[2], box[3], shape[1])
+    return h0, h1, w0, w1
+
+
 def _valid_correlate(image: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """Correlation with a separable window (an outer product), kept where the window lies inside the image."""
     half = window.shape[0] // 2
-    full = ndimage.correlate(image, window, mode="constant")
+    profile = window.sum(axis=1)  # the window is outer(profile, profile) with profile summing to 1
+    full = ndimage.correlate1d(
+        ndimage.correlate1d(image, profile, axis=0, mode="constant"), profile, axis=1, mode="constant"
+    )
     return full[half : image.shape[0] - half, half : image.shape[1] - half]
 
 

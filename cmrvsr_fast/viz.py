@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .atomic import atomic_write
+
 
 def montage(rows: list[list[np.ndarray]], gap: int = 2, scale: int = 1) -> np.ndarray:
     """Tile 2-D frames (0–255 scale) into one uint8 image: rows of equal-height frames, a black gap between them.
@@ -29,9 +31,5 @@ def montage(rows: list[list[np.ndarray]], gap: int = 2, scale: int = 1) -> np.nd
 
 def save_png(image: np.ndarray, path: str | os.PathLike[str]) -> Path:
     """Write a uint8 grey image as PNG through a temporary file, so a reader never sees half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(np.asarray(image, dtype=np.uint8), mode="L").save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    grey = Image.fromarray(np.asarray(image, dtype=np.uint8), mode="L")
+    return atomic_write(path, lambda tmp: grey.save(tmp, format="PNG"))

@@ -93,3 +93,9 @@ def test_cardiac_metrics_score_only_inside_the_box() -> None:
     assert cardiac_psnr(sr, hr, box) < 40 and cardiac_ssim(sr, hr, box) < 1.0
     h0, h1, w0, w1 = heart_box(hr)  # the default box is the public method's on the HR cine
     assert cardiac_psnr(sr, hr) == pytest.approx(psnr(sr[:, h0:h1, w0:w1], hr[:, h0:h1, w0:w1]))
+
+
+def test_cardiac_ssim_widens_a_box_smaller_than_the_window() -> None:
+    hr = generate(3, (48, 48), 8).cine[0]
+    sr = np.clip(hr + 5, 0, 255)
+    assert cardiac_ssim(sr, hr, (20, 26, 40, 48)) == pytest.approx(ssim(sr[:, 18:29, 37:48], hr[:, 18:29, 37:48]))

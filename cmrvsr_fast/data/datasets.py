@@ -18,7 +18,7 @@ from ..phase import estimate_es, phase_code
 from ..roi import Box, heart_box
 from .degrade import degrade
 from .phantom import generate
-from .preprocess import normalise
+from .preprocess import crop_to_multiple, normalise
 from .readers import CineRecord
 
 
@@ -50,11 +50,12 @@ def make_sequences(records: list[CineRecord], scale: int, phase_variant: str = "
 
 
 def phantom_records(seeds: range, size: tuple[int, int] = (128, 128), frames: int = 30, slices: int = 1):
-    """Phantom stacks as CineRecords (true ED/ES), one per seed."""
+    """Phantom stacks as CineRecords (true ED/ES), one per seed, cropped to multiples of 12 like every source."""
     records = []
     for seed in seeds:
         p = generate(seed, size, frames, slices)
-        records.append(CineRecord(f"phantom{seed:05d}", p.cine, p.ed, p.es, f"phantom seed {seed}"))
+        cine = np.ascontiguousarray(crop_to_multiple(p.cine))
+        records.append(CineRecord(f"phantom{seed:05d}", cine, p.ed, p.es, f"phantom seed {seed}"))
     return records
 
 

@@ -44,7 +44,7 @@ def bicubic_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """cv2.resize(image, (width, height), interpolation=cv2.INTER_CUBIC) for (…, H, W) float arrays."""
     rows = _cubic_weights(image.shape[-2], height)
     cols = _cubic_weights(image.shape[-1], width)
-    return np.einsum("ih,...hw,jw->...ij", rows, np.asarray(image, dtype=np.float64), cols)
+    return rows @ np.asarray(image, dtype=np.float64) @ cols.T  # two matmuls: far faster than one 3-operand einsum
 
 
 def degrade(hr: np.ndarray, scale: int) -> np.ndarray:
