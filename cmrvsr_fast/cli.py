@@ -12,16 +12,19 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import __version__
-from .atomic import atomic_write_text
+from .atomic import atomic_write, atomic_write_text
 from .checkpoint import NORMALISATION, load_checkpoint
 from .config import PRESETS, ModelConfig
 from .data.datasets import phantom_records
+from .data.phantom import generate
 from .data.readers import CineRecord, DataError, read_acdc, read_dsb, read_folder
 from .evaluate import evaluate, format_table
 from .model import CMRVSR
+from .viz import montage, save_png
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
 HELD_OUT_PHANTOM_SEEDS = 1_000_000  # phantoms from here on are never used for training
@@ -100,6 +103,31 @@ def run_eval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _save_npy(path: str, array: np.ndarray) -> None:
+    with open(path, "wb") as handle:  # a handle, because np.save would append ".npy" to a temporary name
+        np.save(handle, array)
+
+
+def run_phantom(args: argparse.Namespace) -> int:
+    """Write phantom stacks as (S, T, H, W) .npy cines with a JSON sidecar (ED, ES, heart box) and a picture."""
+    out = Path(args.out)
+    names = [f"phantom{seed:05d}" for seed in range(args.seed, args.seed + args.count)]
+    clashes = [
+        str(out / f"{n}{ext}") for n in names for ext in (".npy", ".json", ".png") if (out / f"{n}{ext}").exists()
+    ]
+    if clashes and not args.overwrite:
+        raise UsageError(f"{clashes[0]} exists (use --overwrite to replace it)")
+    for seed, name in zip(range(args.seed, args.seed + args.count), names, strict=True):
+        p = generate(seed, (args.size, args.size), args.frames, args.slices)
+        atomic_write(out / f"{name}.npy", lambda tmp, cine=p.cine: _save_npy(tmp, cine))
+        sidecar = {"seed": seed, "ed": p.ed, "es": p.es, "heart_box": list(p.heart_box), "shape": list(p.cine.shape)}
+        atomic_write_text(out / f"{name}.json", json.dumps(sidecar, indent=2) + "\n")
+        frames = sorted({0, p.es // 2, p.es, (p.es + args.frames) // 2})
+        save_png(montage([[stack[t] for t in frames] for stack in p.cine]), out / f"{name}.png")
+        print(f"{out / name}.npy: {args.slices}×{args.frames}×{args.size}×{args.size}, ED 0, ES {p.es}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cmrvsr-fast", description="Phase-aware super-resolution of cardiac MRI cines"
@@ -121,6 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", type=Path, help="also write the table as JSON here")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(run=run_eval)
+
+    ph = commands.add_parser("phantom", help="write phantom cines (.npy + JSON sidecar + PNG picture)")
+    ph.add_argument("out", help="output folder (created)")
+    ph.add_argument("--seed", type=int, default=0)
+    ph.add_argument("--count", type=int, default=1)
+    ph.add_argument("--size", type=int, default=256)
+    ph.add_argument("--frames", type=int, default=30)
+    ph.add_argument("--slices", type=int, default=1)
+    ph.add_argument("--overwrite", action="store_true", help="replace existing files of the same names")
+    ph.set_defaults(run=run_phantom)
     return parser
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -162,3 +163,11 @@ def test_import_refuses_pickled_objects(tmp_path: Path) -> None:
     torch.save({"net": _NotATensor()}, tmp_path / "evil.pth")
     with pytest.raises(ValueError, match="weights-only"):
         import_official_checkpoint(tmp_path / "evil.pth", ModelConfig.from_name("paper-x4"))
+
+
+def test_written_files_get_ordinary_permissions(tmp_path: Path, tiny_config: ModelConfig) -> None:
+    save_checkpoint(make_model(tiny_config), tmp_path / "w.safetensors")
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("w.safetensors", "w.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask

@@ -81,3 +81,15 @@ def test_eval_command_refuses_bad_data(data: str, message: str, capsys: pytest.C
 def test_eval_command_names_an_empty_dataset_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", "--data", f"dsb:{tmp_path}", "--quiet"]) == 2
     assert "no DSB15 series" in capsys.readouterr().err
+
+
+def test_phantom_command_writes_cines_and_refuses_to_overwrite(tmp_path: Path, capsys) -> None:
+    assert main(["phantom", str(tmp_path / "out"), "--seed", "3", "--count", "2", "--size", "48", "--frames", "8"]) == 0
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == [f"phantom0000{s}.{e}" for s in (3, 4) for e in ("json", "npy", "png")]
+    cine = np.load(tmp_path / "out" / "phantom00003.npy")
+    assert cine.shape == (1, 8, 48, 48) and np.array_equal(cine, generate(3, (48, 48), 8).cine)
+    assert json.loads((tmp_path / "out" / "phantom00003.json").read_text())["es"] == generate(3, (48, 48), 8).es
+    assert main(["phantom", str(tmp_path / "out"), "--seed", "4", "--size", "48", "--frames", "8"]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert main(["phantom", str(tmp_path / "out"), "--seed", "4", "--size", "48", "--frames", "8", "--overwrite"]) == 0
