@@ -8,11 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
-    """Call write(temporary_path), then move the result onto `path`; on any failure nothing is left behind."""
+def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None], keep_suffix: bool = False) -> Path:
+    """Call write(temporary_path), then move the result onto `path`; on any failure nothing is left behind.
+    keep_suffix: the temporary name ends like `path` (for writers that choose the format by name, e.g. nibabel)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    suffix = "".join(path.suffixes) if keep_suffix else ".tmp"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         write(tmp)

@@ -1,0 +1,92 @@
+"""The Python entry point for inference: `cmrvsr_fast.load()` -> Upscaler -> `upscale(cine)`.
+
+The Upscaler takes a cine in the acquisition's own intensity units and returns the ×r cine in the same units:
+mapping to the training scale (0–255, then the card's mean/std) and back is its job, and so are the phase code
+(ED defaults to frame 0; ES is estimated unless given) and the device.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import ModelCard, load_checkpoint
+from .data.preprocess import denormalise, normalise
+from .model import CMRVSR
+from .phase import estimate_es, phase_code
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WEIGHTS = "default-lite-x4.safetensors"
+
+
+def default_weights_path() -> Path:
+    """The embedded default checkpoint shipped in cmrvsr_fast/weights/."""
+    return Path(str(resources.files("cmrvsr_fast") / "weights" / DEFAULT_WEIGHTS))
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    if str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name}: no CUDA device is visible to torch")
+    return device
+
+
+class Upscaler:
+    """A loaded model with everything needed to super-resolve cines in their own units."""
+
+    def __init__(self, model: CMRVSR, card: ModelCard, device: torch.device) -> None:
+        self.model, self.card, self.device = model.to(device).eval(), card, device
+
+    @property
+    def scale(self) -> int:
+        return self.model.config.scale
+
+    @torch.no_grad()
+    def upscale(self, cine: np.ndarray, ed: int = 0, es: int | None = None, stages: int | None = None) -> np.ndarray:
+        """(T, H, W) or (S, T, H, W) in any intensity units -> (…, T, rH, rW) float32 in the same units.
+
+        Intensities are mapped to 0–255 by the 0 … 99.5 % range of the whole input (the training data's
+        preparation, SPEC §4), but not clipped, so the brightest pixels are not lost; the output is mapped back
+        and limited to the input's own range. One phase code serves every slice: ES is estimated on the first
+        slice unless given."""
+        data = np.asarray(cine, dtype=np.float64)
+        if data.ndim not in (3, 4) or min(data.shape) < 1:
+            raise ValueError(f"expected a (T, H, W) cine or an (S, T, H, W) stack, got shape {data.shape}")
+        if not np.isfinite(data).all():
+            raise ValueError("the cine contains NaN or infinite values")
+        stack = data if data.ndim == 4 else data[None]
+        low, high = float(stack.min()), float(np.quantile(stack, 0.995))
+        r = self.scale
+        if high <= low:  # a constant cine: nothing to recover, nothing to divide by
+            return np.full((*stack.shape[:2], stack.shape[2] * r, stack.shape[3] * r), low, np.float32).reshape(
+                *data.shape[:-2], data.shape[-2] * r, data.shape[-1] * r
+            )
+        grey = (stack - low) / (high - low) * 255.0
+        frames = stack.shape[1]
+        if es is None:
+            es = estimate_es(np.clip(grey, 0, 255), ed=ed)
+        codes = torch.from_numpy(phase_code(frames, ed, es, self.model.config.phase_code).astype(np.float32))
+        mean, std = self.card.normalisation
+        out = np.empty((stack.shape[0], frames, stack.shape[2] * r, stack.shape[3] * r), dtype=np.float32)
+        for index, slice_grey in enumerate(grey):
+            inputs = torch.from_numpy(normalise(slice_grey, mean, std))[None, :, None].to(self.device)
+            sr = self.model(inputs, codes[None].to(self.device), stages=stages)[0, :, 0].float().cpu().numpy()
+            out[index] = denormalise(sr, mean, std)
+        restored = np.clip(low + out / 255.0 * (high - low), low, float(stack.max())).astype(np.float32)
+        return restored if data.ndim == 4 else restored[0]
+
+
+def load(weights: str | Path | None = None, device: str | torch.device = "auto") -> Upscaler:
+    """An Upscaler for a .safetensors checkpoint (its card beside it), or for the embedded default."""
+    path = Path(weights) if weights is not None else default_weights_path()
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path}: expected a .safetensors checkpoint with its .json card")
+    model, card = load_checkpoint(path)
+    return Upscaler(model, card, resolve_device(device))

@@ -1,0 +1,61 @@
+"""Training: a short run, its checkpoints and logs, --resume, and two DDP processes on the CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cmrvsr_fast.checkpoint import load_checkpoint
+from cmrvsr_fast.cli import main
+
+TINY = ["--preset", "lite-x4", "--data", "phantom:2", "--size", "48", "--crop", "8", "--batch", "2"]
+
+
+def test_short_run_writes_checkpoints_and_logs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--out", str(out), "--steps", "4", "--validate-every", "2"]) == 0
+    assert "validation CardiacPSNR" in capsys.readouterr().out
+    assert {p.name for p in out.iterdir()} >= {"best.safetensors", "best.json", "last.safetensors", "last.json",
+                                               "last_state.pt", "log.csv", "log.json"}  # fmt: skip
+    _, card = load_checkpoint(out / "last.safetensors")
+    assert card.config.features == 16 and card.training["iterations"] == 4 and card.training["preset"] == "lite-x4"
+    assert card.training["recipe"]["batch"] == 2 and "CPU" in card.training["hardware"]
+    assert card.metrics["validation"]["step"] == 4 and "bicubic_cardiac_psnr" in card.metrics["validation"]
+    lines = (out / "log.csv").read_text().splitlines()
+    assert lines[0].startswith("step,epoch,loss") and len(lines) == 3
+
+    # A second run over the same folder must be asked for explicitly.
+    assert main(["train", *TINY, "--out", str(out), "--steps", "6"]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", *TINY, "--out", str(out), "--steps", "6", "--validate-every", "2", "--resume"]) == 0
+    history = json.loads((out / "log.json").read_text())["history"]
+    assert [row["step"] for row in history] == [2, 4, 6]
+
+
+def test_training_reduces_the_loss(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    argv = ["train", *TINY, "--out", str(out), "--steps", "40", "--validate-every", "10", "--lr", "2e-3"]
+    assert main(argv) == 0
+    history = json.loads((out / "log.json").read_text())["history"]
+    assert history[-1]["loss"] < 0.7 * history[0]["loss"]
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_hold_identical_weights(tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "cmrvsr_fast", "train", *TINY, "--out", str(out), "--steps", "3", "--validate-every", "3",
+               "--device", "cpu"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((out / "log.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 3
+    assert summary["ddp_weights_identical"] and len(set(summary["rank_weights_sha256"])) == 1
+    _, card = load_checkpoint(out / "last.safetensors")
+    assert card.training["recipe"]["batch"] == 4  # 2 clips per process

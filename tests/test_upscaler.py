@@ -1,0 +1,110 @@
+"""cmrvsr_fast.load / Upscaler, the embedded default weights, and `cmrvsr-fast demo`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import cmrvsr_fast
+from cmrvsr_fast import CMRVSR, ModelCard, ModelConfig, phase_code, save_checkpoint
+from cmrvsr_fast.checkpoint import sha256_file
+from cmrvsr_fast.cli import main
+from cmrvsr_fast.data import degrade, generate
+from cmrvsr_fast.upscaler import default_weights_path
+
+
+@pytest.fixture
+def tiny_weights(tmp_path: Path) -> Path:
+    torch.manual_seed(3)
+    config = ModelConfig(scale=2, features=4, lstm_layers=1, warmup=2, stages=2)
+    path = tmp_path / "tiny.safetensors"
+    save_checkpoint(CMRVSR(config), path, ModelCard(config, normalisation=(50.0, 40.0)))
+    return path
+
+
+def test_upscale_works_in_the_acquisitions_units(tiny_weights: Path) -> None:
+    upscaler = cmrvsr_fast.load(tiny_weights, device="cpu")
+    cine = generate(1, (36, 36), 10).cine[0] * 16.0 + 100.0  # 12-bit-like units
+    out = upscaler.upscale(cine, ed=0, es=4)
+    assert out.shape == (10, 72, 72) and out.dtype == np.float32
+    assert out.min() >= cine.min() and out.max() <= cine.max()
+
+    # The same numbers by hand: to 0–255 by the 0 … 99.5 % range, normalise, the model, and back.
+    low, high = cine.min(), np.quantile(cine, 0.995)
+    grey = (cine - low) / (high - low) * 255
+    with torch.no_grad():
+        x = torch.from_numpy(((grey - 50.0) / 40.0).astype(np.float32))[None, :, None]
+        p = torch.from_numpy(phase_code(10, 0, 4).astype(np.float32))[None]
+        sr = upscaler.model(x, p)[0, :, 0].numpy() * 40.0 + 50.0
+    np.testing.assert_allclose(
+        out, np.clip(low + sr / 255 * (high - low), cine.min(), cine.max()), rtol=1e-5, atol=1e-3
+    )
+
+
+def test_upscale_stacks_constant_cines_and_bad_input(tiny_weights: Path) -> None:
+    upscaler = cmrvsr_fast.load(tiny_weights, device="cpu")
+    stack = generate(2, (24, 24), 8, slices=3).cine
+    assert upscaler.upscale(stack).shape == (3, 8, 48, 48)
+    np.testing.assert_array_equal(upscaler.upscale(np.full((8, 12, 12), 7.0)), np.full((8, 24, 24), 7.0))
+    with pytest.raises(ValueError, match="expected a"):
+        upscaler.upscale(np.zeros((12, 12)))
+    with pytest.raises(ValueError, match="NaN"):
+        upscaler.upscale(np.full((8, 12, 12), np.nan))
+
+
+def test_load_refuses_other_formats(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="safetensors"):
+        cmrvsr_fast.load(tmp_path / "model.pth")
+
+
+def test_embedded_default_is_shipped_intact() -> None:
+    path = default_weights_path()
+    assert path.is_file(), "the embedded default weights are missing from cmrvsr_fast/weights/"
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["weights_sha256"] == sha256_file(path)
+    assert path.stat().st_size < 8 * 2**20  # a few MB at most
+    training = card["training"]
+    assert training["iterations"] > 0 and training["wall_time_s"] > 0 and training["hardware"]
+    assert "phantom" in training["data"] and card["metrics"]["held_out_phantoms"]["rows"]
+    upscaler = cmrvsr_fast.load(device="cpu")
+    assert upscaler.scale == 4 and upscaler.model.config == ModelConfig.from_name(training["preset"])
+
+
+def test_embedded_default_beats_bicubic_on_a_held_out_phantom() -> None:
+    """A sanity check on one small held-out phantom (the quality bar itself is measured by
+    benchmarks/embed_default.py on 16 phantoms and recorded in the card)."""
+    from cmrvsr_fast.evaluate import bicubic_upscale
+    from cmrvsr_fast.metrics import cardiac_psnr, to_grey_levels
+
+    p = generate(2_000_000, (96, 96), 16)
+    hr = p.cine[0]
+    lr = degrade(hr, 4)
+    sr = to_grey_levels(cmrvsr_fast.load(device="cpu").upscale(lr, ed=0, es=p.es))
+    bicubic = to_grey_levels(bicubic_upscale(lr, 4))
+    assert cardiac_psnr(sr, hr, p.heart_box) > cardiac_psnr(bicubic, hr, p.heart_box)
+
+
+def test_demo_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo"
+    argv = ["demo", "--out", str(out), "--size", "96", "--frames", "12", "--slices", "1", "--json", str(out / "m.json")]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "bicubic" in printed and "CardiacPSNR gain over bicubic" in printed
+    assert {p.name for p in out.iterdir()} == {
+        "sr.nii.gz",
+        "bicubic.nii.gz",
+        "lr.nii.gz",
+        "hr.nii.gz",
+        "montage.png",
+        "m.json",
+    }
+    body = json.loads((out / "m.json").read_text())
+    assert [row["method"] for row in body["rows"]] == ["bicubic", "cmrvsr"] and body["scale"] == 4
+    import nibabel as nib
+
+    assert nib.load(out / "sr.nii.gz").shape == (96, 96, 1, 12)
+    assert nib.load(out / "lr.nii.gz").shape == (24, 24, 1, 12)
