@@ -8,6 +8,7 @@ from .config import PRESETS, ModelConfig
 from .model import CMRVSR, deep_supervision_loss
 from .phase import estimate_es, phase_code
 from .roi import heart_box
+from .upscaler import Upscaler, load
 
 __version__ = "0.1.0"
 
@@ -16,11 +17,13 @@ __all__ = [
     "PRESETS",
     "ModelCard",
     "ModelConfig",
+    "Upscaler",
     "__version__",
     "deep_supervision_loss",
     "estimate_es",
     "heart_box",
     "import_official_checkpoint",
+    "load",
     "load_checkpoint",
     "phase_code",
     "save_checkpoint",

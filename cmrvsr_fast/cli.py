@@ -296,7 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--device", default="auto")
     de.add_argument("--json", type=Path, help="also write the metrics as JSON here")
     de.add_argument("--weights", help="another .safetensors checkpoint instead of the embedded default")
-    de.add_argument("--size", type=int, default=192, help="HR size of the phantom (a multiple of 12)")
+    de.add_argument(
+        "--size", type=int, default=144, help="HR size of the phantom (a multiple of 12; training used 144)"
+    )
     de.add_argument("--frames", type=int, default=30)
     de.add_argument("--slices", type=int, default=3)
     de.set_defaults(run=run_demo)
