@@ -59,3 +59,12 @@ def test_two_ddp_processes_hold_identical_weights(tmp_path: Path) -> None:
     assert summary["ddp_weights_identical"] and len(set(summary["rank_weights_sha256"])) == 1
     _, card = load_checkpoint(out / "last.safetensors")
     assert card.training["recipe"]["batch"] == 4  # 2 clips per process
+
+
+def test_bfloat16_autocast_run(tmp_path: Path) -> None:
+    out = tmp_path / "amp"
+    assert main(["train", *TINY, "--out", str(out), "--steps", "2", "--validate-every", "2", "--amp"]) == 0
+    _, card = load_checkpoint(out / "last.safetensors")
+    assert card.training["recipe"]["amp_bf16"] is True
+    row = json.loads((out / "log.json").read_text())["history"][-1]
+    assert row["loss"] == row["loss"] and row["loss"] < 100  # finite
