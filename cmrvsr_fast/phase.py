@@ -10,7 +10,7 @@ import numpy as np
 from .config import PHASE_CODE_VARIANTS
 from .cvcompat import gaussian_blur5, otsu_mask
 from .intensity import to_display_range
-from .roi import _first_slice, heart_box
+from .roi import first_slice, heart_box
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def estimate_es(cine: np.ndarray, ed: int = 0, box: tuple[int, int, int, int] | 
     codes). A degenerate crop or masks that never change fall back to fallback_es() with the reason logged;
     a valid cine never raises.
     """
-    frames = to_display_range(_first_slice(cine))
+    frames = to_display_range(first_slice(cine))
     count = frames.shape[0]
     if not 0 <= ed < count:
         raise ValueError(f"ED frame {ed} is outside the cine's {count} frames (0-based)")

@@ -31,7 +31,7 @@ def heart_box(cine: np.ndarray, method: str = "public") -> Box:
         raise ValueError(f"heart_box method must be 'public' or 'harmonic', got {method!r}")
     if method == "harmonic":
         return first_harmonic_box(cine)
-    frames = _first_slice(cine)
+    frames = first_slice(cine)
     height, width = frames.shape[1:]
     full = (0, height, 0, width)
     if frames.shape[0] < 2:
@@ -65,7 +65,7 @@ def first_harmonic_box(cine: np.ndarray, spread: float = 5.0) -> Box:
     public method sizes its box. Falls back to the whole image when nothing moves. Uses every frame, so it is
     robust to a cine whose frame T//2 happens to resemble frame 0.
     """
-    frames = to_display_range(_first_slice(cine))
+    frames = to_display_range(first_slice(cine))
     height, width = frames.shape[1:]
     full = (0, height, 0, width)
     if frames.shape[0] < 3:
@@ -87,7 +87,8 @@ def first_harmonic_box(cine: np.ndarray, spread: float = 5.0) -> Box:
     return h0, h1, w0, w1
 
 
-def _first_slice(cine: np.ndarray) -> np.ndarray:
+def first_slice(cine: np.ndarray) -> np.ndarray:
+    """The (T, H, W) cine itself, or the first slice of an (S, T, H, W) stack (the public methods use slice 1)."""
     data = np.asarray(cine)
     if data.ndim == 4:
         data = data[0]

@@ -101,7 +101,6 @@ def train(
     """Train CMRVSR(config) and return the summary written to log.json."""
     rank, world = _distributed()
     torch.manual_seed(options.seed)
-    np.random.seed(options.seed)
     device = torch.device(options.device if world == 1 or options.device == "cpu" else f"cuda:{rank}")
     out = Path(options.out)
     if rank == 0:
