@@ -9,7 +9,7 @@ STAMP := $(VENV)/.cmrvsr-installed
 # faster CPU training and inference for this recurrent network (benchmarks/train_cost.py).
 MALLOC_ENV := MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=1073741824
 
-.PHONY: install test demo lint clean bench-train-cost train-default
+.PHONY: install test demo lint clean bench bench-train-cost train-default
 
 install: $(STAMP)
 
@@ -32,6 +32,10 @@ lint: $(STAMP)
 
 clean:
 	rm -rf build dist *.egg-info cmrvsr_fast/_C*.so
+
+# Reference eager fp32 against the Engine (fp32, bf16), paper-x4, ×4, 64×64 LR, T = 30; see benchmarks/bench_engine.py.
+bench: $(STAMP)
+	$(MALLOC_ENV) $(PY) benchmarks/bench_engine.py --repeats 2
 
 # Training cost per step of the CPU and paper presets (SPEC §3 recipe); see benchmarks/train_cost.py.
 bench-train-cost: $(STAMP)

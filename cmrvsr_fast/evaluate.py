@@ -17,6 +17,7 @@ from .data.datasets import Sequence, make_sequences
 from .data.degrade import bicubic_resize
 from .data.preprocess import denormalise, normalise
 from .data.readers import CineRecord
+from .engine import Engine
 from .metrics import cardiac_psnr, cardiac_ssim, psnr, ssim, to_grey_levels
 from .model import CMRVSR
 
@@ -45,13 +46,15 @@ def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
 
 @torch.no_grad()
 def super_resolve(
-    model: CMRVSR, lr: np.ndarray, phase: np.ndarray, normalisation: tuple[float, float], device: str = "cpu"
+    model: CMRVSR | Engine, lr: np.ndarray, phase: np.ndarray, normalisation: tuple[float, float], device: str = "cpu"
 ) -> np.ndarray:
-    """One (T, h, w) LR cine on 0–255 -> (T, r·h, r·w) on 0–255 (not rounded) through the model in eval mode."""
+    """One (T, h, w) LR cine on 0–255 -> (T, r·h, r·w) on 0–255 (not rounded) through the model (eval mode) or
+    an Engine."""
     mean, std = normalisation
     inputs = torch.from_numpy(normalise(lr, mean, std))[None, :, None].to(device)
     codes = torch.from_numpy(np.asarray(phase, dtype=np.float32))[None].to(device)
-    output = model.eval()(inputs, codes)[0, :, 0].float().cpu().numpy()
+    runner = model.eval() if isinstance(model, torch.nn.Module) else model  # a CMRVSR or an Engine
+    output = runner(inputs, codes)[0, :, 0].float().cpu().numpy()
     return denormalise(output, mean, std)
 
 

@@ -16,6 +16,7 @@ import torch
 
 from .checkpoint import ModelCard, load_checkpoint
 from .data.preprocess import denormalise, normalise
+from .engine import Engine
 from .model import CMRVSR
 from .phase import estimate_es, phase_code
 
@@ -38,11 +39,30 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     return device
 
 
-class Upscaler:
-    """A loaded model with everything needed to super-resolve cines in their own units."""
+def native_bf16(device: torch.device) -> bool:
+    """Whether bfloat16 is fast here: CPUs with AVX512-BF16 or AMX, CUDA GPUs that support it (Ampere on)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    cpu = torch.cpu
+    return bool(
+        getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+        or getattr(cpu, "_is_amx_tile_supported", lambda: False)()
+    )
 
-    def __init__(self, model: CMRVSR, card: ModelCard, device: torch.device) -> None:
+
+class Upscaler:
+    """A loaded model with everything needed to super-resolve cines in their own units. Inference runs through
+    the Engine (engine.py); precision "auto" picks bfloat16 where the hardware runs it natively, float32 elsewhere."""
+
+    def __init__(self, model: CMRVSR, card: ModelCard, device: torch.device, precision: str = "auto") -> None:
         self.model, self.card, self.device = model.to(device).eval(), card, device
+        dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+        if precision == "auto":
+            precision = "bf16" if native_bf16(device) else "fp32"
+        if precision not in dtypes:
+            raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+        self.precision = precision
+        self.engine = Engine(self.model, dtype=dtypes[precision], device=device)
 
     @property
     def scale(self) -> int:
@@ -77,16 +97,17 @@ class Upscaler:
         out = np.empty((stack.shape[0], frames, stack.shape[2] * r, stack.shape[3] * r), dtype=np.float32)
         for index, slice_grey in enumerate(grey):
             inputs = torch.from_numpy(normalise(slice_grey, mean, std))[None, :, None].to(self.device)
-            sr = self.model(inputs, codes[None].to(self.device), stages=stages)[0, :, 0].float().cpu().numpy()
+            sr = self.engine(inputs, codes[None].to(self.device), stages=stages)[0, :, 0].cpu().numpy()
             out[index] = denormalise(sr, mean, std)
         restored = np.clip(low + out / 255.0 * (high - low), low, float(stack.max())).astype(np.float32)
         return restored if data.ndim == 4 else restored[0]
 
 
-def load(weights: str | Path | None = None, device: str | torch.device = "auto") -> Upscaler:
-    """An Upscaler for a .safetensors checkpoint (its card beside it), or for the embedded default."""
+def load(weights: str | Path | None = None, device: str | torch.device = "auto", precision: str = "auto") -> Upscaler:
+    """An Upscaler for a .safetensors checkpoint (its card beside it), or for the embedded default.
+    precision: "auto" (bf16 where native, else fp32), "fp32", "bf16" or "fp16"."""
     path = Path(weights) if weights is not None else default_weights_path()
     if path.suffix != ".safetensors":
         raise ValueError(f"{path}: expected a .safetensors checkpoint with its .json card")
     model, card = load_checkpoint(path)
-    return Upscaler(model, card, resolve_device(device))
+    return Upscaler(model, card, resolve_device(device), precision)

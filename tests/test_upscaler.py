@@ -27,7 +27,7 @@ def tiny_weights(tmp_path: Path) -> Path:
 
 
 def test_upscale_works_in_the_acquisitions_units(tiny_weights: Path) -> None:
-    upscaler = cmrvsr_fast.load(tiny_weights, device="cpu")
+    upscaler = cmrvsr_fast.load(tiny_weights, device="cpu", precision="fp32")
     cine = generate(1, (36, 36), 10).cine[0] * 16.0 + 100.0  # 12-bit-like units
     out = upscaler.upscale(cine, ed=0, es=4)
     assert out.shape == (10, 72, 72) and out.dtype == np.float32
@@ -108,3 +108,16 @@ def test_demo_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 
     assert nib.load(out / "sr.nii.gz").shape == (96, 96, 1, 12)
     assert nib.load(out / "lr.nii.gz").shape == (24, 24, 1, 12)
+
+
+def test_precision_choice(tiny_weights: Path) -> None:
+    from cmrvsr_fast.upscaler import native_bf16
+
+    auto = cmrvsr_fast.load(tiny_weights, device="cpu")
+    assert auto.precision == ("bf16" if native_bf16(torch.device("cpu")) else "fp32")
+    cine = generate(1, (36, 36), 10).cine[0]
+    exact = cmrvsr_fast.load(tiny_weights, device="cpu", precision="fp32").upscale(cine, es=4)
+    fast = cmrvsr_fast.load(tiny_weights, device="cpu", precision="bf16").upscale(cine, es=4)
+    assert np.linalg.norm(fast - exact) / np.linalg.norm(exact) < 1e-2
+    with pytest.raises(ValueError, match="precision"):
+        cmrvsr_fast.load(tiny_weights, device="cpu", precision="int8")

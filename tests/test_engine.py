@@ -1,0 +1,77 @@
+"""The fast inference schedule against the reference model (tolerances from tests/tolerances.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_inputs, make_model
+
+import cmrvsr_fast
+from cmrvsr_fast import ModelConfig
+from cmrvsr_fast.data import degrade, generate
+from cmrvsr_fast.engine import Engine
+from cmrvsr_fast.evaluate import super_resolve
+from cmrvsr_fast.metrics import cardiac_psnr, to_grey_levels
+
+# The one tolerance table for fast paths: relative L2 error against the reference in float32.
+RELATIVE_L2 = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
+
+
+def relative_l2(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+CASES = [
+    (ModelConfig(scale=3, features=5, lstm_layers=2, warmup=3, stages=3), (2, 7, 5, 6)),
+    (ModelConfig(scale=4, features=6, lstm_layers=2, warmup=1, stages=2), (1, 4, 4, 3)),  # n < N
+    (ModelConfig(scale=2, features=4, lstm_layers=1, warmup=0, stages=1), (1, 1, 3, 3)),  # T = 1, n = 0
+    (ModelConfig(scale=4, features=4, lstm_layers=3, warmup=6, stages=3), (10, 2, 3, 5)),  # n > T, batch 10
+    (ModelConfig.from_name("paper-x4"), (1, 7, 7, 9)),
+    (ModelConfig.from_name("paper-x3"), (1, 2, 5, 3)),
+]
+
+
+@pytest.mark.parametrize(("config", "shape"), CASES, ids=[f"case{i}" for i in range(len(CASES))])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_engine_matches_the_reference(config: ModelConfig, shape, dtype: torch.dtype) -> None:
+    model = make_model(config).eval()
+    lr, phase = make_inputs(shape[0], shape[1], shape[2], shape[3])
+    with torch.no_grad():
+        reference = model(lr, phase)
+    out = Engine(model, dtype=dtype)(lr, phase)
+    assert out.shape == reference.shape and out.dtype == torch.float32
+    assert relative_l2(out, reference) <= RELATIVE_L2[dtype]
+
+
+def test_engine_stages_and_chunking(tiny_config: ModelConfig) -> None:
+    model = make_model(tiny_config).eval()
+    lr, phase = make_inputs(5, 6, 4, 4)
+    engine = Engine(model, max_batch=2)
+    with torch.no_grad():
+        assert relative_l2(engine(lr, phase, stages=1), model(lr, phase, stages=1)) <= 1e-5
+    torch.testing.assert_close(engine(lr, phase), Engine(model)(lr, phase), rtol=1e-5, atol=1e-6)
+
+
+def test_engine_refuses_what_it_cannot_do(tiny_config: ModelConfig) -> None:
+    model = make_model(tiny_config)
+    with pytest.raises(ValueError, match="backend"):
+        Engine(model, backend="triton")
+    with pytest.raises(ValueError, match="dtype"):
+        Engine(model, dtype=torch.float64)
+    with pytest.raises(ValueError, match="phase"):
+        Engine(model)(torch.zeros(1, 3, 1, 4, 4), torch.zeros(1, 2))
+
+
+def test_bf16_keeps_the_cardiac_psnr_of_the_embedded_default() -> None:
+    upscaler = cmrvsr_fast.load(device="cpu")
+    p = generate(3_000_000, (96, 96), 16)
+    hr, lr = p.cine[0], degrade(p.cine[0], 4)
+    from cmrvsr_fast.phase import phase_code
+
+    codes = phase_code(16, 0, p.es)
+    reference = super_resolve(upscaler.model, lr, codes, upscaler.card.normalisation)
+    engine = Engine(upscaler.model, dtype=torch.bfloat16)
+    fast = super_resolve(engine, lr, codes, upscaler.card.normalisation)
+    before = cardiac_psnr(to_grey_levels(reference), hr, p.heart_box)
+    after = cardiac_psnr(to_grey_levels(fast), hr, p.heart_box)
+    assert abs(after - before) <= 0.05
