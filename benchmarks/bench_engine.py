@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from results_io import write_result
 
 from cmrvsr_fast import CMRVSR, ModelConfig
 from cmrvsr_fast.cost import inference_flops
 from cmrvsr_fast.engine import Engine
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def timed(run, repeats: int, device: torch.device) -> tuple[list[float], torch.Tensor]:
@@ -106,11 +104,7 @@ def main() -> None:
         "cine_tflop": round(flops / 1e12, 4),
         "rows": rows,
     }
-    kind = "cuda" if device.type == "cuda" else "cpu"
-    out = args.out or RESULTS / f"bench_engine_{dt.date.today().isoformat()}_{kind}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result("bench_engine", "cuda" if device.type == "cuda" else "cpu", result, args.out)
 
 
 if __name__ == "__main__":

@@ -24,10 +24,9 @@ import time
 from pathlib import Path
 
 import torch
+from results_io import write_result
 
 from cmrvsr_fast import CMRVSR, ModelConfig, deep_supervision_loss
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def step_seconds(config: ModelConfig, batch: int, clip: int, crop: int, steps: int) -> list[float]:
@@ -88,10 +87,7 @@ def main() -> None:
         "recipe": {"batch": args.batch, "clip_frames": args.clip, "lr_crop": args.crop, "optimiser": "Adam 1e-4"},
         "rows": rows,
     }
-    out = args.out or RESULTS / f"train_cost_{dt.date.today().isoformat()}_cpu.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result("train_cost", "cpu", result, args.out)
 
 
 if __name__ == "__main__":
