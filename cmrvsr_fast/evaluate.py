@@ -86,17 +86,29 @@ def evaluate(
             name, model, norm = chosen
             model = model.to(device)
             methods[name] = lambda s, m=model, n=norm: super_resolve(m, s.lr, s.phase, n, device)
-        scores: dict[str, list[tuple[float, ...]]] = {name: [] for name in methods}
-        bar = tqdm(total=len(sequences) * len(methods), desc=f"eval ×{scale}", disable=not progress, leave=False)
-        for seq in sequences:
-            for name, method in methods.items():
-                scores[name].append(score(method(seq), seq, ssim_variant))
-                bar.update()
-        bar.close()
-        for name, values in scores.items():
-            mean = np.mean(np.asarray(values), axis=0)
-            rows.append(EvalRow(scale, name, len(values), *(float(v) for v in mean)))
+        rows += score_methods(scale, sequences, methods, ssim_variant, progress)
     return rows
+
+
+def score_methods(
+    scale: int,
+    sequences: list[Sequence],
+    methods: dict[str, Callable[[Sequence], np.ndarray]],
+    ssim_variant: str = "paper",
+    progress: bool = False,
+) -> list[EvalRow]:
+    """One row per method: each sequence's scores (means over its frames) averaged over the sequences."""
+    scores: dict[str, list[tuple[float, ...]]] = {name: [] for name in methods}
+    bar = tqdm(total=len(sequences) * len(methods), desc=f"eval ×{scale}", disable=not progress, leave=False)
+    for seq in sequences:
+        for name, method in methods.items():
+            scores[name].append(score(method(seq), seq, ssim_variant))
+            bar.update()
+    bar.close()
+    return [
+        EvalRow(scale, name, len(values), *(float(v) for v in np.mean(np.asarray(values), axis=0)))
+        for name, values in scores.items()
+    ]
 
 
 def format_table(rows: list[EvalRow]) -> str:

@@ -32,7 +32,7 @@ from .atomic import atomic_write, atomic_write_text
 from .checkpoint import ModelCard, load_checkpoint, save_checkpoint
 from .config import ModelConfig
 from .data.datasets import ClipDataset, Sequence
-from .evaluate import bicubic_upscale, score, super_resolve
+from .evaluate import bicubic_upscale, score_methods, super_resolve
 from .model import CMRVSR, deep_supervision_loss
 
 log = logging.getLogger(__name__)
@@ -80,18 +80,19 @@ def weights_sha256(model: torch.nn.Module) -> str:
 @torch.no_grad()
 def validate(model: CMRVSR, sequences: list[Sequence], options: TrainOptions) -> dict[str, float]:
     """CardiacPSNR/SSIM (paper SSIM) of the model and of bicubic, averaged over whole validation sequences."""
-    ours = [
-        score(super_resolve(model, s.lr, s.phase, options.normalisation, options.device), s, "paper") for s in sequences
-    ]
-    base = [score(bicubic_upscale(s.lr, model.config.scale), s, "paper") for s in sequences]
-    mean_ours, mean_base = np.mean(ours, axis=0), np.mean(base, axis=0)
+    scale = model.config.scale
+    methods = {
+        "model": lambda s: super_resolve(model, s.lr, s.phase, options.normalisation, options.device),
+        "bicubic": lambda s: bicubic_upscale(s.lr, scale),
+    }
+    ours, base = score_methods(scale, sequences, methods, "paper")
     return {
-        "psnr": float(mean_ours[0]),
-        "ssim": float(mean_ours[1]),
-        "cardiac_psnr": float(mean_ours[2]),
-        "cardiac_ssim": float(mean_ours[3]),
-        "bicubic_cardiac_psnr": float(mean_base[2]),
-        "bicubic_cardiac_ssim": float(mean_base[3]),
+        "psnr": ours.psnr,
+        "ssim": ours.ssim,
+        "cardiac_psnr": ours.cardiac_psnr,
+        "cardiac_ssim": ours.cardiac_ssim,
+        "bicubic_cardiac_psnr": base.cardiac_psnr,
+        "bicubic_cardiac_ssim": base.cardiac_ssim,
     }
 
 
