@@ -194,8 +194,8 @@ def run_demo(args: argparse.Namespace) -> int:
     lr = np.stack([degrade(s, r) for s in hr])
     print(f"phantom seed {DEMO_SEED}: {args.slices} slices × {args.frames} frames, {args.size}² HR -> "
           f"{args.size // r}² LR (×{r}); model {upscaler.card.config.to_dict()} on {upscaler.device}")  # fmt: skip
-    sr = upscaler.upscale(lr, ed=0)  # ES estimated from the LR cine, as for a real acquisition
-    es_estimate = estimate_es(lr)
+    es_estimate = estimate_es(lr)  # from the LR cine, as for a real acquisition; ED is frame 0
+    sr = upscaler.upscale(lr, ed=0, es=es_estimate)
     bicubic = np.stack([bicubic_upscale(s, r) for s in lr])
     box = heart_box(hr)
     sequences = [Sequence(str(i), hr[i], lr[i], np.zeros(args.frames), 0, phantom.es, box) for i in range(args.slices)]
