@@ -48,7 +48,12 @@ class Engine:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.max_batch = max_batch
         self._prepare_weights()
-        self._run = torch.compile(self._forward, dynamic=False) if compile else self._forward
+        # torch.compile wraps the per-step pieces, not the whole schedule: unrolled over ~400 recurrent steps the
+        # whole graph took minutes to compile on the CPU and recompiled on every call. The pieces have a handful
+        # of static shapes; Inductor fuses each one's pointwise work into the convolution's epilogue or one loop.
+        wrap = (lambda fn: torch.compile(fn, dynamic=False, fullgraph=True)) if compile else (lambda fn: fn)
+        self._lstm_step = wrap(self._lstm_step_eager)
+        self._fuse_window = wrap(self._fuse_window_eager)
 
     def _prepare_weights(self) -> None:
         """Split and stack the model's weights once (views/copies in the engine's dtype; the model is untouched)."""
@@ -105,7 +110,7 @@ class Engine:
             raise ValueError(f"stages must be >= 1, got {stages}")
         chunk = self.max_batch or lr.shape[0]
         outputs = [
-            self._run(lr[i : i + chunk].to(self.device), phase[i : i + chunk].to(self.device), stages)
+            self._forward(lr[i : i + chunk].to(self.device), phase[i : i + chunk].to(self.device), stages)
             for i in range(0, lr.shape[0], chunk)
         ]
         return torch.cat(outputs).float()
@@ -159,17 +164,25 @@ class Engine:
             out_f = torch.empty(length, batch, f, height, width, dtype=self.dtype, device=self.device)
             out_b = torch.empty_like(out_f)
             for k in range(length):
-                gh = self._conv(h, layer["h_both"], groups=2)  # (B, 8F): forward gates, then backward gates
                 j = length - 1 - k  # the backward direction's frame
-                h_f, c_f = self._cell(gx_f[k] + gh[:, : 4 * f], c_f, f)
-                h_b, c_b = self._cell(gx_b[j] + gh[:, 4 * f :], c_b, f)
-                out_f[k], out_b[j] = h_f, h_b
-                h = torch.cat([h_f, h_b], dim=1).contiguous(memory_format=fmt)
+                h, c_f, c_b = self._lstm_step(h, layer["h_both"], gx_f[k], gx_b[j], c_f, c_b)
+                out_f[k], out_b[j] = h[:, :f], h[:, f:]
             seq_fwd, seq_bwd = out_f, out_b
         return seq_fwd, seq_bwd
 
-    def _cell(self, gates: Tensor, c: Tensor, f: int) -> tuple[Tensor, Tensor]:
+    def _lstm_step_eager(
+        self, h: Tensor, w_h: Tensor, gx_f: Tensor, gx_b: Tensor, c_f: Tensor, c_b: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """One step of both directions: h = [h_fwd, h_bwd] (B, 2F) -> new h (channels_last), c_fwd, c_bwd."""
+        f = c_f.shape[1]
+        gh = self._conv(h, w_h, groups=2)  # (B, 8F): forward gates, then backward gates
+        h_f, c_f = self._cell(gx_f + gh[:, : 4 * f], c_f)
+        h_b, c_b = self._cell(gx_b + gh[:, 4 * f :], c_b)
+        return torch.cat([h_f, h_b], dim=1).contiguous(memory_format=torch.channels_last), c_f, c_b
+
+    def _cell(self, gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
         """Gates (i, f, o, g) -> (h in the engine dtype, c in float32)."""
+        f = c.shape[1]
         g32 = gates.float()
         i, fg, o, g = g32[:, :f], g32[:, f : 2 * f], g32[:, 2 * f : 3 * f], g32[:, 3 * f :]
         c = torch.sigmoid(fg) * c + torch.sigmoid(i) * torch.tanh(g)
@@ -187,14 +200,24 @@ class Engine:
         contrib = contrib.reshape(hi - lo, batch, window, frame, height, width)
         refined = {}
         for i in needed:
-            acc = self.fuse_b.view(1, frame, 1, 1).expand(batch, frame, height, width).float()
+            # Offsets whose frame lies outside the sequence contribute nothing (zero padding in time); a zero
+            # contribution and code keep the compiled function's shapes and control flow static.
+            terms, term_codes = [], []
             for d in range(window):
                 j = i + d - half
-                if 0 <= j < length:
-                    acc = acc + contrib[j - lo, :, d].float() + codes[j].float().view(batch, 1, 1, 1) * maps[d].float()
-            pre = acc.to(self.dtype).contiguous(memory_format=torch.channels_last)
-            refined[i] = self._conv(pre, self.proj_w, self.proj_b)
+                inside = 0 <= j < length
+                terms.append(contrib[j - lo, :, d] if inside else torch.zeros_like(contrib[0, :, d]))
+                term_codes.append(codes[j] if inside else torch.zeros_like(codes[0]))
+            refined[i] = self._fuse_window(torch.stack(terms), torch.stack(term_codes), maps)
         return refined
+
+    def _fuse_window_eager(self, terms: Tensor, codes: Tensor, maps: Tensor) -> Tensor:
+        """Sum of the window's contributions (window, B, frame, H, W), their phase terms and the bias, in fp32,
+        then the projection convolution."""
+        phase_terms = codes.float()[:, :, None, None, None] * maps.float()[:, None]  # (window, B, frame, H, W)
+        acc = (terms.float() + phase_terms).sum(0) + self.fuse_b.float().view(1, -1, 1, 1)
+        pre = acc.to(self.dtype).contiguous(memory_format=torch.channels_last)
+        return self._conv(pre, self.proj_w, self.proj_b)
 
     def _residual_update(self, features: Tensor, h_fwd: Tensor, h_bwd: Tensor, refined: dict[int, Tensor]) -> Tensor:
         n, half = self.config.warmup, self.config.half_window
