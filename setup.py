@@ -141,7 +141,7 @@ setup(
         "scipy>=1.10",
         "safetensors>=0.4",
         "nibabel>=5",
-        "pydicom>=2.4",
+        "pydicom>=3.0",
         "pillow>=10",
         "tqdm>=4.60",
     ],

@@ -100,9 +100,7 @@ def worker(spec: dict) -> None:
             out = run(lr, phase)
             sync()
             times.append(time.perf_counter() - start)
-    peak = (
-        torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else peak_rss_mb() - rss_before
-    )
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else peak_rss_mb() - rss_before
     torch.save(out.float().cpu(), spec["output"])
     Path(spec["result"]).write_text(json.dumps({"times": times, "warmup_s": warmup_s, "peak_memory_mb": peak}))
 

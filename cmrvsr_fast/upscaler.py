@@ -8,6 +8,7 @@ mapping to the training scale (0–255, then the card's mean/std) and back is it
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -54,7 +55,9 @@ class Upscaler:
     """A loaded model with everything needed to super-resolve cines in their own units. Inference runs through
     the Engine (engine.py); precision "auto" picks bfloat16 where the hardware runs it natively, float32 elsewhere."""
 
-    def __init__(self, model: CMRVSR, card: ModelCard, device: torch.device, precision: str = "auto") -> None:
+    def __init__(
+        self, model: CMRVSR, card: ModelCard, device: torch.device, precision: str = "auto", backend: str = "torch"
+    ) -> None:
         self.model, self.card, self.device = model.to(device).eval(), card, device
         dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
         if precision == "auto":
@@ -62,20 +65,27 @@ class Upscaler:
         if precision not in dtypes:
             raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
         self.precision = precision
-        self.engine = Engine(self.model, dtype=dtypes[precision], device=device)
+        self.engine = Engine(self.model, dtype=dtypes[precision], device=device, backend=backend)
 
     @property
     def scale(self) -> int:
         return self.model.config.scale
 
     @torch.no_grad()
-    def upscale(self, cine: np.ndarray, ed: int = 0, es: int | None = None, stages: int | None = None) -> np.ndarray:
+    def upscale(
+        self,
+        cine: np.ndarray,
+        ed: int = 0,
+        es: int | None = None,
+        stages: int | None = None,
+        on_slice: Callable[[], None] | None = None,
+    ) -> np.ndarray:
         """(T, H, W) or (S, T, H, W) in any intensity units -> (…, T, rH, rW) float32 in the same units.
 
         Intensities are mapped to 0–255 by the 0 … 99.5 % range of the whole input (the training data's
         preparation, SPEC §4), but not clipped, so the brightest pixels are not lost; the output is mapped back
         and limited to the input's own range. One phase code serves every slice: ES is estimated on the first
-        slice unless given."""
+        slice unless given. on_slice is called after each slice (progress bars)."""
         data = np.asarray(cine, dtype=np.float64)
         if data.ndim not in (3, 4) or min(data.shape) < 1:
             raise ValueError(f"expected a (T, H, W) cine or an (S, T, H, W) stack, got shape {data.shape}")
@@ -99,15 +109,22 @@ class Upscaler:
             inputs = torch.from_numpy(normalise(slice_grey, mean, std))[None, :, None].to(self.device)
             sr = self.engine(inputs, codes[None].to(self.device), stages=stages)[0, :, 0].cpu().numpy()
             out[index] = denormalise(sr, mean, std)
+            if on_slice is not None:
+                on_slice()
         restored = np.clip(low + out / 255.0 * (high - low), low, float(stack.max())).astype(np.float32)
         return restored if data.ndim == 4 else restored[0]
 
 
-def load(weights: str | Path | None = None, device: str | torch.device = "auto", precision: str = "auto") -> Upscaler:
+def load(
+    weights: str | Path | None = None,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+    backend: str = "torch",
+) -> Upscaler:
     """An Upscaler for a .safetensors checkpoint (its card beside it), or for the embedded default.
-    precision: "auto" (bf16 where native, else fp32), "fp32", "bf16" or "fp16"."""
+    precision: "auto" (bf16 where native, else fp32), "fp32", "bf16" or "fp16"; backend: the Engine's."""
     path = Path(weights) if weights is not None else default_weights_path()
     if path.suffix != ".safetensors":
         raise ValueError(f"{path}: expected a .safetensors checkpoint with its .json card")
     model, card = load_checkpoint(path)
-    return Upscaler(model, card, resolve_device(device), precision)
+    return Upscaler(model, card, resolve_device(device), precision, backend)

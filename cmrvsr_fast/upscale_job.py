@@ -1,0 +1,363 @@
+"""`cmrvsr-fast upscale INPUT OUTPUT`: DICOM (folder or zip) or NIfTI cines in, derived series out.
+
+Safety rules, all checked before any work: INPUT must exist; OUTPUT may not be INPUT or lie inside it; an
+existing OUTPUT is refused unless --overwrite (or --shard, where shards share OUTPUT). Every series is written
+into a staging folder next to OUTPUT (`.<OUTPUT>.partial-<pid>`) and moved into OUTPUT by one rename when it is
+complete, so no reader ever sees half a series; the staging folder is removed at the end, also on Ctrl-C.
+
+Exit codes: 0 every selected series written; 2 bad input or usage (nothing written); 3 some series failed (each
+reason printed, the other series written).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .data.readers import DataError
+from .dicom.pixels import read_series_pixels
+from .dicom.scan import InputArchive, ScanReport, scan
+from .dicom.series import CineSeries, NotACine, SeriesRefused, build_series, group_frames, slice_normal
+from .dicom.write import finer_grid_position, write_series
+from .nifti_io import (
+    affine_from_dicom,
+    nifti_stem,
+    read_nifti_cine,
+    write_nifti_cine,
+    write_nifti_from_dicom,
+)
+from .upscaler import Upscaler
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_SOME_FAILED = 0, 2, 3
+
+
+class InputRefused(ValueError):
+    """Bad input or usage, found before any work: exit code 2."""
+
+
+@dataclass
+class Options:
+    output_format: str | None = None  # "dicom" | "nifti"; None: the input's own
+    ed: int | None = None  # 0-based; None: frame 0
+    es: int | None = None  # 0-based; None: estimated
+    overwrite: bool = False
+    dry_run: bool = False
+    shard: tuple[int, int] | None = None
+    progress: bool = True
+
+
+@dataclass
+class SeriesResult:
+    label: str
+    shape: tuple[int, ...]
+    status: str  # written | failed
+    detail: str = ""
+    seconds: float = 0.0
+    output: str = ""
+
+
+@dataclass
+class JobReport:
+    results: list[SeriesResult] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # unreadable files, refused series: each names the reason
+
+    @property
+    def exit_code(self) -> int:
+        failed = self.problems or any(r.status == "failed" for r in self.results)
+        return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'I/N' -> (I, N) with 0 <= I < N."""
+    index, sep, count = text.partition("/")
+    if not (sep and index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
+        raise InputRefused(f"--shard {text!r}: expected I/N with 0 <= I < N, e.g. 0/4")
+    return int(index), int(count)
+
+
+def check_paths(source: Path, output: Path, options: Options) -> None:
+    if not source.exists():
+        raise InputRefused(f"{source}: does not exist")
+    source, output = source.resolve(), output.resolve()
+    if output == source or source in output.parents:
+        raise InputRefused(f"OUTPUT {output} is INPUT or inside it; results are never written into an input folder")
+    if output.exists() and not output.is_dir():
+        raise InputRefused(f"OUTPUT {output} exists and is not a folder")
+    if output.exists() and any(output.iterdir()) and not (options.overwrite or options.shard or options.dry_run):
+        raise InputRefused(f"OUTPUT {output} exists; pass --overwrite to replace the series it holds")
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.name.endswith((".nii", ".nii.gz"))
+
+
+def _looks_like_dicom(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def input_kind(source: Path) -> str:
+    """'nifti' or 'dicom'; a folder holding both is refused as ambiguous."""
+    if source.is_file():
+        if _is_nifti(source):
+            return "nifti"
+        if zipfile.is_zipfile(source):
+            return "dicom"
+        raise InputRefused(f"{source}: INPUT must be a folder, a .zip of DICOM files, or a .nii/.nii.gz cine")
+    files = [p for p in source.rglob("*") if p.is_file()]
+    if not files:
+        raise InputRefused(f"{source}: the folder is empty")
+    niftis = [p for p in files if _is_nifti(p)]
+    if niftis:
+        dicoms = [p for p in files if not _is_nifti(p) and _looks_like_dicom(p)]
+        if dicoms:
+            raise InputRefused(f"{source}: holds both NIfTI ({niftis[0].name}) and DICOM ({dicoms[0].name}) files; "
+                               "give one kind per run")  # fmt: skip
+        return "nifti"
+    return "dicom"
+
+
+def nifti_inputs(source: Path) -> list[Path]:
+    """The cines of a NIfTI input: the file itself, or a folder's *_4d.nii(.gz) files (ACDC layout) when it has
+    any, else every .nii/.nii.gz file."""
+    if source.is_file():
+        return [source]
+    found = sorted(p for p in source.rglob("*") if p.is_file() and _is_nifti(p))
+    acdc = [p for p in found if nifti_stem(p).endswith("_4d")]
+    return acdc or found
+
+
+def select_shard(items: list, shard: tuple[int, int] | None) -> list:
+    return items if shard is None else items[shard[0] :: shard[1]]
+
+
+def series_name(series: CineSeries, scale: int) -> str:
+    """A folder/file stem that is unique, the same on every shard and free of patient data."""
+    digest = hashlib.sha256(series.series_uid.encode()).hexdigest()[:8]
+    number = 0 if series.number is None else series.number
+    return f"series{number:04d}_x{scale}_{digest}"
+
+
+class Staging:
+    """A folder next to OUTPUT where each result is completed before one rename moves it into OUTPUT."""
+
+    def __init__(self, output: Path, overwrite: bool) -> None:
+        self.output, self.overwrite = output, overwrite
+        self.folder = output.parent / f".{output.name}.partial-{os.getpid()}"
+
+    def __enter__(self) -> Staging:
+        self.output.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def check_free(self, relative: str) -> None:
+        if (self.output / relative).exists() and not self.overwrite:
+            raise SeriesRefused(f"{self.output / relative} exists (pass --overwrite to replace it)")
+
+    def publish(self, relative: str) -> Path:
+        """Move staged `relative` into OUTPUT, replacing what is there (the old copy is removed afterwards)."""
+        staged, final = self.folder / relative, self.output / relative
+        final.parent.mkdir(parents=True, exist_ok=True)
+        old = None
+        if final.is_dir():
+            old = self.folder / f".old-{final.name}"
+            os.replace(final, old)
+        os.replace(staged, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+
+def _rescale(series: CineSeries) -> tuple[float, float]:
+    header = series.first.header
+    return float(header.get("RescaleSlope", 1) or 1), float(header.get("RescaleIntercept", 0) or 0)
+
+
+def _phase_frames(frames: int, options: Options, ed: int | None, es: int | None) -> tuple[int, int | None]:
+    ed = options.ed if options.ed is not None else (ed if ed is not None else 0)
+    es = options.es if options.es is not None else es
+    for label, index in (("ED", ed), ("ES", es)):
+        if index is not None and not 0 <= index < frames:
+            raise SeriesRefused(f"{label} frame {index} (0-based) is outside the cine's {frames} frames")
+    return ed, es
+
+
+def _upscale(upscaler: Upscaler, stack: np.ndarray, ed: int, es: int | None, label: str, progress: bool):
+    with tqdm(total=stack.shape[0], desc=label[:40], unit="slice", disable=not progress, leave=False) as bar:
+        return upscaler.upscale(stack, ed=ed, es=es, on_slice=lambda: bar.update(1))
+
+
+def dicom_series_list(source: Path) -> tuple[InputArchive, ScanReport, list[CineSeries], list[str], int]:
+    """Scan and group: (archive, scan report, usable series, refusals, count of non-cine series)."""
+    archive = InputArchive(source)
+    report = scan(source)
+    usable, refused, not_cine = [], [], 0
+    for frames in group_frames(report.frames).values():
+        try:
+            usable.append(build_series(frames))
+        except NotACine:
+            not_cine += 1
+        except SeriesRefused as error:
+            label = str(frames[0].header.get("SeriesNumber", "?"))
+            refused.append(f"series #{label}: {error}")
+    return archive, report, usable, refused, not_cine
+
+
+def _spacing_text(series: CineSeries) -> str:
+    spacing = series.first.pixel_spacing
+    return "?" if spacing is None else f"{spacing[0]:.3g}×{spacing[1]:.3g}"
+
+
+def describe_dicom(report: ScanReport, usable: list[CineSeries], refused: list[str], not_cine: int) -> str:
+    lines = [f"{report.files} files: {len(report.frames)} MR frames"]
+    lines += [f"  skipped {count} file(s): {reason}" for reason, count in sorted(report.skipped.items())]
+    if not_cine:
+        lines.append(f"  skipped {not_cine} series of single images (not cines)")
+    lines += [f"  unreadable: {name}: {reason}" for name, reason in report.unreadable]
+    lines += [f"  refused {text}" for text in refused]
+    lines.append(f"{'series':<32} {'slices':>6} {'frames':>6} {'size':>9} {'spacing mm':>11}  notes")
+    for series in usable:
+        slices, frames, rows, columns = series.shape
+        lines.append(f"{series.label[:32]:<32} {slices:>6} {frames:>6} {f'{rows}×{columns}':>9} "
+                     f"{_spacing_text(series):>11}  {'; '.join(series.notes)}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def run_dicom(source: Path, output: Path, upscaler: Upscaler, options: Options, say: Callable[[str], None]):
+    archive, scan_report, usable, refused, not_cine = dicom_series_list(source)
+    report = JobReport(skipped=dict(scan_report.skipped))
+    report.problems += [f"{name}: {reason}" for name, reason in scan_report.unreadable] + refused
+    if not_cine:
+        report.skipped["series of single images"] = not_cine
+    if options.dry_run:
+        say(describe_dicom(scan_report, usable, refused, not_cine))
+        return report
+    if not usable and not report.problems:
+        raise InputRefused(f"{source}: no MR cine series found ({scan_report.files} files looked at)")
+    fmt = options.output_format or "dicom"
+    scale, digest = upscaler.scale, upscaler.card.weights_sha256
+    with Staging(output, options.overwrite) as staging:
+        for series in select_shard(usable, options.shard):
+            start, result = time.perf_counter(), SeriesResult(series.label, series.shape, "failed")
+            report.results.append(result)
+            try:
+                name = series_name(series, scale) + (".nii.gz" if fmt == "nifti" else "")
+                staging.check_free(name)
+                ed, es = _phase_frames(series.shape[1], options, None, None)
+                slope, intercept = _rescale(series)
+                real = read_series_pixels(archive, series).astype(np.float64) * slope + intercept
+                sr = _upscale(upscaler, real, ed, es, series.label, options.progress)
+                if fmt == "dicom":
+                    (staging.folder / name).mkdir()
+                    write_series(series, (sr - intercept) / slope, staging.folder / name, scale, digest)
+                else:
+                    write_nifti_from_dicom(staging.folder / name, sr, dicom_affine(series, scale), None)
+                result.output = str(staging.publish(name))
+                result.status = "written"
+            except (SeriesRefused, DataError) as error:
+                result.detail = str(error)
+            result.seconds = time.perf_counter() - start
+    return report
+
+
+def dicom_affine(series: CineSeries, scale: int) -> np.ndarray:
+    first = series.first
+    if len(series.slices) > 1:
+        a, b = series.slices[0].frames[0], series.slices[1].frames[0]
+        normal_step = np.asarray(b.position) - np.asarray(a.position)
+    else:
+        normal_step = slice_normal(first.orientation) * (first.slice_thickness or 1.0)
+    spacing = (first.pixel_spacing[0] / scale, first.pixel_spacing[1] / scale)
+    return affine_from_dicom(finer_grid_position(first, scale), first.orientation, spacing, normal_step)
+
+
+def run_nifti(source: Path, output: Path, upscaler: Upscaler, options: Options, say: Callable[[str], None]):
+    if options.output_format == "dicom":
+        raise InputRefused("NIfTI input cannot become DICOM: it carries no patient, study or series identity")
+    report = JobReport()
+    paths = nifti_inputs(source)
+    root = source if source.is_dir() else source.parent
+    if options.dry_run:
+        for path in paths:
+            try:
+                cine = read_nifti_cine(path)
+                slices, frames, x, y = cine.stack.shape
+                zooms = cine.image.header.get_zooms()
+                say(f"{path.relative_to(root)}: {slices} slices, {frames} frames, {x}×{y}, "
+                    f"{zooms[0]:.3g}×{zooms[1]:.3g} mm" + (f", ED {cine.ed} ES {cine.es} (Info.cfg)"
+                                                           if cine.ed is not None else ""))  # fmt: skip
+            except DataError as error:
+                report.problems.append(str(error))
+                say(f"refused {error}")
+        return report
+    scale = upscaler.scale
+    with Staging(output, options.overwrite) as staging:
+        for path in select_shard(paths, options.shard):
+            relative = path.relative_to(root)
+            name = str(relative.parent / f"{nifti_stem(path)}_x{scale}.nii.gz")
+            start, result = time.perf_counter(), SeriesResult(str(relative), (), "failed")
+            report.results.append(result)
+            try:
+                staging.check_free(name)
+                cine = read_nifti_cine(path)
+                result.shape = cine.stack.shape
+                ed, es = _phase_frames(cine.stack.shape[1], options, cine.ed, cine.es)
+                sr = _upscale(upscaler, cine.stack, ed, es, str(relative), options.progress)
+                (staging.folder / name).parent.mkdir(parents=True, exist_ok=True)
+                write_nifti_cine(staging.folder / name, sr, cine.image, scale)
+                result.output = str(staging.publish(name))
+                result.status = "written"
+            except (SeriesRefused, DataError) as error:
+                result.detail = str(error)
+            result.seconds = time.perf_counter() - start
+    return report
+
+
+def summary_table(report: JobReport, scale: int) -> str:
+    lines = [f"{'series':<40} {'input S×T×H×W':>18} {'output H×W':>11} {'status':>8} {'s':>7}"]
+    for r in report.results:
+        shape = "×".join(map(str, r.shape)) if r.shape else "?"
+        size = f"{r.shape[2] * scale}×{r.shape[3] * scale}" if len(r.shape) == 4 else "?"
+        lines.append(f"{r.label[:40]:<40} {shape:>18} {size:>11} {r.status:>8} {r.seconds:7.1f}")
+        if r.detail:
+            lines.append(f"    {r.detail}")
+    lines += [f"skipped {count} {reason}" for reason, count in sorted(report.skipped.items())]
+    lines += [f"problem: {text}" for text in report.problems]
+    return "\n".join(lines)
+
+
+def run_upscale(source: Path, output: Path, upscaler: Upscaler | Callable[[], Upscaler], options: Options) -> JobReport:
+    """The whole job; `upscaler` may be a factory, so that nothing is loaded for a refused input or a dry run."""
+
+    def say(text: str) -> None:
+        print(text, flush=True)
+
+    check_paths(source, output, options)
+    kind = input_kind(source)
+    if options.dry_run:
+        runner = run_dicom if kind == "dicom" else run_nifti
+        return runner(source, output, None, options, say)  # type: ignore[arg-type]
+    model = upscaler() if callable(upscaler) and not isinstance(upscaler, Upscaler) else upscaler
+    runner = run_dicom if kind == "dicom" else run_nifti
+    report = runner(source, output.resolve(), model, options, say)
+    say(summary_table(report, model.scale))
+    for text in report.problems:
+        print(f"cmrvsr-fast upscale: {text}", file=sys.stderr)
+    return report
