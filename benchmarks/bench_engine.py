@@ -2,14 +2,17 @@
 
     python benchmarks/bench_engine.py [--preset paper-x4 --frames 30 --size 64 --slices 1 10 --repeats 2]
 
-Paths: reference fp32 (eager; compiled), engine fp32 and bf16 (eager; compiled). Each (slice count, path) runs in
-its own child process so that its peak memory is its own (CPU: peak RSS above the process's size before the path
-was built; CUDA: torch.cuda.max_memory_allocated). Every child builds the same seeded model and inputs. Per path:
-latency per cine (median of repeats after one warm-up run: compiled paths warm up on the full input, since the
-reference's module inputs are views whose strides depend on T; eager paths on a 4-frame cine of the same batch
-and size, enough to create every oneDNN primitive but the T-sized input convolutions), FPS (output frames per second),
-achieved TFLOP/s against the SPEC §6 cost, peak memory, and the relative L2 error against the reference eager
-output of the same slice count. Writes dated JSON to benchmarks/results/.
+Paths: reference fp32 (eager; compiled), engine fp32 and bf16 (eager; compiled), onnxruntime fp32 (the exported
+ONNX graph), AOTInductor fp32 and bf16 (CPU or CUDA package); exported paths include their export in the
+warm-up time. Each (slice count, path) runs in its own child process so that its peak memory is its own (CPU: peak
+RSS above the process's size before the path was built; CUDA: torch.cuda.max_memory_allocated). Every child
+builds the same seeded model and inputs. A stack runs in passes of as many cines as fit --budget-mb (the
+Upscaler's default on a CPU). Per path: latency per cine (median of the timed runs after one warm-up pass:
+compiled and exported paths warm up on a full-length pass, since the reference's module inputs are views whose
+strides depend on T; eager paths on 4 frames, enough to create every oneDNN primitive but the T-sized input
+convolutions), FPS (output frames per second), achieved TFLOP/s against the SPEC §6 cost, peak memory, and the
+relative L2 error against the reference eager output of the same slice count. Writes dated JSON to
+benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -41,8 +44,12 @@ PATHS = (
     "engine fp32 compiled",
     "engine bf16",
     "engine bf16 compiled",
+    "onnxruntime fp32",
+    "aoti fp32",
+    "aoti bf16",
 )
 WARMUP_FRAMES = 4
+STATIC = ("onnxruntime", "aoti")  # exported with static T, H, W: they warm up on the full input
 
 
 def current_rss_mb() -> float:
@@ -54,8 +61,10 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def build_runner(path: str, model: CMRVSR):
-    """A callable (lr, phase) -> sr for one benchmark path."""
+def build_runner(path: str, model: CMRVSR, lr: torch.Tensor, workdir: Path):
+    """A callable (lr, phase) -> sr for one benchmark path (exported paths export first, into workdir)."""
+    if path.startswith(("onnxruntime", "aoti")):
+        return exported_runner(path, model, lr, workdir)
     compiled = path.endswith("compiled")
     if path.startswith("reference"):
         if not compiled:
@@ -71,6 +80,27 @@ def build_runner(path: str, model: CMRVSR):
     return Engine(model, dtype=dtype, compile=compiled)
 
 
+def exported_runner(path: str, model: CMRVSR, lr: torch.Tensor, workdir: Path):
+    from cmrvsr_fast.export.runners import load_runner
+
+    from cmrvsr_fast.checkpoint import ModelCard
+
+    card = ModelCard(model.config, weights_sha256="benchmark")
+    batch, frames, _, height, width = lr.shape
+    if path.startswith("onnxruntime"):
+        from cmrvsr_fast.export.onnx_export import export_onnx
+
+        artifact = workdir / f"bench_{batch}.onnx"
+        export_onnx(model, card, artifact, frames, height, width)
+    else:
+        from cmrvsr_fast.export.aoti_export import export_aoti
+
+        artifact = workdir / f"bench_{batch}_{path.split()[-1]}.pt2"
+        export_aoti(model, card, artifact, frames, height, width, batch=batch, precision=path.split()[-1],
+                    device=str(lr.device))  # fmt: skip
+    return load_runner(artifact)
+
+
 def worker(spec: dict) -> None:
     """Run one path in this process and write its timings (JSON) and output (tensor) where `spec` says."""
     device = torch.device(spec["device"])
@@ -83,14 +113,21 @@ def worker(spec: dict) -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    # Stacks run in passes of as many cines as fit the Upscaler's CPU budget (4 GiB; fp32 estimate for every
+    # path): in one pass, the reference on 10 paper-x4 cines took 16 GB and its compiled twin was OOM-killed.
+    chunk = Engine(model, memory_budget_mb=spec["budget_mb"]).cines_per_pass(*lr.shape[1:2], *lr.shape[3:])
     rss_before = current_rss_mb()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     with torch.no_grad():
         start = time.perf_counter()
-        run = build_runner(spec["path"], model)
-        warm = None if spec["path"].endswith("compiled") else WARMUP_FRAMES
-        run(lr[:, :warm], phase[:, :warm])
+        one_pass = build_runner(spec["path"], model, lr[:chunk], Path(spec["output"]).parent)
+
+        def run(lr: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+            return torch.cat([one_pass(lr[i : i + chunk], phase[i : i + chunk]) for i in range(0, len(lr), chunk)])
+
+        warm = None if spec["path"].endswith("compiled") or spec["path"].startswith(STATIC) else WARMUP_FRAMES
+        run(lr[:chunk, :warm], phase[:chunk, :warm])
         sync()
         warmup_s = time.perf_counter() - start
         times = []
@@ -102,7 +139,8 @@ def worker(spec: dict) -> None:
             times.append(time.perf_counter() - start)
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else peak_rss_mb() - rss_before
     torch.save(out.float().cpu(), spec["output"])
-    Path(spec["result"]).write_text(json.dumps({"times": times, "warmup_s": warmup_s, "peak_memory_mb": peak}))
+    result = {"times": times, "warmup_s": warmup_s, "peak_memory_mb": peak, "cines_per_pass": chunk}
+    Path(spec["result"]).write_text(json.dumps(result))
 
 
 def run_path(spec: dict, workdir: Path) -> tuple[dict, torch.Tensor]:
@@ -124,7 +162,10 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--size", type=int, default=64, help="LR height and width")
     parser.add_argument("--slices", type=int, nargs="+", default=[1, 10], help="slice counts (cines per stack)")
-    parser.add_argument("--repeats", type=int, default=2, help="timed runs per path (median reported)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs per path, one slice (median reported)")
+    parser.add_argument("--stack-repeats", type=int, default=1, help="timed runs per path for a stack")
+    parser.add_argument("--stack-aoti", action="store_true", help="also time AOTI packages on the stacks")
+    parser.add_argument("--budget-mb", type=float, default=4096, help="memory budget per pass over a stack")
     parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS, metavar="PATH")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path)
@@ -143,8 +184,11 @@ def main() -> None:
             flops = slices * inference_flops(config, args.frames, args.size, args.size)
             reference = None
             for path in paths:
+                if slices > 1 and path.startswith("aoti") and not args.stack_aoti:
+                    continue  # every batch size is another multi-minute AOTInductor compilation on a CPU
                 spec = {"preset": args.preset, "frames": args.frames, "size": args.size, "slices": slices,
-                        "repeats": args.repeats, "device": args.device, "path": path}  # fmt: skip
+                        "repeats": args.repeats if slices == 1 else args.stack_repeats, "device": args.device,
+                        "path": path, "budget_mb": args.budget_mb}  # fmt: skip
                 timing, out = run_path(spec, Path(tmp))
                 reference = out if reference is None else reference
                 latency = statistics.median(timing["times"])
@@ -157,6 +201,7 @@ def main() -> None:
                     "tflops": round(flops / latency / 1e12, 4),
                     "peak_memory_mb": round(timing["peak_memory_mb"], 1),
                     "warmup_s": round(timing["warmup_s"], 2),
+                    "cines_per_pass": timing["cines_per_pass"],
                     "relative_l2": float((out - reference).norm() / reference.norm()),
                     "all_latencies_s": [round(t, 4) for t in timing["times"]],
                 }
@@ -170,7 +215,14 @@ def main() -> None:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "hardware": hardware_name(device),
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
-        "config": {"preset": args.preset, "frames": args.frames, "lr_size": args.size, "repeats": args.repeats},
+        "config": {
+            "preset": args.preset,
+            "frames": args.frames,
+            "lr_size": args.size,
+            "repeats": args.repeats,
+            "stack_repeats": args.stack_repeats,
+            "budget_mb": args.budget_mb,
+        },
         "cine_tflop": round(inference_flops(config, args.frames, args.size, args.size) / 1e12, 4),
         "peak_memory_meaning": "CUDA max_memory_allocated"
         if device.type == "cuda"

@@ -27,7 +27,7 @@ from .data.readers import CineRecord, DataError, read_acdc, read_dsb, read_folde
 from .evaluate import evaluate, format_table
 from .model import CMRVSR
 from .phase import estimate_es
-from .upscaler import load, resolve_device
+from .upscaler import default_weights_path, load, resolve_device
 from .viz import montage, save_png
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
@@ -271,6 +271,45 @@ def run_upscale_command(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+def run_export(args: argparse.Namespace) -> int:
+    from .export.manifest import SUFFIXES
+
+    out = Path(args.out)
+    if out.suffix != SUFFIXES[args.format]:
+        raise UsageError(f"--out {out}: a {args.format} artifact is named *{SUFFIXES[args.format]}")
+    if out.exists() and not args.overwrite:
+        raise UsageError(f"--out {out} exists; pass --overwrite to replace it")
+    precision = args.precision or ("fp16" if args.format == "tensorrt" else "fp32")
+    if args.format == "onnx" and precision != "fp32":
+        raise UsageError("ONNX graphs are exported in fp32; reduced precision is chosen when TensorRT builds")
+    model, card = load_checkpoint(args.weights) if args.weights else load_checkpoint(default_weights_path())
+    shape = {"frames": args.frames, "height": args.height, "width": args.width}
+    if args.format == "aoti":
+        from .export.aoti_export import export_aoti
+
+        manifest = export_aoti(model, card, out, **shape, batch=args.batch or 1, precision=precision,
+                               device=str(resolve_device(args.device)))  # fmt: skip
+    else:
+        from .export.onnx_export import export_onnx
+
+        onnx_path = out if args.format == "onnx" else out.with_suffix(".onnx")
+        manifest = export_onnx(model, card, onnx_path, **shape, batch=args.batch)
+        if args.format == "tensorrt":
+            from .export.tensorrt_build import build_engine, require_tensorrt
+
+            try:
+                require_tensorrt()
+            except RuntimeError as error:
+                raise UsageError(f"--format tensorrt: {error} (the ONNX graph is at {onnx_path})") from None
+            manifest = build_engine(onnx_path, out, precision, max_batch=args.max_batch,
+                                    timing_cache=args.timing_cache, version_compatible=args.version_compatible,
+                                    hardware_compatible=args.hardware_compatible)  # fmt: skip
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, sha256 {manifest.artifact_sha256[:16]}…) and its "
+          f"manifest; T×H×W {args.frames}×{args.height}×{args.width} LR, batch {manifest.batch or 'dynamic'}, "
+          f"{precision}")  # fmt: skip
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cmrvsr-fast", description="Phase-aware super-resolution of cardiac MRI cines"
@@ -346,6 +385,23 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--shard", help="I/N: process every N-th series starting at I (0-based), sharing OUTPUT")
     up.add_argument("--quiet", action="store_true", help="no progress bars")
     up.set_defaults(run=run_upscale_command)
+
+    ex = commands.add_parser("export", help="export the unrolled schedule to ONNX, a TensorRT engine or AOTInductor")
+    ex.add_argument("--format", required=True, choices=["onnx", "tensorrt", "aoti"])
+    ex.add_argument("--frames", type=int, required=True, help="T, centre frames per cine (static)")
+    ex.add_argument("--height", type=int, required=True, help="LR height (static)")
+    ex.add_argument("--width", type=int, required=True, help="LR width (static)")
+    ex.add_argument("--batch", type=int, help="static batch (default: dynamic for ONNX/TensorRT, 1 for AOTI)")
+    ex.add_argument("--weights", help="a .safetensors checkpoint (default: the embedded lite-x4)")
+    ex.add_argument("--precision", choices=["fp32", "fp16", "bf16"], help="default fp32; fp16 for TensorRT")
+    ex.add_argument("--out", required=True, help="model.onnx | model.engine | model.pt2")
+    ex.add_argument("--device", default="cpu", help="AOTI target: cpu or cuda[:N]")
+    ex.add_argument("--max-batch", type=int, default=8, help="TensorRT profile maximum batch (dynamic batch)")
+    ex.add_argument("--timing-cache", help="TensorRT timing cache file (read and updated)")
+    ex.add_argument("--version-compatible", action="store_true", help="TensorRT version-compatible engine")
+    ex.add_argument("--hardware-compatible", action="store_true", help="TensorRT Ampere+ hardware compatibility")
+    ex.add_argument("--overwrite", action="store_true")
+    ex.set_defaults(run=run_export)
 
     ph = commands.add_parser("phantom", help="write phantom cines (.npy + JSON sidecar + PNG picture)")
     ph.add_argument("out", help="output folder (created)")

@@ -26,7 +26,8 @@ class Engine:
     """`engine(lr, phase)` ≡ `model.eval()(lr, phase)`, sharing the model's weights.
 
     lr: (B, T, 1, H, W) normalised; phase: (B, T); returns (B, T, 1, rH, rW) float32.
-    max_batch: cines per pass (a memory bound for slice stacks); None runs the whole batch at once.
+    Slice stacks run in chunks of cines: max_batch cines per pass when given, else as many as fit
+    memory_budget_mb by the working-set estimate of `working_set_bytes` (at least one); neither: one pass.
     """
 
     def __init__(
@@ -37,6 +38,7 @@ class Engine:
         backend: str = "torch",
         compile: bool = False,
         max_batch: int | None = None,
+        memory_budget_mb: float | None = None,
     ) -> None:
         if backend != "torch":
             raise ValueError(f"backend {backend!r} is not available yet (only 'torch')")
@@ -47,6 +49,7 @@ class Engine:
         self.dtype = dtype
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.max_batch = max_batch
+        self.memory_budget_mb = memory_budget_mb
         self._prepare_weights()
         # torch.compile wraps the per-step pieces, not the whole schedule: unrolled over ~400 recurrent steps the
         # whole graph took minutes to compile on the CPU and recompiled on every call. The pieces have a handful
@@ -93,9 +96,9 @@ class Engine:
 
     def phase_maps(self, height: int, width: int) -> Tensor:
         """(window, frame, H, W): the response of each offset's phase-channel kernels to a constant 1 map."""
-        key = (height, width)
+        key = (int(height), int(width))  # int(): under an exporter's tracer the sizes arrive as traced values
         if key not in self._phase_maps:
-            ones = torch.ones(1, 1, height, width, dtype=torch.float64)
+            ones = torch.ones(1, 1, *key, dtype=torch.float64)
             maps = [
                 F.conv2d(ones, self.fuse_phase[:, d : d + 1].double(), padding=1)[0] for d in range(self.config.window)
             ]
@@ -108,12 +111,29 @@ class Engine:
         stages = self.config.stages if stages is None else stages
         if stages < 1:
             raise ValueError(f"stages must be >= 1, got {stages}")
-        chunk = self.max_batch or lr.shape[0]
+        chunk = self.cines_per_pass(lr.shape[1], lr.shape[3], lr.shape[4], cines=lr.shape[0])
         outputs = [
             self._forward(lr[i : i + chunk].to(self.device), phase[i : i + chunk].to(self.device), stages)
             for i in range(0, lr.shape[0], chunk)
         ]
         return torch.cat(outputs).float()
+
+    def working_set_bytes(self, frames: int, height: int, width: int) -> int:
+        """An upper estimate of the memory one cine needs in a pass: per extended frame, both directions'
+        hoisted gates (2·4F) and hidden sequences (2·2F, input and output) in the engine dtype, the window
+        contributions (window·(2F+1)) and the fused features (F), plus the upsampled output in float32."""
+        cfg, item = self.config, torch.tensor([], dtype=self.dtype).element_size()
+        extended = frames + 2 * cfg.warmup
+        per_frame = (2 * 4 + 2 * 2 * 2 + 1) * cfg.features + cfg.window * cfg.frame_channels
+        upsampled = frames * cfg.scale**2 * height * width * (cfg.features + 1) * 4
+        return extended * per_frame * height * width * item + upsampled
+
+    def cines_per_pass(self, frames: int, height: int, width: int, cines: int = 1 << 30) -> int:
+        if self.max_batch is not None:
+            return self.max_batch
+        if self.memory_budget_mb is None:
+            return cines
+        return max(1, int(self.memory_budget_mb * 2**20 // self.working_set_bytes(frames, height, width)))
 
     def _conv(self, x: Tensor, w: Tensor, b: Tensor | None = None, groups: int = 1) -> Tensor:
         return F.conv2d(x, w, b, padding=1, groups=groups)
@@ -129,8 +149,9 @@ class Engine:
         # InBlock once per centre frame; the extended sequence gathers from it. Layout (E, B, C, H, W).
         x = lr.transpose(0, 1).reshape(frames * batch, 1, height, width).to(self.dtype).contiguous(memory_format=fmt)
         centre = F.prelu(self._conv(x, self.in_w, self.in_b), self.in_slope).reshape(frames, batch, f, height, width)
-        features = centre[ext]  # (E, B, F, H, W)
-        codes = phase.transpose(0, 1)[ext].to(self.dtype)  # (E, B)
+        index = torch.tensor(ext, device=lr.device)  # a tensor index: exporters trace a Python list as a tuple
+        features = centre.index_select(0, index)  # (E, B, F, H, W)
+        codes = phase.transpose(0, 1).index_select(0, index).to(self.dtype)  # (E, B)
         maps = self.phase_maps(height, width)
 
         for stage in range(stages):

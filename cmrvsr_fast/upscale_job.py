@@ -25,10 +25,12 @@ import numpy as np
 from tqdm import tqdm
 
 from .data.readers import DataError
+from .dicom import find_cine_series, rescale
 from .dicom.pixels import read_series_pixels
-from .dicom.scan import InputArchive, ScanReport, scan
-from .dicom.series import CineSeries, NotACine, SeriesRefused, build_series, group_frames, slice_normal
+from .dicom.scan import ScanReport
+from .dicom.series import CineSeries, SeriesRefused, slice_normal
 from .dicom.write import finer_grid_position, write_series
+from .export.runners import ShapeMismatch
 from .nifti_io import (
     affine_from_dicom,
     nifti_stem,
@@ -185,11 +187,6 @@ class Staging:
         return final
 
 
-def _rescale(series: CineSeries) -> tuple[float, float]:
-    header = series.first.header
-    return float(header.get("RescaleSlope", 1) or 1), float(header.get("RescaleIntercept", 0) or 0)
-
-
 def _phase_frames(frames: int, options: Options, ed: int | None, es: int | None) -> tuple[int, int | None]:
     ed = options.ed if options.ed is not None else (ed if ed is not None else 0)
     es = options.es if options.es is not None else es
@@ -202,22 +199,6 @@ def _phase_frames(frames: int, options: Options, ed: int | None, es: int | None)
 def _upscale(upscaler: Upscaler, stack: np.ndarray, ed: int, es: int | None, label: str, progress: bool):
     with tqdm(total=stack.shape[0], desc=label[:40], unit="slice", disable=not progress, leave=False) as bar:
         return upscaler.upscale(stack, ed=ed, es=es, on_slice=lambda: bar.update(1))
-
-
-def dicom_series_list(source: Path) -> tuple[InputArchive, ScanReport, list[CineSeries], list[str], int]:
-    """Scan and group: (archive, scan report, usable series, refusals, count of non-cine series)."""
-    archive = InputArchive(source)
-    report = scan(source)
-    usable, refused, not_cine = [], [], 0
-    for frames in group_frames(report.frames).values():
-        try:
-            usable.append(build_series(frames))
-        except NotACine:
-            not_cine += 1
-        except SeriesRefused as error:
-            label = str(frames[0].header.get("SeriesNumber", "?"))
-            refused.append(f"series #{label}: {error}")
-    return archive, report, usable, refused, not_cine
 
 
 def _spacing_text(series: CineSeries) -> str:
@@ -241,7 +222,14 @@ def describe_dicom(report: ScanReport, usable: list[CineSeries], refused: list[s
 
 
 def run_dicom(source: Path, output: Path, upscaler: Upscaler, options: Options, say: Callable[[str], None]):
-    archive, scan_report, usable, refused, not_cine = dicom_series_list(source)
+    found = find_cine_series(source)
+    archive, scan_report, usable, refused, not_cine = (
+        found.archive,
+        found.report,
+        found.series,
+        found.refused,
+        found.not_cine,
+    )
     report = JobReport(skipped=dict(scan_report.skipped))
     report.problems += [f"{name}: {reason}" for name, reason in scan_report.unreadable] + refused
     if not_cine:
@@ -261,7 +249,7 @@ def run_dicom(source: Path, output: Path, upscaler: Upscaler, options: Options, 
                 name = series_name(series, scale) + (".nii.gz" if fmt == "nifti" else "")
                 staging.check_free(name)
                 ed, es = _phase_frames(series.shape[1], options, None, None)
-                slope, intercept = _rescale(series)
+                slope, intercept = rescale(series)
                 real = read_series_pixels(archive, series).astype(np.float64) * slope + intercept
                 sr = _upscale(upscaler, real, ed, es, series.label, options.progress)
                 if fmt == "dicom":
@@ -271,7 +259,7 @@ def run_dicom(source: Path, output: Path, upscaler: Upscaler, options: Options, 
                     write_nifti_from_dicom(staging.folder / name, sr, dicom_affine(series, scale), None)
                 result.output = str(staging.publish(name))
                 result.status = "written"
-            except (SeriesRefused, DataError) as error:
+            except (SeriesRefused, DataError, ShapeMismatch) as error:
                 result.detail = str(error)
             result.seconds = time.perf_counter() - start
     return report
@@ -324,7 +312,7 @@ def run_nifti(source: Path, output: Path, upscaler: Upscaler, options: Options, 
                 write_nifti_cine(staging.folder / name, sr, cine.image, scale)
                 result.output = str(staging.publish(name))
                 result.status = "written"
-            except (SeriesRefused, DataError) as error:
+            except (SeriesRefused, DataError, ShapeMismatch) as error:
                 result.detail = str(error)
             result.seconds = time.perf_counter() - start
     return report

@@ -24,6 +24,7 @@ from .phase import estimate_es, phase_code
 log = logging.getLogger(__name__)
 
 DEFAULT_WEIGHTS = "default-lite-x4.safetensors"
+ARTIFACT_SUFFIXES = (".onnx", ".engine", ".plan", ".pt2")
 
 
 def default_weights_path() -> Path:
@@ -51,9 +52,18 @@ def native_bf16(device: torch.device) -> bool:
     )
 
 
+def default_memory_budget_mb(device: torch.device) -> float:
+    """How much memory one pass over a slice stack may take: half of the GPU's free memory, 4 GiB on a CPU."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free / 2**20 / 2
+    return 4096.0
+
+
 class Upscaler:
     """A loaded model with everything needed to super-resolve cines in their own units. Inference runs through
-    the Engine (engine.py); precision "auto" picks bfloat16 where the hardware runs it natively, float32 elsewhere."""
+    the Engine (engine.py), as many slices per pass as fit the memory budget; precision "auto" picks bfloat16
+    where the hardware runs it natively, float32 elsewhere."""
 
     def __init__(
         self, model: CMRVSR, card: ModelCard, device: torch.device, precision: str = "auto", backend: str = "torch"
@@ -65,11 +75,20 @@ class Upscaler:
         if precision not in dtypes:
             raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
         self.precision = precision
-        self.engine = Engine(self.model, dtype=dtypes[precision], device=device, backend=backend)
+        self.engine = Engine(self.model, dtype=dtypes[precision], device=device, backend=backend,
+                             memory_budget_mb=default_memory_budget_mb(device))  # fmt: skip
+
+    @classmethod
+    def from_runner(cls, runner, card: ModelCard, device: torch.device, precision: str) -> Upscaler:
+        """An Upscaler around an exported artifact's runner (called like the Engine) instead of a model."""
+        upscaler = cls.__new__(cls)
+        upscaler.model, upscaler.card, upscaler.device = None, card, device
+        upscaler.precision, upscaler.engine = precision, runner
+        return upscaler
 
     @property
     def scale(self) -> int:
-        return self.model.config.scale
+        return self.card.config.scale
 
     @torch.no_grad()
     def upscale(
@@ -102,15 +121,18 @@ class Upscaler:
         frames = stack.shape[1]
         if es is None:
             es = estimate_es(np.clip(grey, 0, 255), ed=ed)
-        codes = torch.from_numpy(phase_code(frames, ed, es, self.model.config.phase_code).astype(np.float32))
+        codes = torch.from_numpy(phase_code(frames, ed, es, self.card.config.phase_code).astype(np.float32))
         mean, std = self.card.normalisation
         out = np.empty((stack.shape[0], frames, stack.shape[2] * r, stack.shape[3] * r), dtype=np.float32)
-        for index, slice_grey in enumerate(grey):
-            inputs = torch.from_numpy(normalise(slice_grey, mean, std))[None, :, None].to(self.device)
-            sr = self.engine(inputs, codes[None].to(self.device), stages=stages)[0, :, 0].cpu().numpy()
-            out[index] = denormalise(sr, mean, std)
-            if on_slice is not None:
-                on_slice()
+        chunk_size = self.engine.cines_per_pass(frames, *stack.shape[2:], cines=len(grey)) if self.model else len(grey)
+        for start in range(0, len(grey), chunk_size):
+            chunk = torch.from_numpy(normalise(grey[start : start + chunk_size], mean, std))[:, :, None]
+            chunk_codes = codes[None].expand(len(chunk), -1).to(self.device)
+            sr = self.engine(chunk.to(self.device), chunk_codes, stages=stages)[:, :, 0].cpu().numpy()
+            out[start : start + len(chunk)] = denormalise(sr, mean, std)
+            for _ in range(len(chunk)):
+                if on_slice is not None:
+                    on_slice()
         restored = np.clip(low + out / 255.0 * (high - low), low, float(stack.max())).astype(np.float32)
         return restored if data.ndim == 4 else restored[0]
 
@@ -121,10 +143,18 @@ def load(
     precision: str = "auto",
     backend: str = "torch",
 ) -> Upscaler:
-    """An Upscaler for a .safetensors checkpoint (its card beside it), or for the embedded default.
+    """An Upscaler for a .safetensors checkpoint (its card beside it), the embedded default, or an exported
+    artifact (.onnx, .engine, .pt2 with its manifest beside it: onnxruntime, TensorRT, AOTInductor).
     precision: "auto" (bf16 where native, else fp32), "fp32", "bf16" or "fp16"; backend: the Engine's."""
     path = Path(weights) if weights is not None else default_weights_path()
+    if path.suffix in ARTIFACT_SUFFIXES:
+        from .export.runners import card_from_manifest, load_runner  # onnxruntime/TensorRT only when asked for
+
+        runner = load_runner(path)
+        return Upscaler.from_runner(
+            runner, card_from_manifest(runner.manifest), resolve_device(device), runner.manifest.precision
+        )
     if path.suffix != ".safetensors":
-        raise ValueError(f"{path}: expected a .safetensors checkpoint with its .json card")
+        raise ValueError(f"{path}: expected a .safetensors checkpoint with its .json card, or .onnx/.engine/.pt2")
     model, card = load_checkpoint(path)
     return Upscaler(model, card, resolve_device(device), precision, backend)

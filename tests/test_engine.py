@@ -75,3 +75,20 @@ def test_bf16_keeps_the_cardiac_psnr_of_the_embedded_default() -> None:
     before = cardiac_psnr(to_grey_levels(reference), hr, p.heart_box)
     after = cardiac_psnr(to_grey_levels(fast), hr, p.heart_box)
     assert abs(after - before) <= 0.05
+
+
+def test_memory_budget_bounds_the_cines_per_pass(tiny_config: ModelConfig) -> None:
+    model = make_model(tiny_config)
+    lr, phase = make_inputs(5, 4, 6, 7)
+    one_pass = Engine(model)
+    assert one_pass.cines_per_pass(4, 6, 7, cines=5) == 5  # no budget: the whole stack at once
+    need = one_pass.working_set_bytes(4, 6, 7)
+    bounded = Engine(model, memory_budget_mb=2.5 * need / 2**20)
+    assert bounded.cines_per_pass(4, 6, 7, cines=5) == 2
+    assert Engine(model, memory_budget_mb=1e-9).cines_per_pass(4, 6, 7) == 1  # at least one cine
+    assert torch.allclose(bounded(lr, phase), one_pass(lr, phase), rtol=1e-5, atol=1e-6)
+    # The estimate grows with every dimension and is in the measured range for paper-x4 (2.4 GB peak RSS
+    # for one 30-frame 64×64 cine on the CPU, the model and allocator included).
+    paper = Engine(cmrvsr_fast.CMRVSR(ModelConfig.from_name("paper-x4")))
+    assert 1.0e9 < paper.working_set_bytes(30, 64, 64) < 2.4e9
+    assert paper.working_set_bytes(30, 64, 64) < paper.working_set_bytes(31, 64, 64)
