@@ -25,19 +25,19 @@ import numpy as np
 from tqdm import tqdm
 
 from .data.readers import DataError
-from .dicom import find_cine_series, rescale
-from .dicom.pixels import read_series_pixels
-from .dicom.scan import ScanReport
-from .dicom.series import CineSeries, SeriesRefused, slice_normal
-from .dicom.write import finer_grid_position, write_series
 from .export.runners import ShapeMismatch
-from .nifti_io import (
+from .io import find_cine_series, rescale
+from .io.dicom_pixels import read_series_pixels
+from .io.dicom_scan import ScanReport
+from .io.dicom_write import finer_grid_position, write_series
+from .io.nifti import (
     affine_from_dicom,
     nifti_stem,
     read_nifti_cine,
     write_nifti_cine,
     write_nifti_from_dicom,
 )
+from .io.series import CineSeries, SeriesRefused, slice_normal
 from .upscaler import Upscaler
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_SOME_FAILED = 0, 2, 3
@@ -223,26 +223,19 @@ def describe_dicom(report: ScanReport, usable: list[CineSeries], refused: list[s
 
 def run_dicom(source: Path, output: Path, upscaler: Upscaler, options: Options, say: Callable[[str], None]):
     found = find_cine_series(source)
-    archive, scan_report, usable, refused, not_cine = (
-        found.archive,
-        found.report,
-        found.series,
-        found.refused,
-        found.not_cine,
-    )
-    report = JobReport(skipped=dict(scan_report.skipped))
-    report.problems += [f"{name}: {reason}" for name, reason in scan_report.unreadable] + refused
-    if not_cine:
-        report.skipped["series of single images"] = not_cine
+    report = JobReport(skipped=dict(found.report.skipped))
+    report.problems += [f"{name}: {reason}" for name, reason in found.report.unreadable] + found.refused
+    if found.not_cine:
+        report.skipped["series of single images"] = found.not_cine
     if options.dry_run:
-        say(describe_dicom(scan_report, usable, refused, not_cine))
+        say(describe_dicom(found.report, found.series, found.refused, found.not_cine))
         return report
-    if not usable and not report.problems:
-        raise InputRefused(f"{source}: no MR cine series found ({scan_report.files} files looked at)")
+    if not found.series and not report.problems:
+        raise InputRefused(f"{source}: no MR cine series found ({found.report.files} files looked at)")
     fmt = options.output_format or "dicom"
     scale, digest = upscaler.scale, upscaler.card.weights_sha256
     with Staging(output, options.overwrite) as staging:
-        for series in select_shard(usable, options.shard):
+        for series in select_shard(found.series, options.shard):
             start, result = time.perf_counter(), SeriesResult(series.label, series.shape, "failed")
             report.results.append(result)
             try:
@@ -250,19 +243,27 @@ def run_dicom(source: Path, output: Path, upscaler: Upscaler, options: Options, 
                 staging.check_free(name)
                 ed, es = _phase_frames(series.shape[1], options, None, None)
                 slope, intercept = rescale(series)
-                real = read_series_pixels(archive, series).astype(np.float64) * slope + intercept
+                real = read_series_pixels(found.archive, series).astype(np.float64) * slope + intercept
                 sr = _upscale(upscaler, real, ed, es, series.label, options.progress)
                 if fmt == "dicom":
                     (staging.folder / name).mkdir()
                     write_series(series, (sr - intercept) / slope, staging.folder / name, scale, digest)
                 else:
-                    write_nifti_from_dicom(staging.folder / name, sr, dicom_affine(series, scale), None)
+                    write_nifti_from_dicom(staging.folder / name, sr, dicom_affine(series, scale), frame_ms(series))
                 result.output = str(staging.publish(name))
                 result.status = "written"
             except (SeriesRefused, DataError, ShapeMismatch) as error:
                 result.detail = str(error)
             result.seconds = time.perf_counter() - start
     return report
+
+
+def frame_ms(series: CineSeries) -> float | None:
+    """The frame interval: the median step of the first slice's trigger times, where it has them."""
+    triggers = [f.trigger_time for f in series.slices[0].frames]
+    if len(triggers) < 2 or any(t is None for t in triggers):
+        return None
+    return float(np.median(np.diff(triggers)))
 
 
 def dicom_affine(series: CineSeries, scale: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Reading, grouping and writing DICOM cines (cmrvsr_fast.dicom), on fixtures written from a real MR header."""
+"""Reading, grouping and writing DICOM cines (cmrvsr_fast.io), on fixtures written from a real MR header."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import pydicom
 import pytest
 from dicom_fixtures import SLICE_GAP, SPACING, phantom_stored, write_cine_series, write_enhanced_series
 
-from cmrvsr_fast.dicom.pixels import read_series_pixels
-from cmrvsr_fast.dicom.scan import InputArchive, scan
-from cmrvsr_fast.dicom.series import NotACine, SeriesRefused, build_series, group_frames
-from cmrvsr_fast.dicom.write import derived_dataset, derived_uid, finer_grid_position
+from cmrvsr_fast.io.dicom_pixels import read_series_pixels
+from cmrvsr_fast.io.dicom_scan import InputArchive, scan
+from cmrvsr_fast.io.dicom_write import derived_dataset, derived_uid, finer_grid_position
+from cmrvsr_fast.io.series import NotACine, SeriesRefused, build_series, group_frames
 
 # MR Image IOD (PS3.3 A.4): Type 1 attributes (present, non-empty) and Type 2 (present) of its mandatory modules
 # (Patient, General Study, General Series, Frame of Reference, General Equipment, General Image, Image Plane,

@@ -15,7 +15,7 @@ from pydicom.data import get_testdata_file
 from test_dicom_io import assert_mr_image_iod
 
 from cmrvsr_fast import cli, upscale_job
-from cmrvsr_fast.nifti_io import upscaled_affine
+from cmrvsr_fast.io.nifti import upscaled_affine
 
 
 @pytest.fixture(autouse=True)
@@ -240,7 +240,11 @@ def test_dicom_to_nifti(tmp_path, capsys):
     (path,) = (tmp_path / "out").glob("*.nii.gz")
     image = nib.load(path)
     assert image.shape == (144, 144, 2, 8)
-    assert np.allclose(image.header.get_zooms()[:3], (1.5 / 4, 1.5 / 4, 8.0), atol=1e-5)
+    assert np.allclose(image.header.get_zooms(), (1.5 / 4, 1.5 / 4, 8.0, 33.0), atol=1e-5)
+    # Fine voxel (1.5, 1.5) of slice 0 is the centre of the first source pixel: ImagePositionPatient, LPS -> RAS.
+    assert np.allclose((image.affine @ [1.5, 1.5, 0, 1])[:3], [20.0, 30.0, 10.0], atol=1e-4)
+    second = np.array([-20.0, -30.0, 10.0]) + 8.0 * np.cross([1, 0, 0], [0, 0.8, -0.6])
+    assert np.allclose((image.affine @ [1.5, 1.5, 1, 1])[:3], second * [-1, -1, 1], atol=1e-4)
 
 
 def _nifti_cine(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
@@ -295,7 +299,7 @@ def test_zip_with_non_dicom_members(tmp_path, capsys):
 
 
 def test_python_api_reads_cines(tmp_path):
-    from cmrvsr_fast.dicom import read_cines
+    from cmrvsr_fast.io import read_cines
 
     write_cine_series(tmp_path / "scanner", slices=2, frames=8)
     ((series, stack),) = read_cines(tmp_path / "scanner")

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .scan import FrameRef
+from .dicom_scan import FrameRef
 
 POSITION_TOLERANCE_MM = 0.01
 

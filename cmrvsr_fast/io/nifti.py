@@ -14,8 +14,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from .atomic import atomic_write
-from .data.readers import DataError, read_acdc_info
+from ..atomic import atomic_write
+from ..data.readers import DataError, read_acdc_info
 
 
 @dataclass

@@ -1,7 +1,7 @@
-"""DICOM cines in and out: scan a folder or zip (scan.py), group frames into cine series (series.py), read their
-pixels (pixels.py) and write derived series (write.py).
+"""DICOM cines in: scan a folder or zip (dicom_scan.py), group frames into cine series (series.py), read their
+pixels (dicom_pixels.py); derived series are written by dicom_write.py.
 
-    from cmrvsr_fast.dicom import read_cines
+    from cmrvsr_fast.io import read_cines
     for series, stack in read_cines("scanner_export/"):   # stack: (S, T, H, W) real values (rescale applied)
         print(series.label, series.shape, series.notes)
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .pixels import read_series_pixels
-from .scan import InputArchive, ScanReport, scan
+from .dicom_pixels import read_series_pixels
+from .dicom_scan import InputArchive, ScanReport, scan
 from .series import CineSeries, NotACine, SeriesRefused, build_series, group_frames
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,3 @@ def read_cines(source: str | Path) -> list[tuple[CineSeries, np.ndarray]]:
         except SeriesRefused as error:
             log.warning("%s: %s", series.label, error)
     return cines
-
-
-__all__ = ["CineSeries", "Discovery", "SeriesRefused", "find_cine_series", "read_cines", "rescale"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 
-from .scan import InputArchive
+from .dicom_scan import InputArchive
 from .series import CineSeries, SeriesRefused
 
 DECODERS_EXTRA = "pip install 'cmrvsr_fast[dicom]'"

@@ -31,7 +31,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pydicom.valuerep import DSfloat
 
 from .. import __version__
-from .scan import ENHANCED_MR_IMAGE, MR_IMAGE, FrameRef
+from .dicom_scan import ENHANCED_MR_IMAGE, MR_IMAGE, FrameRef
 from .series import CineSeries
 
 SERIES_NUMBER_OFFSET = 1000
