@@ -9,7 +9,7 @@ STAMP := $(VENV)/.cmrvsr-installed
 # faster CPU training and inference for this recurrent network (benchmarks/train_cost.py).
 MALLOC_ENV := MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=1073741824
 
-.PHONY: install test demo lint clean bench bench-train-cost train-default
+.PHONY: install test demo lint clean bench bench-train-cost train-default device-check
 
 install: $(STAMP)
 
@@ -33,9 +33,15 @@ lint: $(STAMP)
 clean:
 	rm -rf build dist *.egg-info cmrvsr_fast/_C*.so
 
-# Reference eager fp32 against the Engine (fp32, bf16), paper-x4, ×4, 64×64 LR, T = 30; see benchmarks/bench_engine.py.
+# Reference vs Engine (eager/compiled, fp32/bf16), ONNX Runtime, AOTI; paper-x4 ×4 64×64 LR T=30, 1 and 10 slices
+# (about 50 minutes on the 2-core CPU); see benchmarks/bench_engine.py.
 bench: $(STAMP)
 	$(MALLOC_ENV) $(PY) benchmarks/bench_engine.py --repeats 2
+
+# On a lent GPU: build the extension, run every GPU test and the benchmarks, write JSON under $OUT (< 6 min).
+# On a CPU, `$(PY) benchmarks/device_check.py --cpu-rehearsal --out /tmp/dc` tests the script itself.
+device-check: $(STAMP)
+	$(PY) benchmarks/device_check.py
 
 # Training cost per step of the CPU and paper presets (SPEC §3 recipe); see benchmarks/train_cost.py.
 bench-train-cost: $(STAMP)

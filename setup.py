@@ -95,6 +95,19 @@ class BuildCudaExt(build_ext):
             ext.extra_objects.append(str(obj))
 
 
+def _pybind11_include() -> str:
+    """pybind11's headers: from pybind11 (a build-system requirement), else from torch, which ships them — an
+    offline machine with torch but no pybind11 (the lent GPU image) can still build the extension."""
+    try:
+        import pybind11
+
+        return pybind11.get_include()
+    except ImportError:
+        import torch
+
+        return str(Path(torch.__file__).parent / "include")
+
+
 def _extensions() -> list[Extension]:
     if _flag("CMRVSR_SKIP_CUDA_BUILD"):
         return []
@@ -102,14 +115,12 @@ def _extensions() -> list[Extension]:
         if _flag("CMRVSR_BUILD_CUDA"):
             raise SystemExit("CMRVSR_BUILD_CUDA=1 but nvcc was not found (set CUDA_HOME or put nvcc on PATH)")
         return []
-    import pybind11  # a build-system requirement (pyproject.toml)
-
     csrc = Path("csrc")
     return [
         Extension(
             "cmrvsr_fast._C",
             sources=[*sorted(str(p) for p in csrc.glob("*.cu")), str(csrc / "bindings.cpp")],
-            include_dirs=[pybind11.get_include(), str(CUDA_HOME / "include"), str(csrc)],
+            include_dirs=[_pybind11_include(), str(CUDA_HOME / "include"), str(csrc)],
             library_dirs=[str(CUDA_HOME / "lib64"), str(CUDA_HOME / "lib")],
             libraries=["cudart_static", "dl", "rt", "pthread"],
             define_macros=[("CMRVSR_CUDA_ARCHS", '"' + ",".join(_cuda_archs()) + '"')],

@@ -52,10 +52,14 @@ def test_engine_stages_and_chunking(tiny_config: ModelConfig) -> None:
     torch.testing.assert_close(engine(lr, phase), Engine(model)(lr, phase), rtol=1e-5, atol=1e-6)
 
 
-def test_engine_refuses_what_it_cannot_do(tiny_config: ModelConfig) -> None:
+def test_engine_refuses_what_it_cannot_do(tiny_config: ModelConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     model = make_model(tiny_config)
     with pytest.raises(ValueError, match="backend"):
-        Engine(model, backend="triton")
+        Engine(model, backend="cuda")  # the CUDA C++ kernels are not built yet
+    with pytest.raises(RuntimeError, match="backend 'triton' was asked for"):
+        Engine(model, backend="triton")  # CPU tensors without the interpreter: named, so it raises
+    assert Engine(model, backend="auto").backend == "torch"  # auto falls back
     with pytest.raises(ValueError, match="dtype"):
         Engine(model, dtype=torch.float64)
     with pytest.raises(ValueError, match="phase"):

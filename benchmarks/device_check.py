@@ -1,0 +1,157 @@
+"""`make device-check`: everything a lent GPU should verify, in one prepared run of under 6 minutes.
+
+    python benchmarks/device_check.py [--out DIR] [--budget-s 330] [--cpu-rehearsal]
+
+Steps, each with its own time limit, each recorded whatever happens (a failing step does not stop the others):
+  1. build: an offline editable install with the CUDA extension (CMRVSR_BUILD_CUDA=1);
+  2. facts: GPU, compute capability, CUDA runtime, torch, triton, onnxruntime providers, the extension;
+  3. gpu tests: `pytest -m gpu` (JUnit XML kept);
+  4. benchmark: benchmarks/bench_engine.py on the GPU (reference, compiled, engine fp32/bf16, with and without
+     torch.compile; ONNX Runtime), one slice and a 10-slice stack, 64×64 LR ×4;
+  5. the Triton ConvLSTM step against its reference twin, timed with triton.testing.do_bench.
+Writes device_check.json (and the step logs) under --out, default $OUT or benchmarks/results/.
+`--cpu-rehearsal` runs the same script on a CPU at toy sizes, so that it is tested before a GPU is lent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_step(name: str, command: list[str], limit_s: float, out: Path, env: dict | None = None) -> dict:
+    start = time.perf_counter()
+    log = out / f"{name}.log"
+    try:
+        done = subprocess.run(command, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                              timeout=max(limit_s, 1))  # fmt: skip
+        log.write_text(done.stdout + "\n--- stderr ---\n" + done.stderr)
+        status = "ok" if done.returncode == 0 else f"failed (exit {done.returncode})"
+        tail = (done.stdout + done.stderr)[-1500:]
+    except subprocess.TimeoutExpired as expired:
+        log.write_text(f"timed out after {limit_s:.0f} s\n{expired.stdout or ''}\n{expired.stderr or ''}")
+        status, tail = f"timed out after {limit_s:.0f} s", ""
+    seconds = round(time.perf_counter() - start, 1)
+    print(f"[device-check] {name}: {status} in {seconds} s", flush=True)
+    return {"step": name, "status": status, "seconds": seconds, "log": log.name, "tail": tail}
+
+
+FACTS = """
+import json, torch
+facts = {"torch": torch.__version__, "cuda_available": torch.cuda.is_available(), "cuda_runtime": torch.version.cuda}
+if torch.cuda.is_available():
+    p = torch.cuda.get_device_properties(0)
+    facts.update(gpu=p.name, compute_capability=f"{p.major}.{p.minor}", memory_gib=round(p.total_memory / 2**30, 1),
+                 sms=p.multi_processor_count)
+try:
+    import triton; facts["triton"] = triton.__version__
+except ImportError as e:
+    facts["triton"] = f"absent ({e})"
+try:
+    import onnxruntime as ort
+    facts.update(onnxruntime=ort.__version__, ort_providers=ort.get_available_providers())
+except ImportError as e:
+    facts["onnxruntime"] = f"absent ({e})"
+from cmrvsr_fast import _ext
+facts["extension"] = "loaded" if _ext.available() else f"absent: {_ext.UNAVAILABLE_REASON}"
+if _ext.available():
+    ext = _ext.extension()
+    facts.update(extension_runtime=ext.cuda_runtime_version(), extension_archs=ext.compiled_archs(),
+                 extension_devices=ext.device_count())
+print(json.dumps(facts))
+"""
+
+CONVLSTM_TIMING = """
+import json, torch, sys
+sys.path.insert(0, "tests")
+from test_convlstm import random_step, relative_l2
+from cmrvsr_fast.ops.convlstm import convlstm_step, convlstm_step_ref
+device = "cuda" if torch.cuda.is_available() else "cpu"
+shapes = [(2, 10, 64, 64, 64), (2, 1, 64, 128, 128)] if device == "cuda" else [(2, 1, 8, 6, 7)]
+rows = []
+for shape in shapes:
+    for dtype in ([torch.float32, torch.bfloat16] if device == "cuda" else [torch.float32]):
+        inputs, (h_ref, c_ref) = random_step(*shape, dtype=dtype)
+        inputs = [t.to(device) for t in inputs]
+        h, c = convlstm_step(*inputs, backend="triton")
+        row = {"shape": shape, "dtype": str(dtype), "rel_l2_h": relative_l2(h.cpu(), h_ref),
+               "rel_l2_c": relative_l2(c.cpu(), c_ref)}
+        if device == "cuda":
+            from triton.testing import do_bench
+            row["triton_ms"] = do_bench(lambda: convlstm_step(*inputs, backend="triton"))
+            row["reference_ms"] = do_bench(lambda: convlstm_step_ref(*inputs))
+        rows.append(row)
+print(json.dumps(rows))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or ROOT / "benchmarks" / "results"))
+    parser.add_argument("--budget-s", type=float, default=330, help="total wall-time budget")
+    parser.add_argument("--cpu-rehearsal", action="store_true", help="toy sizes on a CPU, to test this script")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+
+    def left(share: float) -> float:
+        return max(5.0, (args.budget_s - (time.perf_counter() - start)) * share)
+
+    python = sys.executable
+    steps = []
+    build_env = {"CMRVSR_BUILD_CUDA": "1"} if not args.cpu_rehearsal else {"CMRVSR_SKIP_CUDA_BUILD": "1"}
+    # An editable install, offline: maps kernels/ and export/ into the package and builds cmrvsr_fast._C.
+    install = [python, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-e", "."]
+    steps.append(run_step("build", install, left(0.3), args.out, build_env))
+    facts_step = run_step("facts", [python, "-c", FACTS], 60, args.out)  # after the build: the extension's facts
+    try:
+        facts = json.loads(facts_step["tail"].strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        facts = {}
+    steps.append(facts_step)
+    junit = args.out / "gpu_tests.xml"
+    marker = "gpu" if not args.cpu_rehearsal else "gpu or not gpu"
+    test_files = [] if not args.cpu_rehearsal else ["tests/test_convlstm.py"]
+    steps.append(run_step("gpu_tests", [python, "-m", "pytest", "-q", "-m", marker, f"--junitxml={junit}",
+                                        *test_files], left(0.35), args.out))  # fmt: skip
+    bench_json = args.out / "bench_engine_device.json"
+    bench = [python, "benchmarks/bench_engine.py", "--out", str(bench_json), "--repeats", "3", "--stack-repeats", "3",
+             "--paths", "reference fp32", "reference fp32 compiled", "engine fp32", "engine bf16",
+             "engine bf16 compiled", "onnxruntime fp32"]  # fmt: skip
+    if args.cpu_rehearsal:
+        bench += ["--preset", "lite-x4", "--frames", "4", "--size", "12", "--slices", "1", "2", "--repeats", "1"]
+    steps.append(run_step("bench_engine", bench, left(0.75), args.out))
+    interpret = {"TRITON_INTERPRET": "1"} if args.cpu_rehearsal else {}
+    steps.append(run_step("convlstm_step", [python, "-c", CONVLSTM_TIMING], left(0.9), args.out, interpret))
+
+    result = {
+        "benchmark": "device_check",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "rehearsal_on_cpu": args.cpu_rehearsal,
+        "host": platform.node(),
+        "facts": facts,
+        "steps": steps,
+        "total_s": round(time.perf_counter() - start, 1),
+    }
+    for name, path in (("bench_engine", bench_json),):
+        if path.is_file():
+            result[name] = json.loads(path.read_text())
+    convlstm = next(s for s in steps if s["step"] == "convlstm_step")
+    with contextlib.suppress(ValueError, IndexError):
+        result["convlstm_step"] = json.loads(convlstm["tail"].strip().splitlines()[-1])
+    (args.out / "device_check.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"[device-check] wrote {args.out / 'device_check.json'} in {result['total_s']} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,6 @@
+"""Fused ops, one file each: the public function, its `_ref` twin, the torch.library registration and the
+dispatch between backends (see DESIGN.md, "One op, one name, every layer")."""
+
+from .convlstm import convlstm_step, convlstm_step_ref
+
+__all__ = ["convlstm_step", "convlstm_step_ref"]

@@ -1,0 +1,101 @@
+"""The fused ConvLSTM step: public function, its reference twin, the torch.library op and the dispatch.
+
+convlstm_step(h, w, gx, c) for D directions at once (D = 2 in the Engine):
+    h  (D, B, F, H, W)   hidden state, compute dtype
+    w  (D, 4F, F, 3, 3)  recurrent weights, gate blocks (i, f, o, g), compute dtype
+    gx (D, B, 4F, H, W)  hoisted input-to-gates convolution + bias for this step, compute dtype
+    c  (D, B, F, H, W)   cell state, float32
+returns (h', c'): h' in the compute dtype, c' float32.
+
+Backends: "reference" (PyTorch, any device), "triton" (kernels/convlstm.py: CUDA tensors, or CPU tensors under
+TRITON_INTERPRET=1). "auto" picks triton where it can run and logs once why it did not.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+BACKENDS = ("auto", "reference", "triton")
+_LOGGED: set[str] = set()
+
+
+def convlstm_step_ref(h: Tensor, w: Tensor, gx: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """The step as PyTorch ops: one grouped convolution for all directions, the cell in float32."""
+    directions, batch, features, height, width = h.shape
+    stacked = h.permute(1, 0, 2, 3, 4).reshape(batch, directions * features, height, width)
+    gates = F.conv2d(stacked, w.reshape(directions * 4 * features, features, 3, 3), padding=1, groups=directions)
+    gates = gates.reshape(batch, directions, 4 * features, height, width).permute(1, 0, 2, 3, 4).float() + gx.float()
+    i, f, o, g = gates.split(features, dim=2)
+    c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return (torch.sigmoid(o) * torch.tanh(c_next)).to(h.dtype), c_next
+
+
+def triton_unavailable_reason(device: torch.device) -> str | None:
+    """None when the Triton kernel can run on `device`, else why not."""
+    try:
+        import triton  # noqa: F401
+    except ImportError as error:
+        return f"triton is not installed ({error})"
+    if device.type == "cuda":
+        return None
+    if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1":
+        return None
+    return f"Triton kernels run on CUDA tensors (or on the CPU under TRITON_INTERPRET=1); these are on {device}"
+
+
+@torch.library.custom_op("cmrvsr::convlstm_step", mutates_args=())
+def _convlstm_step_op(h: Tensor, w: Tensor, gx: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    from cmrvsr_fast.kernels.convlstm import convlstm_step as launch
+
+    return launch(h.contiguous(), w.contiguous(), gx.contiguous(), c.contiguous())
+
+
+@_convlstm_step_op.register_fake
+def _(h: Tensor, w: Tensor, gx: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    return torch.empty_like(h), torch.empty_like(c)
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """The backend that will run: a named one that cannot run raises; "auto" falls back once, logged."""
+    if backend not in BACKENDS:
+        raise ValueError(f"convlstm_step backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "reference":
+        return backend
+    reason = triton_unavailable_reason(device)
+    if reason is None:
+        return "triton"
+    if backend == "triton":
+        raise RuntimeError(f"backend 'triton' was asked for, but {reason}")
+    if reason not in _LOGGED:
+        _LOGGED.add(reason)
+        log.info("convlstm_step: using the PyTorch reference: %s", reason)
+    return "reference"
+
+
+def convlstm_step(h: Tensor, w: Tensor, gx: Tensor, c: Tensor, backend: str = "auto") -> tuple[Tensor, Tensor]:
+    _check(h, w, gx, c)
+    if resolve_backend(backend, h.device) == "triton":
+        return _convlstm_step_op(h, w, gx, c)
+    return convlstm_step_ref(h, w, gx, c)
+
+
+def _check(h: Tensor, w: Tensor, gx: Tensor, c: Tensor) -> None:
+    directions, batch, features, height, width = h.shape
+    expected = {
+        "w": (w, (directions, 4 * features, features, 3, 3)),
+        "gx": (gx, (directions, batch, 4 * features, height, width)),
+        "c": (c, (directions, batch, features, height, width)),
+    }
+    for name, (tensor, shape) in expected.items():
+        if tuple(tensor.shape) != shape:
+            raise ValueError(f"convlstm_step: {name} has shape {tuple(tensor.shape)}, expected {shape}")
+    if c.dtype != torch.float32:
+        raise ValueError(f"convlstm_step: the cell state must be float32, got {c.dtype}")
+    if w.dtype != h.dtype or gx.dtype != h.dtype:
+        raise ValueError(f"convlstm_step: h, w and gx must share a dtype, got {h.dtype}, {w.dtype}, {gx.dtype}")

@@ -1,0 +1,130 @@
+"""Triton: one fused ConvLSTM step for both directions (no autograd; see cmrvsr_fast/ops/convlstm.py).
+
+gates = conv3×3(h, W_h) + gx  (gx: the hoisted input-to-gates convolution plus bias, computed for all frames
+at once by the Engine); c' = σ(f)·c + σ(i)·tanh(g); h' = σ(o)·tanh(c'). One program computes a tile of
+BLOCK_P pixels × BLOCK_F hidden channels of one (direction, cine): the 3×3 convolution as an implicit GEMM over
+K = 9 taps × F input channels into four fp32 accumulators (i, f, o, g) held in registers, then the cell update
+in the epilogue. Gates never reach memory; the cell state is read and written in fp32.
+
+Layouts (contiguous): h (D, B, F, H, W); w (D, 4F, F, 3, 3) with gate blocks (i, f, o, g); gx (D, B, 4F, H, W);
+c (D, B, F, H, W) float32. D = 2 for the two directions.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+_CONFIGS = [
+    triton.Config({"BLOCK_P": p, "BLOCK_F": f, "BLOCK_K": k}, num_warps=w, num_stages=s)
+    for p, f, k, w, s in [
+        (64, 32, 32, 4, 2),
+        (128, 32, 32, 4, 3),
+        (64, 64, 32, 4, 2),
+        (128, 64, 32, 8, 3),
+        (32, 32, 16, 2, 2),
+    ]
+]
+
+
+@triton.jit
+def _tanh(x):
+    return 2.0 * tl.sigmoid(2.0 * x) - 1.0
+
+
+@triton.jit
+def _convlstm_step_kernel(
+    h_ptr, w_ptr, gx_ptr, c_ptr, h_out_ptr, c_out_ptr,
+    B, F, H, W,
+    FP32_IEEE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    pid_p = tl.program_id(0)
+    pid_f = tl.program_id(1)
+    pid_db = tl.program_id(2)  # direction · B + cine
+    direction = pid_db // B
+    hw = H * W
+    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_f = pid_f * BLOCK_F + tl.arange(0, BLOCK_F)
+    mask_p = offs_p < hw
+    mask_f = offs_f < F
+    y = offs_p // W
+    x = offs_p % W
+    h_base = h_ptr + pid_db.to(tl.int64) * F * hw
+    w_base = w_ptr + direction.to(tl.int64) * 4 * F * F * 9
+    gate_stride = F * F * 9
+
+    acc_i = tl.zeros((BLOCK_P, BLOCK_F), dtype=tl.float32)
+    acc_f = tl.zeros((BLOCK_P, BLOCK_F), dtype=tl.float32)
+    acc_o = tl.zeros((BLOCK_P, BLOCK_F), dtype=tl.float32)
+    acc_g = tl.zeros((BLOCK_P, BLOCK_F), dtype=tl.float32)
+    for tap in tl.static_range(9):
+        yy = y + (tap // 3 - 1)
+        xx = x + (tap % 3 - 1)
+        inside = mask_p & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
+        pixel = yy * W + xx
+        for k0 in range(0, F, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            mask_k = offs_k < F
+            a = tl.load(h_base + offs_k[None, :] * hw + pixel[:, None],
+                        mask=inside[:, None] & mask_k[None, :], other=0.0)  # fmt: skip
+            w_offsets = (offs_f[None, :] * F + offs_k[:, None]) * 9 + tap  # (K, F) of gate block 0
+            w_mask = mask_k[:, None] & mask_f[None, :]
+            w_i = tl.load(w_base + w_offsets, mask=w_mask, other=0.0)
+            w_f = tl.load(w_base + gate_stride + w_offsets, mask=w_mask, other=0.0)
+            w_o = tl.load(w_base + 2 * gate_stride + w_offsets, mask=w_mask, other=0.0)
+            w_g = tl.load(w_base + 3 * gate_stride + w_offsets, mask=w_mask, other=0.0)
+            if FP32_IEEE:  # float32 parity with the reference: no TF32 rounding
+                acc_i += tl.dot(a, w_i, input_precision="ieee")
+                acc_f += tl.dot(a, w_f, input_precision="ieee")
+                acc_o += tl.dot(a, w_o, input_precision="ieee")
+                acc_g += tl.dot(a, w_g, input_precision="ieee")
+            else:
+                acc_i += tl.dot(a, w_i)
+                acc_f += tl.dot(a, w_f)
+                acc_o += tl.dot(a, w_o)
+                acc_g += tl.dot(a, w_g)
+
+    tile = offs_f[None, :] * hw + offs_p[:, None]  # (P, F) inside one (direction, cine) block of F·H·W
+    tile_mask = mask_p[:, None] & mask_f[None, :]
+    gx_base = gx_ptr + pid_db.to(tl.int64) * 4 * F * hw
+    gate_i = acc_i + tl.load(gx_base + tile, mask=tile_mask, other=0.0).to(tl.float32)
+    gate_f = acc_f + tl.load(gx_base + F * hw + tile, mask=tile_mask, other=0.0).to(tl.float32)
+    gate_o = acc_o + tl.load(gx_base + 2 * F * hw + tile, mask=tile_mask, other=0.0).to(tl.float32)
+    gate_g = acc_g + tl.load(gx_base + 3 * F * hw + tile, mask=tile_mask, other=0.0).to(tl.float32)
+    state = pid_db.to(tl.int64) * F * hw + tile
+    c = tl.load(c_ptr + state, mask=tile_mask, other=0.0)
+    c_next = tl.sigmoid(gate_f) * c + tl.sigmoid(gate_i) * _tanh(gate_g)
+    h_next = tl.sigmoid(gate_o) * _tanh(c_next)
+    tl.store(c_out_ptr + state, c_next, mask=tile_mask)
+    tl.store(h_out_ptr + state, h_next.to(h_out_ptr.dtype.element_ty), mask=tile_mask)
+
+
+_tuned = triton.autotune(configs=_CONFIGS, key=["F", "H", "W"])(_convlstm_step_kernel)
+
+
+def convlstm_step(
+    h: torch.Tensor, w: torch.Tensor, gx: torch.Tensor, c: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Launch the fused step; returns (h', c') in new tensors. Inputs must be contiguous (checked by the op)."""
+    directions, batch, features, height, width = h.shape
+    h_out = torch.empty_like(h)
+    c_out = torch.empty_like(c)
+    ieee = h.dtype == torch.float32
+    args = (h, w, gx, c, h_out, c_out, batch, features, height, width)
+    if INTERPRET:  # autotuning is meaningless (and slow) under the CPU interpreter
+        blocks = {"BLOCK_P": 32, "BLOCK_F": 16, "BLOCK_K": 16}
+        grid = (triton.cdiv(height * width, 32), triton.cdiv(features, 16), directions * batch)
+        _convlstm_step_kernel[grid](*args, FP32_IEEE=ieee, **blocks)
+    else:
+
+        def grid(meta):
+            return (triton.cdiv(height * width, meta["BLOCK_P"]), triton.cdiv(features, meta["BLOCK_F"]),
+                    directions * batch)  # fmt: skip
+
+        _tuned[grid](*args, FP32_IEEE=ieee)
+    return h_out, c_out

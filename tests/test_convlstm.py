@@ -1,0 +1,104 @@
+"""The fused ConvLSTM step: Triton (under TRITON_INTERPRET=1 on the CPU) and the reference twin against the cells
+of the reference model, at awkward shapes; dispatch rules. GPU parity is in the gpu-marked test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from cmrvsr_fast.model import ConvLSTMCell
+from cmrvsr_fast.ops.convlstm import convlstm_step, convlstm_step_ref, resolve_backend
+
+TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-2}  # relative L2 (DESIGN.md)
+
+
+def relative_l2(a, b) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+def random_step(directions, batch, features, height, width, dtype=torch.float32, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    cells = [ConvLSTMCell(features, features) for _ in range(directions)]
+    h = torch.randn(directions, batch, features, height, width, generator=generator)
+    c = torch.randn(directions, batch, features, height, width, generator=generator)
+    x = torch.randn(directions, batch, features, height, width, generator=generator)
+    w = torch.stack([cell.conv.weight[:, features:].detach() for cell in cells])
+    # gx: the hoisted part, conv(x, W_x) + bias, as the Engine computes it
+    gx = torch.stack([torch.nn.functional.conv2d(x[d], cells[d].conv.weight[:, :features], cells[d].conv.bias,
+                                                 padding=1) for d in range(directions)]).detach()  # fmt: skip
+    with torch.no_grad():
+        expected = [cells[d](x[d], h[d], c[d]) for d in range(directions)]
+    h_ref = torch.stack([e[0] for e in expected])
+    c_ref = torch.stack([e[1] for e in expected])
+    return (h.to(dtype), w.to(dtype), gx.to(dtype), c), (h_ref, c_ref)
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 8, 5, 7), (2, 2, 16, 9, 4), (1, 1, 20, 3, 3), (2, 1, 33, 6, 11)])
+def test_reference_twin_matches_the_cells(shape):
+    inputs, (h_ref, c_ref) = random_step(*shape)
+    h, c = convlstm_step_ref(*inputs)
+    assert relative_l2(h, h_ref) <= TOLERANCE[torch.float32] and relative_l2(c, c_ref) <= TOLERANCE[torch.float32]
+    assert c.dtype == torch.float32
+
+
+def test_dispatch_rules(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert resolve_backend("auto", torch.device("cpu")) == "reference"
+    with pytest.raises(RuntimeError, match="backend 'triton' was asked for"):
+        resolve_backend("triton", torch.device("cpu"))
+    with pytest.raises(ValueError, match="backend must be one of"):
+        resolve_backend("cuda-graphs", torch.device("cpu"))
+    inputs, _ = random_step(2, 1, 8, 4, 4)
+    with pytest.raises(ValueError, match="cell state must be float32"):
+        convlstm_step(*inputs[:3], inputs[3].double())
+    with pytest.raises(ValueError, match="gx has shape"):
+        convlstm_step(inputs[0], inputs[1], inputs[2][:, :, :8], inputs[3])
+
+
+INTERPRETED = """
+import torch
+from test_convlstm import random_step, relative_l2, TOLERANCE
+from cmrvsr_fast.ops.convlstm import convlstm_step
+worst = 0.0
+for shape in [(2, 1, 8, 5, 7), (2, 2, 16, 9, 4), (1, 1, 20, 3, 3), (2, 1, 33, 6, 11)]:
+    inputs, (h_ref, c_ref) = random_step(*shape)
+    h, c = convlstm_step(*inputs, backend="triton")
+    worst = max(worst, relative_l2(h, h_ref), relative_l2(c, c_ref))
+assert worst <= TOLERANCE[torch.float32], worst
+
+# The Engine with the fused step against the reference model, at an awkward shape (n > T wraps, odd sizes).
+from conftest import make_inputs, make_model
+from cmrvsr_fast import ModelConfig
+from cmrvsr_fast.engine import Engine
+torch.manual_seed(5)
+model = make_model(ModelConfig(scale=4, features=6, lstm_layers=2, window=5, warmup=3, stages=2)).eval()
+lr, phase = make_inputs(2, 2, 5, 7)
+engine = Engine(model, backend="triton")
+assert engine.backend == "triton"
+with torch.no_grad():
+    engine_error = relative_l2(engine(lr, phase), model(lr, phase))
+assert engine_error <= TOLERANCE[torch.float32], engine_error
+print("worst", worst, "engine", engine_error)
+"""
+
+
+def test_triton_kernel_under_the_interpreter():
+    """A separate process: TRITON_INTERPRET must be set before triton is imported."""
+    pytest.importorskip("triton", reason="triton is not installed")
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.path.dirname(__file__)}
+    done = subprocess.run([sys.executable, "-c", INTERPRETED], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "worst" in done.stdout
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_triton_kernel_on_gpu(dtype):
+    pytest.importorskip("triton", reason="triton is not installed")
+    inputs, (h_ref, c_ref) = random_step(2, 3, 64, 37, 53, dtype=dtype)
+    h, c = convlstm_step(*(t.cuda() for t in inputs), backend="triton")
+    assert relative_l2(h.cpu(), h_ref) <= TOLERANCE[dtype] and relative_l2(c.cpu(), c_ref) <= TOLERANCE[dtype]
