@@ -11,13 +11,14 @@ reason printed, the other series written).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import sys
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,6 +79,21 @@ class JobReport:
     def exit_code(self) -> int:
         failed = self.problems or any(r.status == "failed" for r in self.results)
         return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+@contextlib.contextmanager
+def recorded(report: JobReport, label: str, shape: tuple[int, ...]) -> Iterator[SeriesResult]:
+    """One series' result, timed: "failed" with the reason when the body raises for bad data (the run goes on
+    with the next series), "written" when the body says so."""
+    result = SeriesResult(label, shape, "failed")
+    report.results.append(result)
+    start = time.perf_counter()
+    try:
+        yield result
+    except (SeriesRefused, DataError, ShapeMismatch) as error:
+        result.detail = str(error)
+    finally:
+        result.seconds = time.perf_counter() - start
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -236,9 +252,7 @@ def run_dicom(source: Path, output: Path, upscaler: Upscaler, options: Options, 
     scale, digest = upscaler.scale, upscaler.card.weights_sha256
     with Staging(output, options.overwrite) as staging:
         for series in select_shard(found.series, options.shard):
-            start, result = time.perf_counter(), SeriesResult(series.label, series.shape, "failed")
-            report.results.append(result)
-            try:
+            with recorded(report, series.label, series.shape) as result:
                 name = series_name(series, scale) + (".nii.gz" if fmt == "nifti" else "")
                 staging.check_free(name)
                 ed, es = _phase_frames(series.shape[1], options, None, None)
@@ -252,9 +266,6 @@ def run_dicom(source: Path, output: Path, upscaler: Upscaler, options: Options, 
                     write_nifti_from_dicom(staging.folder / name, sr, dicom_affine(series, scale), frame_ms(series))
                 result.output = str(staging.publish(name))
                 result.status = "written"
-            except (SeriesRefused, DataError, ShapeMismatch) as error:
-                result.detail = str(error)
-            result.seconds = time.perf_counter() - start
     return report
 
 
@@ -301,9 +312,7 @@ def run_nifti(source: Path, output: Path, upscaler: Upscaler, options: Options, 
         for path in select_shard(paths, options.shard):
             relative = path.relative_to(root)
             name = str(relative.parent / f"{nifti_stem(path)}_x{scale}.nii.gz")
-            start, result = time.perf_counter(), SeriesResult(str(relative), (), "failed")
-            report.results.append(result)
-            try:
+            with recorded(report, str(relative), ()) as result:
                 staging.check_free(name)
                 cine = read_nifti_cine(path)
                 result.shape = cine.stack.shape
@@ -313,9 +322,6 @@ def run_nifti(source: Path, output: Path, upscaler: Upscaler, options: Options, 
                 write_nifti_cine(staging.folder / name, sr, cine.image, scale)
                 result.output = str(staging.publish(name))
                 result.status = "written"
-            except (SeriesRefused, DataError, ShapeMismatch) as error:
-                result.detail = str(error)
-            result.seconds = time.perf_counter() - start
     return report
 
 

@@ -17,7 +17,7 @@ from cmrvsr_fast.checkpoint import ModelCard
 from cmrvsr_fast.model import CMRVSR
 
 from .graphs import Schedule, example_inputs
-from .manifest import Manifest, sha256_file
+from .manifest import Manifest
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -49,19 +49,9 @@ def export_aoti(
     if torch.device(device).type == "cuda":
         props = torch.cuda.get_device_properties(device)
         device_facts = {"name": props.name, "compute_capability": f"{props.major}.{props.minor}"}
-    manifest = Manifest(
-        format="aoti",
-        artifact_sha256=sha256_file(path),
-        weights_sha256=card.weights_sha256,
-        precision=precision,
-        frames=frames,
-        height=height,
-        width=width,
-        batch=batch,
-        config=card.config.to_dict(),
-        normalisation=card.normalisation,
-        versions={"torch": torch.__version__},
-        device={"type": torch.device(device).type, **device_facts},
-    )
+    manifest = Manifest.describe(
+        "aoti", path, card, precision, (frames, height, width), batch,
+        versions={"torch": torch.__version__}, device={"type": torch.device(device).type, **device_facts},
+    )  # fmt: skip
     manifest.write(path)
     return manifest

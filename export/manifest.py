@@ -76,6 +76,16 @@ class Manifest:
         except (ValueError, TypeError, KeyError) as error:
             raise ArtifactRefused(f"{path}: malformed manifest ({error})") from None
 
+    @classmethod
+    def describe(cls, kind: str, artifact: str | Path, card, precision: str, shape: tuple[int, int, int],
+                 batch: int | None, **facts: Any) -> Manifest:  # fmt: skip
+        """The manifest of a freshly written artifact made from the weights behind `card` (a ModelCard);
+        shape: (frames, height, width); facts: versions=…, device=…."""
+        frames, height, width = shape
+        return cls(format=kind, artifact_sha256=sha256_file(artifact), weights_sha256=card.weights_sha256,
+                   precision=precision, frames=frames, height=height, width=width, batch=batch,
+                   config=card.config.to_dict(), normalisation=card.normalisation, **facts)  # fmt: skip
+
     def write(self, artifact: str | Path) -> Path:
         self.created = self.created or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         return atomic_write_text(manifest_path(artifact), self.to_json())

@@ -20,7 +20,7 @@ from cmrvsr_fast.checkpoint import ModelCard
 from cmrvsr_fast.model import CMRVSR
 
 from .graphs import LstmStep, Schedule, example_inputs
-from .manifest import Manifest, sha256_file
+from .manifest import Manifest
 
 OPSET = 17
 
@@ -62,7 +62,7 @@ def export_onnx(
     dynamic = None if batch else {"lr": {0: "batch"}, "phase": {0: "batch"}, "sr": {0: "batch"}}
     with torch.no_grad():
         _export(Schedule(model, (height, width)), (lr, phase), path, ["lr", "phase"], ["sr"], dynamic)
-    manifest = _manifest(card, path, "fp32", frames, height, width, batch)
+    manifest = _manifest(card, path, frames, height, width, batch)
     manifest.write(path)
 
     f, layers = model.config.features, model.config.lstm_layers
@@ -73,21 +73,10 @@ def export_onnx(
     with torch.no_grad():
         _export(LstmStep(model), (torch.randn(2, batch or 1, f, height, width), state, state), step_path,
                 ["x", "h", "c"], ["top", "h_next", "c_next"], step_dynamic)  # fmt: skip
-    _manifest(card, step_path, "fp32", 1, height, width, batch).write(step_path)
+    _manifest(card, step_path, 1, height, width, batch).write(step_path)
     return manifest
 
 
-def _manifest(card: ModelCard, path: Path, precision: str, frames: int, height: int, width: int, batch) -> Manifest:
-    return Manifest(
-        format="onnx",
-        artifact_sha256=sha256_file(path),
-        weights_sha256=card.weights_sha256,
-        precision=precision,
-        frames=frames,
-        height=height,
-        width=width,
-        batch=batch,
-        config=card.config.to_dict(),
-        normalisation=card.normalisation,
-        versions={"torch": torch.__version__, "onnx": onnx.__version__, "opset": str(OPSET)},
-    )
+def _manifest(card: ModelCard, path: Path, frames: int, height: int, width: int, batch: int | None) -> Manifest:
+    versions = {"torch": torch.__version__, "onnx": onnx.__version__, "opset": str(OPSET)}
+    return Manifest.describe("onnx", path, card, "fp32", (frames, height, width), batch, versions=versions)

@@ -18,7 +18,8 @@ import torch
 
 from cmrvsr_fast.atomic import atomic_write
 
-from .manifest import Manifest, sha256_file, verify
+from .manifest import Manifest, verify
+from .runners import card_from_manifest
 
 UNAVAILABLE = None
 try:
@@ -99,17 +100,9 @@ def build_engine(
         cache = config.get_timing_cache().serialize()
         atomic_write(timing_cache, lambda tmp: Path(tmp).write_bytes(bytes(cache)))
     props = torch.cuda.get_device_properties(torch.cuda.current_device())
-    manifest = Manifest(
-        format="tensorrt",
-        artifact_sha256=sha256_file(engine_path),
-        weights_sha256=source.weights_sha256,
-        precision=precision,
-        frames=source.frames,
-        height=source.height,
-        width=source.width,
-        batch=source.batch,
-        config=source.config,
-        normalisation=source.normalisation,
+    manifest = Manifest.describe(
+        "tensorrt", engine_path, card_from_manifest(source), precision, (source.frames, source.height, source.width),
+        source.batch,
         versions={"tensorrt": trt.__version__, "torch": torch.__version__, "onnx_sha256": source.artifact_sha256},
         device={
             "name": props.name,
@@ -118,6 +111,6 @@ def build_engine(
             "version_compatible": version_compatible,
             "hardware_compatible": hardware_compatible,
         },
-    )
+    )  # fmt: skip
     manifest.write(engine_path)
     return manifest
