@@ -8,7 +8,7 @@ Steps, each with its own time limit, each recorded whatever happens (a failing s
   3. gpu tests: `pytest -m gpu` (JUnit XML kept);
   4. benchmark: benchmarks/bench_engine.py on the GPU (reference, compiled, engine fp32/bf16, with and without
      torch.compile; ONNX Runtime), one slice and a 10-slice stack, 64×64 LR ×4;
-  5. the Triton ConvLSTM step against its reference twin, timed with triton.testing.do_bench.
+  5. the Triton kernels (ConvLSTM step, window fusion) against their reference twins, timed with do_bench.
 Writes device_check.json (and the step logs) under --out, default $OUT or benchmarks/results/.
 `--cpu-rehearsal` runs the same script on a CPU at toy sizes, so that it is tested before a GPU is lent.
 """
@@ -71,7 +71,7 @@ if _ext.available():
 print(json.dumps(facts))
 """
 
-CONVLSTM_TIMING = """
+KERNEL_TIMING = """
 import json, torch, sys
 sys.path.insert(0, "tests")
 from test_convlstm import random_step, relative_l2
@@ -91,6 +91,19 @@ for shape in shapes:
             row["triton_ms"] = do_bench(lambda: convlstm_step(*inputs, backend="triton"))
             row["reference_ms"] = do_bench(lambda: convlstm_step_ref(*inputs))
         rows.append(row)
+from test_phase_fusion import fusion_case
+from cmrvsr_fast.ops.phase_fusion import window_conv3x3, window_conv3x3_ref
+cases = [dict(frames=34, batch=10, features=64, height=64, width=64)] if device == "cuda" else [dict(frames=3, batch=1)]
+for case in cases:
+    inputs, expected = fusion_case(**case)
+    inputs = [t.to(device) for t in inputs]
+    out = window_conv3x3(*inputs, backend="triton")
+    row = {"op": "window_conv3x3", "case": case, "rel_l2": relative_l2(out.cpu(), expected)}
+    if device == "cuda":
+        from triton.testing import do_bench
+        row["triton_ms"] = do_bench(lambda: window_conv3x3(*inputs, backend="triton"))
+        row["reference_ms"] = do_bench(lambda: window_conv3x3_ref(*inputs))
+    rows.append(row)
 print(json.dumps(rows))
 """
 
@@ -132,7 +145,7 @@ def main() -> None:
         bench += ["--preset", "lite-x4", "--frames", "4", "--size", "12", "--slices", "1", "2", "--repeats", "1"]
     steps.append(run_step("bench_engine", bench, left(0.75), args.out))
     interpret = {"TRITON_INTERPRET": "1"} if args.cpu_rehearsal else {}
-    steps.append(run_step("convlstm_step", [python, "-c", CONVLSTM_TIMING], left(0.9), args.out, interpret))
+    steps.append(run_step("kernels", [python, "-c", KERNEL_TIMING], left(0.9), args.out, interpret))
 
     result = {
         "benchmark": "device_check",
@@ -146,9 +159,9 @@ def main() -> None:
     for name, path in (("bench_engine", bench_json),):
         if path.is_file():
             result[name] = json.loads(path.read_text())
-    convlstm = next(s for s in steps if s["step"] == "convlstm_step")
+    kernels = next(s for s in steps if s["step"] == "kernels")
     with contextlib.suppress(ValueError, IndexError):
-        result["convlstm_step"] = json.loads(convlstm["tail"].strip().splitlines()[-1])
+        result["kernels"] = json.loads(kernels["tail"].strip().splitlines()[-1])
     (args.out / "device_check.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"[device-check] wrote {args.out / 'device_check.json'} in {result['total_s']} s")
 

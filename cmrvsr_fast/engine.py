@@ -20,7 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .model import CMRVSR, cyclic_indices
-from .ops.convlstm import convlstm_step, resolve_backend
+from .ops.convlstm import convlstm_step
+from .ops.dispatch import resolve_backend
+from .ops.phase_fusion import window_conv3x3
 
 
 class Engine:
@@ -248,6 +250,9 @@ class Engine:
         both = torch.cat([h_fwd[lo:hi], h_bwd[lo:hi]], dim=2).reshape((hi - lo) * batch, 2 * f, height, width)
         contrib = self._conv(both.contiguous(memory_format=torch.channels_last), self.fuse_h)
         contrib = contrib.reshape(hi - lo, batch, window, frame, height, width)
+        if self.backend == "triton":
+            return self._refine_fused(both.reshape(hi - lo, batch, 2 * f, height, width), codes[lo:hi], maps,
+                                      [i - lo for i in needed], lo)  # fmt: skip
         refined = {}
         for i in needed:
             # Offsets whose frame lies outside the sequence contribute nothing (zero padding in time); a zero
@@ -260,6 +265,23 @@ class Engine:
                 term_codes.append(codes[j] if inside else torch.zeros_like(codes[0]))
             refined[i] = self._fuse_window(torch.stack(terms), torch.stack(term_codes), maps)
         return refined
+
+    def _refine_fused(
+        self, both: Tensor, codes: Tensor, maps: Tensor, positions: list[int], offset: int
+    ) -> dict[int, Tensor]:
+        """The fusion and the projection through the window-convolution op, for positions relative to `both`
+        (which starts at ext index `offset` and spans every frame that exists); frames outside it are zero
+        padding in time."""
+        window, half, frame = self.config.window, self.config.half_window, self.config.frame_channels
+        table = [[p + d - half if 0 <= p + d - half < both.shape[0] else -1 for d in range(window)]
+                 for p in positions]  # fmt: skip
+        index = torch.tensor(table, dtype=torch.int32, device=both.device)
+        weights = self.fuse_h.reshape(window, frame, both.shape[2], 3, 3)
+        pre = window_conv3x3(both.contiguous(), index, weights, self.fuse_b.float(), codes.float(), maps.float(),
+                             backend="triton")  # fmt: skip
+        own = torch.arange(len(positions), dtype=torch.int32, device=both.device)[:, None]
+        out = window_conv3x3(pre, own, self.proj_w[None], self.proj_b.float(), backend="triton")
+        return {p + offset: out[k] for k, p in enumerate(positions)}
 
     def _fuse_window_eager(self, terms: Tensor, codes: Tensor, maps: Tensor) -> Tensor:
         """Sum of the window's contributions (window, B, frame, H, W), their phase terms and the bias, in fp32,

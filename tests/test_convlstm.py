@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from cmrvsr_fast.model import ConvLSTMCell
-from cmrvsr_fast.ops.convlstm import convlstm_step, convlstm_step_ref, resolve_backend
+from cmrvsr_fast.ops.convlstm import convlstm_step, convlstm_step_ref
+from cmrvsr_fast.ops.dispatch import resolve_backend
 
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-2}  # relative L2 (DESIGN.md)
 

@@ -2,5 +2,6 @@
 dispatch between backends (see DESIGN.md, "One op, one name, every layer")."""
 
 from .convlstm import convlstm_step, convlstm_step_ref
+from .phase_fusion import window_conv3x3, window_conv3x3_ref
 
-__all__ = ["convlstm_step", "convlstm_step_ref"]
+__all__ = ["convlstm_step", "convlstm_step_ref", "window_conv3x3", "window_conv3x3_ref"]

@@ -13,16 +13,11 @@ TRITON_INTERPRET=1). "auto" picks triton where it can run and logs once why it d
 
 from __future__ import annotations
 
-import logging
-import os
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-log = logging.getLogger(__name__)
-BACKENDS = ("auto", "reference", "triton")
-_LOGGED: set[str] = set()
+from .dispatch import resolve_backend
 
 
 def convlstm_step_ref(h: Tensor, w: Tensor, gx: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
@@ -34,19 +29,6 @@ def convlstm_step_ref(h: Tensor, w: Tensor, gx: Tensor, c: Tensor) -> tuple[Tens
     i, f, o, g = gates.split(features, dim=2)
     c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
     return (torch.sigmoid(o) * torch.tanh(c_next)).to(h.dtype), c_next
-
-
-def triton_unavailable_reason(device: torch.device) -> str | None:
-    """None when the Triton kernel can run on `device`, else why not."""
-    try:
-        import triton  # noqa: F401
-    except ImportError as error:
-        return f"triton is not installed ({error})"
-    if device.type == "cuda":
-        return None
-    if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1":
-        return None
-    return f"Triton kernels run on CUDA tensors (or on the CPU under TRITON_INTERPRET=1); these are on {device}"
 
 
 @torch.library.custom_op("cmrvsr::convlstm_step", mutates_args=())
@@ -61,26 +43,9 @@ def _(h: Tensor, w: Tensor, gx: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
     return torch.empty_like(h), torch.empty_like(c)
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """The backend that will run: a named one that cannot run raises; "auto" falls back once, logged."""
-    if backend not in BACKENDS:
-        raise ValueError(f"convlstm_step backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "reference":
-        return backend
-    reason = triton_unavailable_reason(device)
-    if reason is None:
-        return "triton"
-    if backend == "triton":
-        raise RuntimeError(f"backend 'triton' was asked for, but {reason}")
-    if reason not in _LOGGED:
-        _LOGGED.add(reason)
-        log.info("convlstm_step: using the PyTorch reference: %s", reason)
-    return "reference"
-
-
 def convlstm_step(h: Tensor, w: Tensor, gx: Tensor, c: Tensor, backend: str = "auto") -> tuple[Tensor, Tensor]:
     _check(h, w, gx, c)
-    if resolve_backend(backend, h.device) == "triton":
+    if resolve_backend(backend, h.device, "convlstm_step") == "triton":
         return _convlstm_step_op(h, w, gx, c)
     return convlstm_step_ref(h, w, gx, c)
 
