@@ -48,6 +48,9 @@ PATHS = (
     "aoti fp32",
     "aoti bf16",
 )
+KERNEL_BACKENDS = ("triton", "cuda")
+# Engine paths with the fused kernels (GPU only; `make device-check` asks for them with --paths).
+KERNEL_PATHS = tuple(f"engine {dtype} {backend}" for backend in KERNEL_BACKENDS for dtype in ("fp32", "bf16"))
 WARMUP_FRAMES = 4
 STATIC = ("onnxruntime", "aoti")  # exported with static T, H, W: they warm up on the full input
 
@@ -77,7 +80,8 @@ def build_runner(path: str, model: CMRVSR, lr: torch.Tensor, workdir: Path):
         model.out_block.compile(dynamic=False)
         return model
     dtype = torch.bfloat16 if "bf16" in path else torch.float32
-    return Engine(model, dtype=dtype, compile=compiled)
+    backend = next((b for b in KERNEL_BACKENDS if path.endswith(b)), "torch")
+    return Engine(model, dtype=dtype, compile=compiled, backend=backend)
 
 
 def exported_runner(path: str, model: CMRVSR, lr: torch.Tensor, workdir: Path):
@@ -166,7 +170,7 @@ def main() -> None:
     parser.add_argument("--stack-repeats", type=int, default=1, help="timed runs per path for a stack")
     parser.add_argument("--stack-aoti", action="store_true", help="also time AOTI packages on the stacks")
     parser.add_argument("--budget-mb", type=float, default=4096, help="memory budget per pass over a stack")
-    parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS, metavar="PATH")
+    parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS + KERNEL_PATHS, metavar="PATH")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--worker", help=argparse.SUPPRESS)

@@ -141,6 +141,8 @@ def main() -> None:
     bench = [python, "benchmarks/bench_engine.py", "--out", str(bench_json), "--repeats", "3", "--stack-repeats", "3",
              "--paths", "reference fp32", "reference fp32 compiled", "engine fp32", "engine bf16",
              "engine bf16 compiled", "onnxruntime fp32"]  # fmt: skip
+    if not args.cpu_rehearsal:
+        bench += ["engine fp32 triton", "engine bf16 triton", "engine fp32 cuda", "engine bf16 cuda"]
     if args.cpu_rehearsal:
         bench += ["--preset", "lite-x4", "--frames", "4", "--size", "12", "--slices", "1", "2", "--repeats", "1"]
     steps.append(run_step("bench_engine", bench, left(0.75), args.out))

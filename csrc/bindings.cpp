@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "convlstm.h"
 #include "device_info.h"
 
 #ifndef CMRVSR_CUDA_ARCHS
@@ -38,4 +39,13 @@ PYBIND11_MODULE(_C, m) {
         return py::make_tuple(query.count, query.error);
       },
       "(number of visible CUDA devices, the runtime's error message or '')");
+  m.def(
+      "convlstm_step",
+      [](int dtype, std::uintptr_t h, std::uintptr_t w, std::uintptr_t gx, std::uintptr_t c, std::uintptr_t h_out,
+         std::uintptr_t c_out, int directions, int batch, int features, int height, int width, std::uintptr_t stream) {
+        return cmrvsr::convlstm_step_launch(static_cast<cmrvsr::DType>(dtype), h, w, gx, c, h_out, c_out, directions,
+                                            batch, features, height, width, stream);
+      },
+      "Launch one fused ConvLSTM step on device pointers (dtype 0 fp32, 1 bf16, 2 fp16); returns '' or the CUDA "
+      "error");
 }

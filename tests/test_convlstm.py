@@ -53,6 +53,10 @@ def test_dispatch_rules(monkeypatch):
         resolve_backend("triton", torch.device("cpu"))
     with pytest.raises(ValueError, match="backend must be one of"):
         resolve_backend("cuda-graphs", torch.device("cpu"))
+    with pytest.raises(RuntimeError, match="backend 'cuda' was asked for, but the CUDA extension runs on CUDA"):
+        resolve_backend("cuda", torch.device("cpu"), cuda_twin=True)
+    with pytest.raises(RuntimeError, match="has no CUDA C\\+\\+ kernel yet"):
+        resolve_backend("cuda", torch.device("cpu"), "window_conv3x3")
     inputs, _ = random_step(2, 1, 8, 4, 4)
     with pytest.raises(ValueError, match="cell state must be float32"):
         convlstm_step(*inputs[:3], inputs[3].double())
@@ -97,9 +101,11 @@ def test_triton_kernel_under_the_interpreter():
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_triton_kernel_on_gpu(dtype):
-    pytest.importorskip("triton", reason="triton is not installed")
+def test_kernels_on_gpu(dtype, backend):
+    if backend == "triton":
+        pytest.importorskip("triton", reason="triton is not installed")
     inputs, (h_ref, c_ref) = random_step(2, 3, 64, 37, 53, dtype=dtype)
-    h, c = convlstm_step(*(t.cuda() for t in inputs), backend="triton")
+    h, c = convlstm_step(*(t.cuda() for t in inputs), backend=backend)
     assert relative_l2(h.cpu(), h_ref) <= TOLERANCE[dtype] and relative_l2(c.cpu(), c_ref) <= TOLERANCE[dtype]

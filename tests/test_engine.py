@@ -56,7 +56,9 @@ def test_engine_refuses_what_it_cannot_do(tiny_config: ModelConfig, monkeypatch:
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     model = make_model(tiny_config)
     with pytest.raises(ValueError, match="backend"):
-        Engine(model, backend="cuda")  # the CUDA C++ kernels are not built yet
+        Engine(model, backend="tensorrt")
+    with pytest.raises(RuntimeError, match="backend 'cuda' was asked for"):
+        Engine(model, backend="cuda")  # CPU tensors
     with pytest.raises(RuntimeError, match="backend 'triton' was asked for"):
         Engine(model, backend="triton")  # CPU tensors without the interpreter: named, so it raises
     assert Engine(model, backend="auto").backend == "torch"  # auto falls back

@@ -8,7 +8,8 @@ convlstm_step(h, w, gx, c) for D directions at once (D = 2 in the Engine):
 returns (h', c'): h' in the compute dtype, c' float32.
 
 Backends: "reference" (PyTorch, any device), "triton" (kernels/convlstm.py: CUDA tensors, or CPU tensors under
-TRITON_INTERPRET=1). "auto" picks triton where it can run and logs once why it did not.
+TRITON_INTERPRET=1), "cuda" (csrc/convlstm.cu through cmrvsr_fast._C, CUDA tensors). "auto" picks Triton, then
+CUDA C++, and logs once why it fell back to the reference.
 """
 
 from __future__ import annotations
@@ -45,9 +46,32 @@ def _(h: Tensor, w: Tensor, gx: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
 
 def convlstm_step(h: Tensor, w: Tensor, gx: Tensor, c: Tensor, backend: str = "auto") -> tuple[Tensor, Tensor]:
     _check(h, w, gx, c)
-    if resolve_backend(backend, h.device, "convlstm_step") == "triton":
+    chosen = resolve_backend(backend, h.device, "convlstm_step", cuda_twin=True)
+    if chosen == "triton":
         return _convlstm_step_op(h, w, gx, c)
+    if chosen == "cuda":
+        return _convlstm_step_cuda(h, w, gx, c)
     return convlstm_step_ref(h, w, gx, c)
+
+
+DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}  # csrc/convlstm.h
+
+
+def _convlstm_step_cuda(h: Tensor, w: Tensor, gx: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """The CUDA C++ twin (csrc/convlstm.cu) through the extension's pointer-and-stream launcher."""
+    from .. import _ext
+
+    h, w, gx, c = (t.contiguous() for t in (h, w, gx, c))
+    h_out, c_out = torch.empty_like(h), torch.empty_like(c)
+    directions, batch, features, height, width = h.shape
+    stream = torch.cuda.current_stream(h.device).cuda_stream
+    error = _ext.extension().convlstm_step(
+        DTYPE_CODES[h.dtype], h.data_ptr(), w.data_ptr(), gx.data_ptr(), c.data_ptr(), h_out.data_ptr(),
+        c_out.data_ptr(), directions, batch, features, height, width, stream,
+    )  # fmt: skip
+    if error:
+        raise RuntimeError(f"convlstm_step (CUDA): {error}")
+    return h_out, c_out
 
 
 def _check(h: Tensor, w: Tensor, gx: Tensor, c: Tensor) -> None:

@@ -9,7 +9,7 @@ import os
 import torch
 
 log = logging.getLogger(__name__)
-BACKENDS = ("auto", "reference", "triton")
+BACKENDS = ("auto", "reference", "triton", "cuda")
 _LOGGED: set[str] = set()
 
 
@@ -26,17 +26,35 @@ def triton_unavailable_reason(device: torch.device) -> str | None:
     return f"Triton kernels run on CUDA tensors (or on the CPU under TRITON_INTERPRET=1); these are on {device}"
 
 
-def resolve_backend(backend: str, device: torch.device, op: str = "op") -> str:
+def cuda_unavailable_reason(device: torch.device) -> str | None:
+    """None when the CUDA C++ extension can run on `device`, else why not."""
+    from .. import _ext
+
+    if not _ext.available():
+        return f"the CUDA extension cmrvsr_fast._C is unavailable ({_ext.UNAVAILABLE_REASON})"
+    if device.type != "cuda":
+        return f"the CUDA extension runs on CUDA tensors; these are on {device}"
+    return None
+
+
+def resolve_backend(backend: str, device: torch.device, op: str = "op", cuda_twin: bool = False) -> str:
+    """The backend that runs `op`; cuda_twin: whether the op has a CUDA C++ kernel. "auto" prefers Triton, then
+    CUDA C++, then the reference."""
     if backend not in BACKENDS:
         raise ValueError(f"{op} backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "reference":
         return backend
-    reason = triton_unavailable_reason(device)
-    if reason is None:
-        return "triton"
-    if backend == "triton":
-        raise RuntimeError(f"backend 'triton' was asked for, but {reason}")
+    reasons = {"triton": triton_unavailable_reason(device)}
+    reasons["cuda"] = cuda_unavailable_reason(device) if cuda_twin else f"{op} has no CUDA C++ kernel yet"
+    if backend != "auto":
+        if reasons[backend] is not None:
+            raise RuntimeError(f"backend {backend!r} was asked for, but {reasons[backend]}")
+        return backend
+    for candidate in ("triton", "cuda"):
+        if reasons[candidate] is None:
+            return candidate
+    reason = "; ".join(f"{name}: {text}" for name, text in reasons.items())
     if reason not in _LOGGED:
         _LOGGED.add(reason)
-        log.info("using the PyTorch reference ops: %s", reason)
+        log.info("%s: using the PyTorch reference (%s)", op, reason)
     return "reference"

@@ -1,0 +1,125 @@
+// CUDA twin of kernels/convlstm.py: one fused ConvLSTM step for D directions.
+//
+// This first version is the correctness twin: each block stages a (TILE+2)² halo of h for a chunk of input
+// channels in shared memory and each thread accumulates the four gates of one (hidden channel, pixel) in fp32
+// registers, then applies the cell update in the epilogue (c in fp32, gates never written). The tensor-core
+// (mma/WMMA) path for bf16/fp16 is still to come; this kernel defines the launcher interface it will keep.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "convlstm.h"
+
+namespace cmrvsr {
+namespace {
+
+constexpr int kTile = 16;          // output pixels per block edge
+constexpr int kChannelsPerStage = 8;  // input channels staged in shared memory at once
+constexpr int kHalo = kTile + 2;
+
+template <typename T>
+__device__ __forceinline__ float to_float(T v) { return static_cast<float>(v); }
+template <>
+__device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <>
+__device__ __forceinline__ float to_float<__half>(__half v) { return __half2float(v); }
+
+template <typename T>
+__device__ __forceinline__ T from_float(float v) { return static_cast<T>(v); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
+template <>
+__device__ __forceinline__ __half from_float<__half>(float v) { return __float2half(v); }
+
+__device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + __expf(-x)); }
+
+// grid: (tiles_x · tiles_y, ceil(F / hidden_per_block), D · B); block: kTile × kTile threads.
+template <typename T>
+__global__ void convlstm_step_kernel(const T* __restrict__ h, const T* __restrict__ w, const T* __restrict__ gx,
+                                     const float* __restrict__ c, T* __restrict__ h_out, float* __restrict__ c_out,
+                                     int batch, int features, int height, int width, int hidden_per_block) {
+  __shared__ float patch[kChannelsPerStage][kHalo][kHalo];
+  const int tiles_x = (width + kTile - 1) / kTile;
+  const int x0 = (blockIdx.x % tiles_x) * kTile, y0 = (blockIdx.x / tiles_x) * kTile;
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int x = x0 + tx, y = y0 + ty;
+  const int db = blockIdx.z, direction = db / batch;
+  const long long hw = static_cast<long long>(height) * width;
+  const T* h_base = h + static_cast<long long>(db) * features * hw;
+  const T* w_base = w + static_cast<long long>(direction) * 4 * features * features * 9;
+  const int f_begin = blockIdx.y * hidden_per_block;
+  const int f_end = min(f_begin + hidden_per_block, features);
+
+  for (int f = f_begin; f < f_end; ++f) {
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int k0 = 0; k0 < features; k0 += kChannelsPerStage) {
+      __syncthreads();
+      for (int i = ty * kTile + tx; i < kChannelsPerStage * kHalo * kHalo; i += kTile * kTile) {
+        const int kk = i / (kHalo * kHalo), rest = i % (kHalo * kHalo);
+        const int yy = y0 + rest / kHalo - 1, xx = x0 + rest % kHalo - 1, k = k0 + kk;
+        const bool inside = k < features && yy >= 0 && yy < height && xx >= 0 && xx < width;
+        patch[kk][rest / kHalo][rest % kHalo] = inside ? to_float(h_base[k * hw + yy * width + xx]) : 0.f;
+      }
+      __syncthreads();
+      for (int kk = 0; kk < kChannelsPerStage && k0 + kk < features; ++kk) {
+        for (int tap = 0; tap < 9; ++tap) {
+          const float v = patch[kk][ty + tap / 3][tx + tap % 3];
+#pragma unroll
+          for (int gate = 0; gate < 4; ++gate) {
+            const long long wi = ((static_cast<long long>(gate) * features + f) * features + k0 + kk) * 9 + tap;
+            acc[gate] += v * to_float(w_base[wi]);
+          }
+        }
+      }
+    }
+    if (x < width && y < height) {
+      const long long pixel = static_cast<long long>(y) * width + x;
+      const T* gx_base = gx + static_cast<long long>(db) * 4 * features * hw;
+      float gate[4];
+#pragma unroll
+      for (int g = 0; g < 4; ++g) gate[g] = acc[g] + to_float(gx_base[(static_cast<long long>(g) * features + f) * hw + pixel]);
+      const long long state = (static_cast<long long>(db) * features + f) * hw + pixel;
+      const float c_next = sigmoid(gate[1]) * c[state] + sigmoid(gate[0]) * tanhf(gate[3]);
+      c_out[state] = c_next;
+      h_out[state] = from_float<T>(sigmoid(gate[2]) * tanhf(c_next));
+    }
+  }
+}
+
+template <typename T>
+cudaError_t launch(std::uintptr_t h, std::uintptr_t w, std::uintptr_t gx, std::uintptr_t c, std::uintptr_t h_out,
+                   std::uintptr_t c_out, int directions, int batch, int features, int height, int width,
+                   cudaStream_t stream) {
+  const int hidden_per_block = 8;
+  const int tiles = ((width + kTile - 1) / kTile) * ((height + kTile - 1) / kTile);
+  dim3 grid(tiles, (features + hidden_per_block - 1) / hidden_per_block, directions * batch);
+  dim3 block(kTile, kTile);
+  convlstm_step_kernel<T><<<grid, block, 0, stream>>>(
+      reinterpret_cast<const T*>(h), reinterpret_cast<const T*>(w), reinterpret_cast<const T*>(gx),
+      reinterpret_cast<const float*>(c), reinterpret_cast<T*>(h_out), reinterpret_cast<float*>(c_out), batch,
+      features, height, width, hidden_per_block);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+std::string convlstm_step_launch(DType dtype, std::uintptr_t h, std::uintptr_t w, std::uintptr_t gx, std::uintptr_t c,
+                                 std::uintptr_t h_out, std::uintptr_t c_out, int directions, int batch, int features,
+                                 int height, int width, std::uintptr_t stream) {
+  auto s = reinterpret_cast<cudaStream_t>(stream);
+  cudaError_t error = cudaErrorInvalidValue;
+  switch (dtype) {
+    case DType::kFloat32:
+      error = launch<float>(h, w, gx, c, h_out, c_out, directions, batch, features, height, width, s);
+      break;
+    case DType::kBFloat16:
+      error = launch<__nv_bfloat16>(h, w, gx, c, h_out, c_out, directions, batch, features, height, width, s);
+      break;
+    case DType::kFloat16:
+      error = launch<__half>(h, w, gx, c, h_out, c_out, directions, batch, features, height, width, s);
+      break;
+  }
+  return error == cudaSuccess ? std::string() : std::string(cudaGetErrorString(error));
+}
+
+}  // namespace cmrvsr

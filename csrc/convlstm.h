@@ -1,0 +1,18 @@
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace cmrvsr {
+
+// dtype codes shared with Python (cmrvsr_fast/ops/convlstm.py): 0 float32, 1 bfloat16, 2 float16.
+enum class DType : int { kFloat32 = 0, kBFloat16 = 1, kFloat16 = 2 };
+
+// One ConvLSTM step of D directions (see kernels/convlstm.py for the maths and layouts):
+// h (D, B, F, H, W), w (D, 4F, F, 3, 3), gx (D, B, 4F, H, W) in `dtype`; c (D, B, F, H, W) float32;
+// writes h_out (dtype) and c_out (float32). Pointers are device pointers; `stream` is a cudaStream_t.
+// Returns "" on success, else the CUDA error string.
+std::string convlstm_step_launch(DType dtype, std::uintptr_t h, std::uintptr_t w, std::uintptr_t gx, std::uintptr_t c,
+                                 std::uintptr_t h_out, std::uintptr_t c_out, int directions, int batch, int features,
+                                 int height, int width, std::uintptr_t stream);
+
+}  // namespace cmrvsr
