@@ -18,6 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .conv_tiles import accumulate, shifted_tile, weight_tile
+
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 _CONFIGS = [
@@ -63,31 +65,17 @@ def _convlstm_step_kernel(
     acc_o = tl.zeros((BLOCK_P, BLOCK_F), dtype=tl.float32)
     acc_g = tl.zeros((BLOCK_P, BLOCK_F), dtype=tl.float32)
     for tap in tl.static_range(9):
-        yy = y + (tap // 3 - 1)
-        xx = x + (tap % 3 - 1)
-        inside = mask_p & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
-        pixel = yy * W + xx
         for k0 in range(0, F, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
             mask_k = offs_k < F
-            a = tl.load(h_base + offs_k[None, :] * hw + pixel[:, None],
-                        mask=inside[:, None] & mask_k[None, :], other=0.0)  # fmt: skip
-            w_offsets = (offs_f[None, :] * F + offs_k[:, None]) * 9 + tap  # (K, F) of gate block 0
-            w_mask = mask_k[:, None] & mask_f[None, :]
-            w_i = tl.load(w_base + w_offsets, mask=w_mask, other=0.0)
-            w_f = tl.load(w_base + gate_stride + w_offsets, mask=w_mask, other=0.0)
-            w_o = tl.load(w_base + 2 * gate_stride + w_offsets, mask=w_mask, other=0.0)
-            w_g = tl.load(w_base + 3 * gate_stride + w_offsets, mask=w_mask, other=0.0)
-            if FP32_IEEE:  # float32 parity with the reference: no TF32 rounding
-                acc_i += tl.dot(a, w_i, input_precision="ieee")
-                acc_f += tl.dot(a, w_f, input_precision="ieee")
-                acc_o += tl.dot(a, w_o, input_precision="ieee")
-                acc_g += tl.dot(a, w_g, input_precision="ieee")
-            else:
-                acc_i += tl.dot(a, w_i)
-                acc_f += tl.dot(a, w_f)
-                acc_o += tl.dot(a, w_o)
-                acc_g += tl.dot(a, w_g)
+            a = shifted_tile(h_base, offs_k, mask_k, y, x, mask_p, H, W, tap)
+            acc_i = accumulate(acc_i, a, weight_tile(w_base, offs_f, mask_f, offs_k, mask_k, F, tap), FP32_IEEE)
+            acc_f = accumulate(acc_f, a, weight_tile(w_base + gate_stride, offs_f, mask_f, offs_k, mask_k, F, tap),
+                               FP32_IEEE)  # fmt: skip
+            acc_o = accumulate(acc_o, a, weight_tile(w_base + 2 * gate_stride, offs_f, mask_f, offs_k, mask_k, F,
+                                                     tap), FP32_IEEE)  # fmt: skip
+            acc_g = accumulate(acc_g, a, weight_tile(w_base + 3 * gate_stride, offs_f, mask_f, offs_k, mask_k, F,
+                                                     tap), FP32_IEEE)  # fmt: skip
 
     tile = offs_f[None, :] * hw + offs_p[:, None]  # (P, F) inside one (direction, cine) block of F·H·W
     tile_mask = mask_p[:, None] & mask_f[None, :]

@@ -21,6 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .conv_tiles import accumulate, shifted_tile, weight_tile
+
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 
@@ -50,21 +52,12 @@ def _window_conv_kernel(
             x_base = x_ptr + (frame.to(tl.int64) * B + cine) * C * hw
             w_base = w_ptr + d * OUT_CH * C * 9  # the weights are small: int32 offsets suffice
             for tap in tl.static_range(9):
-                yy = y + (tap // 3 - 1)
-                xx = x + (tap % 3 - 1)
-                inside = mask_p & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
-                pixel = yy * W + xx
                 for k0 in range(0, C, BLOCK_K):
                     offs_k = k0 + tl.arange(0, BLOCK_K)
                     mask_k = offs_k < C
-                    a = tl.load(x_base + offs_k[None, :] * hw + pixel[:, None],
-                                mask=inside[:, None] & mask_k[None, :], other=0.0)  # fmt: skip
-                    b = tl.load(w_base + (offs_o[None, :] * C + offs_k[:, None]) * 9 + tap,
-                                mask=mask_k[:, None] & mask_o[None, :], other=0.0)  # fmt: skip
-                    if FP32_IEEE:
-                        acc += tl.dot(a, b, input_precision="ieee")
-                    else:
-                        acc += tl.dot(a, b)
+                    a = shifted_tile(x_base, offs_k, mask_k, y, x, mask_p, H, W, tap)
+                    b = weight_tile(w_base, offs_o, mask_o, offs_k, mask_k, C, tap)
+                    acc = accumulate(acc, a, b, FP32_IEEE)
             if HAS_PHASE:
                 code = tl.load(codes_ptr + frame * B + cine)
                 phase_map = tl.load(maps_ptr + (d * OUT_CH + offs_o[None, :]) * hw + offs_p[:, None],

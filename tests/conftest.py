@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -41,3 +45,13 @@ def make_inputs(batch: int, frames: int, height: int, width: int, dtype: torch.d
     lr = torch.randn(batch, frames, 1, height, width, dtype=dtype)
     phase = torch.rand(batch, frames, dtype=dtype) * 2 - 1
     return lr, phase
+
+
+def run_under_triton_interpreter(script: str) -> str:
+    """Run `script` in a fresh Python with TRITON_INTERPRET=1 (it must be set before triton is imported) and
+    tests/ importable; returns its stdout, failing the test with its stderr if it fails."""
+    pytest.importorskip("triton", reason="triton is not installed")
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.path.dirname(__file__)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout

@@ -3,12 +3,9 @@ of the reference model, at awkward shapes; dispatch rules. GPU parity is in the 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
+from conftest import run_under_triton_interpreter
 
 from cmrvsr_fast.model import ConvLSTMCell
 from cmrvsr_fast.ops.convlstm import convlstm_step, convlstm_step_ref
@@ -92,12 +89,7 @@ print("worst", worst, "engine", engine_error)
 
 
 def test_triton_kernel_under_the_interpreter():
-    """A separate process: TRITON_INTERPRET must be set before triton is imported."""
-    pytest.importorskip("triton", reason="triton is not installed")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.path.dirname(__file__)}
-    done = subprocess.run([sys.executable, "-c", INTERPRETED], env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "worst" in done.stdout
+    assert "worst" in run_under_triton_interpreter(INTERPRETED)
 
 
 @pytest.mark.gpu

@@ -3,13 +3,10 @@ window (SPEC §1), and the Triton kernel under TRITON_INTERPRET=1; the GPU test 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import run_under_triton_interpreter
 
 from cmrvsr_fast.ops.phase_fusion import window_conv3x3, window_conv3x3_ref
 
@@ -80,11 +77,7 @@ print("worst", worst)
 
 
 def test_triton_kernel_under_the_interpreter():
-    pytest.importorskip("triton", reason="triton is not installed")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.path.dirname(__file__)}
-    done = subprocess.run([sys.executable, "-c", INTERPRETED], env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "worst" in done.stdout
+    assert "worst" in run_under_triton_interpreter(INTERPRETED)
 
 
 @pytest.mark.gpu
