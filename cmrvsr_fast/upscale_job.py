@@ -345,12 +345,10 @@ def run_upscale(source: Path, output: Path, upscaler: Upscaler | Callable[[], Up
         print(text, flush=True)
 
     check_paths(source, output, options)
-    kind = input_kind(source)
+    runner = run_dicom if input_kind(source) == "dicom" else run_nifti
     if options.dry_run:
-        runner = run_dicom if kind == "dicom" else run_nifti
         return runner(source, output, None, options, say)  # type: ignore[arg-type]
     model = upscaler() if callable(upscaler) and not isinstance(upscaler, Upscaler) else upscaler
-    runner = run_dicom if kind == "dicom" else run_nifti
     report = runner(source, output.resolve(), model, options, say)
     say(summary_table(report, model.scale))
     for text in report.problems:

@@ -105,32 +105,38 @@ def _functional(ds: pydicom.Dataset, index: int, sequence: str) -> pydicom.Datas
     return None
 
 
+def _file_facts(name: str, ds: pydicom.Dataset, sop_class: str) -> dict:
+    """The FrameRef fields every frame of one file shares."""
+    return {
+        "name": name,
+        "header": ds,
+        "study_uid": str(ds.get("StudyInstanceUID", "")),
+        "series_uid": str(ds.get("SeriesInstanceUID", "")),
+        "sop_uid": str(ds.get("SOPInstanceUID", "")),
+        "sop_class": sop_class,
+        "rows": int(ds.get("Rows", 0) or 0),
+        "columns": int(ds.get("Columns", 0) or 0),
+        "cardiac_images": _number(ds, "CardiacNumberOfImages", int),
+    }
+
+
 def _classic_frames(name: str, ds: pydicom.Dataset) -> list[FrameRef]:
-    spacing = _floats(ds.get("PixelSpacing"), 2)
     return [
         FrameRef(
-            name=name,
+            **_file_facts(name, ds, MR_IMAGE),
             frame=None,
-            header=ds,
-            study_uid=str(ds.get("StudyInstanceUID", "")),
-            series_uid=str(ds.get("SeriesInstanceUID", "")),
-            sop_uid=str(ds.get("SOPInstanceUID", "")),
-            sop_class=MR_IMAGE,
-            rows=int(ds.get("Rows", 0) or 0),
-            columns=int(ds.get("Columns", 0) or 0),
             position=_floats(ds.get("ImagePositionPatient"), 3),
             orientation=_floats(ds.get("ImageOrientationPatient"), 6),
-            pixel_spacing=spacing,  # type: ignore[arg-type]
+            pixel_spacing=_floats(ds.get("PixelSpacing"), 2),  # type: ignore[arg-type]
             slice_thickness=_number(ds, "SliceThickness"),
             trigger_time=_number(ds, "TriggerTime"),
             instance=_number(ds, "InstanceNumber", int) or 0,
-            cardiac_images=_number(ds, "CardiacNumberOfImages", int),
         )
     ]
 
 
 def _enhanced_frames(name: str, ds: pydicom.Dataset) -> list[FrameRef]:
-    frames = []
+    shared, frames = _file_facts(name, ds, ENHANCED_MR_IMAGE), []
     for index in range(int(ds.get("NumberOfFrames", 1) or 1)):
         plane = _functional(ds, index, "PlanePositionSequence")
         orient = _functional(ds, index, "PlaneOrientationSequence")
@@ -138,22 +144,14 @@ def _enhanced_frames(name: str, ds: pydicom.Dataset) -> list[FrameRef]:
         cardiac = _functional(ds, index, "CardiacSynchronizationSequence")
         frames.append(
             FrameRef(
-                name=name,
+                **shared,
                 frame=index,
-                header=ds,
-                study_uid=str(ds.get("StudyInstanceUID", "")),
-                series_uid=str(ds.get("SeriesInstanceUID", "")),
-                sop_uid=str(ds.get("SOPInstanceUID", "")),
-                sop_class=ENHANCED_MR_IMAGE,
-                rows=int(ds.get("Rows", 0) or 0),
-                columns=int(ds.get("Columns", 0) or 0),
                 position=_floats(plane.get("ImagePositionPatient"), 3) if plane else None,
                 orientation=_floats(orient.get("ImageOrientationPatient"), 6) if orient else None,
                 pixel_spacing=_floats(measures.get("PixelSpacing"), 2) if measures else None,  # type: ignore[arg-type]
                 slice_thickness=_number(measures, "SliceThickness") if measures else None,
                 trigger_time=_number(cardiac, "NominalCardiacTriggerDelayTime") if cardiac else None,
                 instance=index,  # frames of one file keep their stored order among equal trigger times
-                cardiac_images=_number(ds, "CardiacNumberOfImages", int),
             )
         )
     return frames
