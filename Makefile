@@ -9,7 +9,7 @@ STAMP := $(VENV)/.cmrvsr-installed
 # faster CPU training and inference for this recurrent network (benchmarks/train_cost.py).
 MALLOC_ENV := MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=1073741824
 
-.PHONY: install test demo lint clean bench bench-train-cost train-default device-check
+.PHONY: install test demo lint clean bench bench-fig4a bench-train-cost train-default device-check
 
 install: $(STAMP)
 
@@ -37,6 +37,19 @@ clean:
 # (about 50 minutes on the 2-core CPU); see benchmarks/bench_engine.py.
 bench: $(STAMP)
 	$(MALLOC_ENV) $(PY) benchmarks/bench_engine.py --repeats 2
+
+# The paper's Fig. 4a for the comparison zoo on this machine: parameters, FLOPs, FPS, latency and peak memory
+# measured now (about 15 minutes on the 2-core CPU), quality from the newest committed equal-budget training
+# (benchmarks/results/zoo_training_*.json). TRAIN=1 reruns that training first, for every trainable ×4 member
+# (or MEMBERS="..."), BUDGET steps × clips each: hours on the CPU (benchmarks/zoo_train.py).
+TRAIN ?= 0
+BUDGET ?= 300x4
+MEMBERS ?=
+bench-fig4a: $(STAMP)
+ifeq ($(TRAIN),1)
+	$(MALLOC_ENV) $(PY) benchmarks/zoo_train.py --budget $(BUDGET) $(if $(MEMBERS),--members $(MEMBERS))
+endif
+	$(MALLOC_ENV) $(PY) benchmarks/fps_vs_params.py
 
 # On a lent GPU: build the extension, run every GPU test and the benchmarks, write JSON under $OUT (< 6 min).
 # On a CPU, `$(PY) benchmarks/device_check.py --cpu-rehearsal --out /tmp/dc` tests the script itself.

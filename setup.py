@@ -168,7 +168,9 @@ setup(
             "onnxruntime>=1.18",
             "opencv-python-headless>=4.8",  # only to check cvcompat and the degradation against OpenCV in tests
             "scikit-image>=0.22",  # only as the independent SSIM/PSNR in tests
+            "matplotlib>=3.7",  # the Fig. 4a plot of benchmarks/fps_vs_params.py
         ],
+        "bench": ["matplotlib>=3.7"],
         "tensorrt": ["tensorrt>=10"],
         "dicom": ["pylibjpeg>=2", "pylibjpeg-libjpeg>=2", "pylibjpeg-openjpeg>=2", "pylibjpeg-rle>=2"],
     },

@@ -22,7 +22,6 @@ import copy
 import datetime as dt
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import time
 from pathlib import Path
 
 import torch
+from measure import current_rss_mb, hardware_name, peak_rss_mb
 from results_io import write_result
 
 from cmrvsr_fast import CMRVSR, ModelConfig
@@ -53,15 +53,6 @@ KERNEL_BACKENDS = ("triton", "cuda")
 KERNEL_PATHS = tuple(f"engine {dtype} {backend}" for backend in KERNEL_BACKENDS for dtype in ("fp32", "bf16"))
 WARMUP_FRAMES = 4
 STATIC = ("onnxruntime", "aoti")  # exported with static T, H, W: they warm up on the full input
-
-
-def current_rss_mb() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def build_runner(path: str, model: CMRVSR, lr: torch.Tensor, workdir: Path):
@@ -152,12 +143,6 @@ def run_path(spec: dict, workdir: Path) -> tuple[dict, torch.Tensor]:
     spec = {**spec, "output": str(workdir / f"{stem}.pt"), "result": str(workdir / f"{stem}.json")}
     subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], check=True)
     return json.loads(Path(spec["result"]).read_text()), torch.load(spec["output"], weights_only=True)
-
-
-def hardware_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}"
 
 
 def main() -> None:

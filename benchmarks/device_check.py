@@ -8,7 +8,9 @@ Steps, each with its own time limit, each recorded whatever happens (a failing s
   3. gpu tests: `pytest -m gpu` (JUnit XML kept);
   4. benchmark: benchmarks/bench_engine.py on the GPU (reference, compiled, engine fp32/bf16, with and without
      torch.compile; ONNX Runtime), one slice and a 10-slice stack, 64×64 LR ×4;
-  5. the Triton kernels (ConvLSTM step, window fusion) against their reference twins, timed with do_bench.
+  5. the Triton kernels (ConvLSTM step, window fusion) against their reference twins, timed with do_bench;
+  6. the micro-benchmarks (`pytest benchmarks/ --benchmark-only`, JSON kept);
+  7. the Fig. 4a sweep (benchmarks/fps_vs_params.py) over the whole zoo on the GPU, with its plot.
 Writes device_check.json (and the step logs) under --out, default $OUT or benchmarks/results/.
 `--cpu-rehearsal` runs the same script on a CPU at toy sizes, so that it is tested before a GPU is lent.
 """
@@ -145,9 +147,17 @@ def main() -> None:
         bench += ["engine fp32 triton", "engine bf16 triton", "engine fp32 cuda", "engine bf16 cuda"]
     if args.cpu_rehearsal:
         bench += ["--preset", "lite-x4", "--frames", "4", "--size", "12", "--slices", "1", "2", "--repeats", "1"]
-    steps.append(run_step("bench_engine", bench, left(0.75), args.out))
+    steps.append(run_step("bench_engine", bench, left(0.6), args.out))
     interpret = {"TRITON_INTERPRET": "1"} if args.cpu_rehearsal else {}
-    steps.append(run_step("kernels", [python, "-c", KERNEL_TIMING], left(0.9), args.out, interpret))
+    steps.append(run_step("kernels", [python, "-c", KERNEL_TIMING], left(0.6), args.out, interpret))
+    micro_json = args.out / "micro_kernels.json"
+    micro = [python, "-m", "pytest", "-q", "benchmarks/", "--benchmark-only", f"--benchmark-json={micro_json}"]
+    steps.append(run_step("micro_benchmarks", micro, left(0.3), args.out))
+    fps_json = args.out / "fps_vs_params_device.json"
+    fps = [python, "benchmarks/fps_vs_params.py", "--out", str(fps_json), "--repeats", "5"]
+    if args.cpu_rehearsal:
+        fps += ["--members", "bicubic-x4", "lite-x4-no-ror", "--frames", "4", "--size", "12", "--repeats", "1"]
+    steps.append(run_step("fps_vs_params", fps, left(0.95), args.out))
 
     result = {
         "benchmark": "device_check",
@@ -158,7 +168,7 @@ def main() -> None:
         "steps": steps,
         "total_s": round(time.perf_counter() - start, 1),
     }
-    for name, path in (("bench_engine", bench_json),):
+    for name, path in (("bench_engine", bench_json), ("fps_vs_params", fps_json), ("micro_kernels", micro_json)):
         if path.is_file():
             result[name] = json.loads(path.read_text())
     kernels = next(s for s in steps if s["step"] == "kernels")

@@ -22,6 +22,8 @@ from safetensors.torch import load_file, save_file
 from .atomic import atomic_write, atomic_write_text
 from .config import ModelConfig
 from .model import CMRVSR
+from .zoo import config_from_dict
+from .zoo.baselines import BaselineConfig
 
 CARD_FORMAT = "cmrvsr_fast.card/1"
 
@@ -33,7 +35,7 @@ NORMALISATION = {"acdc": (54.089, 48.084), "dsb15": (51.193, 52.671)}
 class ModelCard:
     """What a set of weights is and how it was made. `normalisation` is (mean, std) on the 0–255 scale."""
 
-    config: ModelConfig
+    config: ModelConfig | BaselineConfig  # a baseline's only in the benchmark zoo's training runs
     normalisation: tuple[float, float] = NORMALISATION["acdc"]
     training: dict[str, Any] = field(default_factory=dict)  # data, recipe, iterations, wall time, hardware
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -56,7 +58,7 @@ class ModelCard:
                 raise ValueError(f"format is {body.get('format')!r}, expected {CARD_FORMAT!r}")
             norm = body["normalisation"]
             return cls(
-                config=ModelConfig.from_dict(body["config"]),
+                config=config_from_dict(body["config"]),
                 normalisation=(float(norm["mean"]), float(norm["std"])),
                 training=dict(body.get("training", {})),
                 metrics=dict(body.get("metrics", {})),
@@ -79,7 +81,7 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(model: CMRVSR, path: str | os.PathLike[str], card: ModelCard | None = None) -> ModelCard:
+def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike[str], card: ModelCard | None = None) -> ModelCard:
     """Write `path` (.safetensors) and its card beside it; returns the card with the weights' sha256 filled in."""
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -97,6 +99,16 @@ def save_checkpoint(model: CMRVSR, path: str | os.PathLike[str], card: ModelCard
 def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[CMRVSR, ModelCard]:
     """Load a checkpoint written by save_checkpoint -> (model in eval mode, card). Refuses a weights file whose
     sha256 differs from its card's, and weights that do not fit the card's configuration."""
+    card = read_card(path)
+    if isinstance(card.config, BaselineConfig):
+        raise ValueError(f"{path}: a {card.config.kind} baseline of the benchmark zoo, not a CMRVSR model")
+    model = CMRVSR(card.config)
+    load_weights(model, path)
+    return model.to(device).eval(), card
+
+
+def read_card(path: str | os.PathLike[str]) -> ModelCard:
+    """The card beside a weights file, once the file's sha256 matches it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such weights file")
@@ -107,9 +119,12 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
     actual = sha256_file(path)
     if actual != card.weights_sha256:
         raise ValueError(f"{path}: sha256 {actual} does not match its card ({card.weights_sha256})")
-    model = CMRVSR(card.config)
+    return card
+
+
+def load_weights(model: torch.nn.Module, path: str | os.PathLike[str]) -> None:
+    """Copy a checkpoint's tensors into any zoo model, exactly (see _load_exactly)."""
     _load_exactly(model, load_file(str(path)), source=str(path))
-    return model.to(device).eval(), card
 
 
 def official_key_map(config: ModelConfig) -> dict[str, str]:
@@ -159,7 +174,7 @@ def import_official_checkpoint(path: str | os.PathLike[str], config: ModelConfig
 
 
 def _load_exactly(
-    model: CMRVSR, state: dict[str, torch.Tensor], source: str, names: dict[str, str] | None = None
+    model: torch.nn.Module, state: dict[str, torch.Tensor], source: str, names: dict[str, str] | None = None
 ) -> None:
     """Copy `state` into `model`, refusing missing or unexpected keys and shape mismatches by name.
     `names` maps our names to the file's for the messages."""

@@ -29,6 +29,7 @@ from .model import CMRVSR
 from .phase import estimate_es
 from .upscaler import default_weights_path, load, resolve_device
 from .viz import montage, save_png
+from .zoo import names as zoo_names
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
 HELD_OUT_PHANTOM_SEEDS = 1_000_000  # phantoms from here on are never used for training
@@ -146,17 +147,21 @@ def training_records(spec: str, size: int, count_default: int = 64) -> tuple[lis
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from . import zoo
     from .data.datasets import make_sequences
     from .train import TrainOptions, train
 
-    config = ModelConfig.from_name(args.preset)
+    config = zoo.config_for(args.preset)
+    if zoo.parameter_count(zoo.build_model(config)) == 0:
+        raise UsageError(f"--preset {args.preset}: has no parameters; there is nothing to train")
+    budget = parse_budget(args)
     train_records, valid_records, description = training_records(args.data, args.size, args.count)
     norm = NORMALISATION["dsb15" if args.data.startswith("dsb") else "acdc"]
     options = TrainOptions(
         out=Path(args.out), steps=args.steps, minutes=args.minutes, batch=args.batch, lr=args.lr, crop=args.crop,
         amp=args.amp, seed=args.seed, validate_every=args.validate_every, device=str(resolve_device(args.device)),
         workers=args.workers, resume=args.resume, normalisation=norm, data_description=description,
-        extra_card={"preset": args.preset},
+        extra_card={"preset": args.preset, **({"budget": budget} if budget else {})},
     )  # fmt: skip
     if (Path(args.out) / "last.safetensors").exists() and not (args.resume or args.overwrite):
         raise UsageError(f"{args.out} already holds a training run (use --resume to continue or --overwrite)")
@@ -171,6 +176,24 @@ def run_train(args: argparse.Namespace) -> int:
             f"(bicubic {last['bicubic_cardiac_ssim']:.4f}); checkpoints in {args.out}"
         )
     return EXIT_OK
+
+
+def parse_budget(args: argparse.Namespace) -> dict | None:
+    """--budget STEPS[xBATCH]: a fixed number of optimisation steps (and clips per step) with no time limit, so
+    that models trained with the same budget saw the same data in the same amount (benchmarks/zoo_train.py)."""
+    if args.budget is None:
+        return None
+    steps, _, batch = args.budget.lower().partition("x")
+    try:
+        budget = {"steps": int(steps), "batch": int(batch) if batch else args.batch}
+    except ValueError:
+        raise UsageError(f"--budget {args.budget}: expected STEPS or STEPSxBATCH, e.g. 300x4") from None
+    if min(budget.values()) < 1:
+        raise UsageError(f"--budget {args.budget}: steps and batch must be positive")
+    if args.minutes is not None:
+        raise UsageError("--budget counts steps; it cannot be combined with --minutes")
+    args.steps, args.batch = budget["steps"], budget["batch"]
+    return budget | {"crop": args.crop, "clip_frames": 7, "data": args.data, "size": args.size}
 
 
 DEMO_SEED = HELD_OUT_PHANTOM_SEEDS + 42
@@ -333,7 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(run=run_eval)
 
     tr = commands.add_parser("train", help="train a preset (SPEC §3 recipe); torchrun for several processes")
-    tr.add_argument("--preset", default="lite-x4", choices=sorted(PRESETS))
+    tr.add_argument("--preset", default="lite-x4", choices=zoo_names(),
+                    help="a CMRVSR preset, a Table 2 ablation or a baseline of the benchmark zoo")  # fmt: skip
+    tr.add_argument("--budget", help="STEPS[xBATCH]: a fixed step budget instead of --steps/--batch (no time limit)")
     tr.add_argument("--data", default="phantom", help="phantom[:N], acdc:PATH, dsb:PATH, folder:PATH")
     tr.add_argument("--out", required=True, help="run folder: checkpoints, logs")
     tr.add_argument("--steps", type=int, default=1000, help="optimisation steps (default 1000)")

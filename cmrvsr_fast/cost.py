@@ -6,7 +6,7 @@ from .config import ModelConfig
 
 
 def macs_per_lr_pixel(config: ModelConfig) -> dict[str, int]:
-    """Multiply-adds per LR pixel: ConvLSTM and RefineBlock per extended frame per stage (both directions),
+    """Multiply-adds per LR pixel: ConvLSTM and RefineBlock per extended frame per stage (every direction),
     OutBlock per produced output frame, InBlock per extended frame."""
     f, k2 = config.features, 9
     frame = config.frame_channels
@@ -18,7 +18,7 @@ def macs_per_lr_pixel(config: ModelConfig) -> dict[str, int]:
     out += k2 * f * pixels  # the final F→1 conv at full resolution
     return {
         "in_block": k2 * f,
-        "convlstm": 2 * config.lstm_layers * k2 * (2 * f) * (4 * f),
+        "convlstm": config.directions * config.lstm_layers * k2 * (2 * f) * (4 * f),
         "refine": k2 * (config.window * frame * frame + frame * f),
         "out_block": out,
     }

@@ -24,6 +24,16 @@ from .ops.convlstm import convlstm_step
 from .ops.dispatch import resolve_backend
 from .ops.phase_fusion import window_conv3x3
 
+# Table 2 ablations whose mathematics the fast schedule does not implement; they run on the reference model.
+# (no-warmup and no-ror are plain settings of warmup and stages, which the schedule takes as they come.)
+UNSUPPORTED_ABLATIONS = ("no-memory", "unidirectional", "no-phase-fusion")
+
+
+def unsupported_reason(config) -> str | None:
+    """Why the Engine cannot run this configuration, or None."""
+    missing = [a for a in config.ablations if a in UNSUPPORTED_ABLATIONS]
+    return f"the {', '.join(missing)} ablation runs on the reference model only" if missing else None
+
 
 class Engine:
     """`engine(lr, phase)` ≡ `model.eval()(lr, phase)`, sharing the model's weights.
@@ -47,6 +57,9 @@ class Engine:
             raise ValueError(f"backend {backend!r}: choose torch, triton, cuda or auto")
         if dtype not in (torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
+        reason = unsupported_reason(model.config)
+        if reason:
+            raise ValueError(f"Engine: {reason}")
         self.model = model.eval()
         self.config = model.config
         self.dtype = dtype

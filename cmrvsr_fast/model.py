@@ -31,15 +31,22 @@ class InBlock(nn.Module):
 
 
 class ConvLSTMCell(nn.Module):
-    """gates = Conv3×3(concat[x, h]) split as (i, f, o, g); c' = f·c + i·g; h' = o·tanh(c')."""
+    """gates = Conv3×3(concat[x, h]) split as (i, f, o, g); c' = f·c + i·g; h' = o·tanh(c').
 
-    def __init__(self, input_channels: int, hidden_channels: int) -> None:
+    hidden_feedback=False (Table 2, memory off) convolves concat[x, x] instead: the same parameters, but the
+    hidden state never re-enters the gates.
+    """
+
+    def __init__(self, input_channels: int, hidden_channels: int, hidden_feedback: bool = True) -> None:
         super().__init__()
+        if not hidden_feedback and input_channels != hidden_channels:
+            raise ValueError("hidden_feedback=False needs as many input channels as hidden channels")
         self.hidden_channels = hidden_channels
+        self.hidden_feedback = hidden_feedback
         self.conv = conv3x3(input_channels + hidden_channels, 4 * hidden_channels)
 
     def forward(self, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-        gates = self.conv(torch.cat([x, h], dim=1))
+        gates = self.conv(torch.cat([x, h if self.hidden_feedback else x], dim=1))
         i, f, o, g = torch.split(gates, self.hidden_channels, dim=1)
         c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h_next = torch.sigmoid(o) * torch.tanh(c_next)
@@ -49,9 +56,9 @@ class ConvLSTMCell(nn.Module):
 class ConvLSTM(nn.Module):
     """Stacked ConvLSTM cells; layer l's input at step t is layer l−1's h at step t."""
 
-    def __init__(self, features: int, layers: int) -> None:
+    def __init__(self, features: int, layers: int, hidden_feedback: bool = True) -> None:
         super().__init__()
-        self.cells = nn.ModuleList(ConvLSTMCell(features, features) for _ in range(layers))
+        self.cells = nn.ModuleList(ConvLSTMCell(features, features, hidden_feedback) for _ in range(layers))
 
     def forward(self, sequence: list[Tensor], with_grad: list[bool]) -> list[Tensor]:
         """sequence: T_ext tensors (B, F, H, W) in processing order -> the last layer's h at every step.
@@ -74,14 +81,15 @@ class ConvLSTM(nn.Module):
 
 class RefineBlock(nn.Module):
     """Phase fusion: Conv3×3(window·(2F+1) → 2F+1) then Conv3×3(2F+1 → F), no activation between.
+    (2F+1 is the frame's channels: `ModelConfig.frame_channels`, smaller in the Table 2 ablations.)
 
     The public implementation registers a PReLU on the block but never applies it; the slope is kept as a
     parameter (`unused_prelu`) so that checkpoints and parameter counts match.
     """
 
-    def __init__(self, features: int, window: int) -> None:
+    def __init__(self, features: int, window: int, frame_channels: int | None = None) -> None:
         super().__init__()
-        frame_channels = 2 * features + 1
+        frame_channels = 2 * features + 1 if frame_channels is None else frame_channels
         self.fuse = conv3x3(window * frame_channels, frame_channels)
         self.project = conv3x3(frame_channels, features)
         self.unused_prelu = nn.PReLU(num_parameters=1, init=0.2)
@@ -119,7 +127,8 @@ class CMRVSR(nn.Module):
         lr:    (B, T, 1, H, W) normalised centre frames, any T >= 1, any H, W.
         phase: (B, T) phase codes of those frames.
     Eval mode returns (B, T, 1, rH, rW), the fused output of the last stage. Training mode returns the 3·S outputs
-    (forward, backward, fused for each stage, in that order), each (B, T, 1, rH, rW), for the loss.
+    (forward, backward, fused for each stage, in that order; 2·S without the backward direction), each
+    (B, T, 1, rH, rW), for `loss`.
     The model builds the cyclic warm-up extension itself. Training clips cut from a longer cine already have their
     true neighbours as warm-up frames: pass them with `warmup_included=True`, lr then being (B, n + T + n, 1, H, W)
     and phase (B, n + T + n); the outputs cover the T centre frames.
@@ -134,9 +143,12 @@ class CMRVSR(nn.Module):
         self.config = config
         width = config.features
         self.in_block = InBlock(width)
-        self.lstm_forward = ConvLSTM(width, config.lstm_layers)
-        self.lstm_backward = ConvLSTM(width, config.lstm_layers)
-        self.refine = RefineBlock(width, config.window)
+        self.lstm_forward = ConvLSTM(width, config.lstm_layers, config.hidden_feedback)
+        # Unidirectional (Table 2): no backward stack; its h is absent from the fusion and the residual update.
+        self.lstm_backward = (
+            ConvLSTM(width, config.lstm_layers, config.hidden_feedback) if config.bidirectional else None
+        )
+        self.refine = RefineBlock(width, config.window, config.frame_channels)
         self.out_block = OutBlock(width, config.scale)
 
     def forward(
@@ -175,7 +187,7 @@ class CMRVSR(nn.Module):
         for stage in range(stages):
             last = stage == stages - 1
             h_fwd = self.lstm_forward(features, is_centre)
-            h_bwd = self.lstm_backward(features[::-1], is_centre[::-1])[::-1]
+            h_bwd = self.lstm_backward(features[::-1], is_centre[::-1])[::-1] if self.lstm_backward else h_fwd
 
             # Refine maps are needed at the centre frames and, for the next stage's update, at warm-up frames
             # k >= N on each side.
@@ -189,7 +201,8 @@ class CMRVSR(nn.Module):
 
             if self.training:
                 outputs.append(self._upsample([features[e] + h_fwd[e] for e in centre]))
-                outputs.append(self._upsample([features[e] + h_bwd[e] for e in centre]))
+                if self.config.bidirectional:
+                    outputs.append(self._upsample([features[e] + h_bwd[e] for e in centre]))
             if self.training or last:
                 outputs.append(self._upsample([features[e] + refined[e] for e in centre]))
 
@@ -197,6 +210,14 @@ class CMRVSR(nn.Module):
                 features = self._residual_update(features, h_fwd, h_bwd, refined)
 
         return tuple(outputs) if self.training else outputs[-1]
+
+    @property
+    def outputs_per_stage(self) -> int:
+        return self.config.directions + 1
+
+    def loss(self, outputs: tuple[Tensor, ...], target: Tensor) -> Tensor:
+        """The deep-supervision loss of this model's training outputs."""
+        return deep_supervision_loss(outputs, target, self.outputs_per_stage)
 
     def _residual_update(
         self, features: list[Tensor], h_fwd: list[Tensor], h_bwd: list[Tensor], refined: dict[int, Tensor]
@@ -219,10 +240,12 @@ class CMRVSR(nn.Module):
     def _fusion_window(self, h_fwd: list[Tensor], h_bwd: list[Tensor], phase_maps: list[Tensor], j: int) -> Tensor:
         """concat over i = j−N … j+N of [hF_i, hB_i, P_i]: (B, window·(2F+1), H, W); zeros outside the sequence."""
         half = self.config.half_window
+        cfg = self.config
         parts = []
         for i in range(j - half, j + half + 1):
             if 0 <= i < len(h_fwd):
-                parts.append(torch.cat([h_fwd[i], h_bwd[i], phase_maps[i]], dim=1))
+                own = [h_fwd[i]] + [h_bwd[i]] * cfg.bidirectional + [phase_maps[i]] * cfg.phase_fusion
+                parts.append(torch.cat(own, dim=1))
             else:
                 parts.append(h_fwd[0].new_zeros(h_fwd[0].shape[0], self.config.frame_channels, *h_fwd[0].shape[2:]))
         return torch.cat(parts, dim=1)
@@ -253,18 +276,19 @@ class CMRVSR(nn.Module):
             raise ValueError(f"phase must be (B, T) = {tuple(lr.shape[:2])}, got {tuple(phase.shape)}")
 
 
-def deep_supervision_loss(outputs: tuple[Tensor, ...], target: Tensor) -> Tensor:
+def deep_supervision_loss(outputs: tuple[Tensor, ...], target: Tensor, per_stage: int = 3) -> Tensor:
     """SPEC §3: Σ_s 0.5^(S−1−s) · (L1(O_F) + L1(O_B) + L1(O_P)), each L1 the mean over frames of the per-frame
     mean absolute error (equal to the mean over all elements, since every frame has the same size).
 
-    outputs: the 3·S training outputs, each (B, T, 1, rH, rW); target: (B, T, 1, rH, rW), normalised like the input.
+    outputs: the 3·S training outputs, each (B, T, 1, rH, rW) (per_stage = 2 for a unidirectional ablation);
+    target: (B, T, 1, rH, rW), normalised like the input.
     """
-    if len(outputs) % 3 != 0 or not outputs:
-        raise ValueError(f"expected 3·S outputs (forward, backward, fused per stage), got {len(outputs)}")
-    stages = len(outputs) // 3
+    if len(outputs) % per_stage != 0 or not outputs:
+        raise ValueError(f"expected {per_stage}·S outputs (per stage: directions, then fused), got {len(outputs)}")
+    stages = len(outputs) // per_stage
     total = target.new_zeros(())
     for index, output in enumerate(outputs):
         if output.shape != target.shape:
             raise ValueError(f"output {index} has shape {tuple(output.shape)}, target {tuple(target.shape)}")
-        total = total + 0.5 ** (stages - 1 - index // 3) * F.l1_loss(output, target)
+        total = total + 0.5 ** (stages - 1 - index // per_stage) * F.l1_loss(output, target)
     return total

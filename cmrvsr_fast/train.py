@@ -29,11 +29,10 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from .atomic import atomic_write, atomic_write_text
-from .checkpoint import ModelCard, load_checkpoint, save_checkpoint
-from .config import ModelConfig
+from .checkpoint import ModelCard, load_weights, read_card, save_checkpoint
 from .data.datasets import ClipDataset, Sequence
 from .evaluate import bicubic_upscale, score_methods, super_resolve
-from .model import CMRVSR, deep_supervision_loss
+from .zoo import AnyConfig, build_model
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +77,7 @@ def weights_sha256(model: torch.nn.Module) -> str:
 
 
 @torch.no_grad()
-def validate(model: CMRVSR, sequences: list[Sequence], options: TrainOptions) -> dict[str, float]:
+def validate(model: torch.nn.Module, sequences: list[Sequence], options: TrainOptions) -> dict[str, float]:
     """CardiacPSNR/SSIM (paper SSIM) of the model and of bicubic, averaged over whole validation sequences."""
     scale = model.config.scale
     methods = {
@@ -97,9 +96,10 @@ def validate(model: CMRVSR, sequences: list[Sequence], options: TrainOptions) ->
 
 
 def train(
-    config: ModelConfig, train_sequences: list[Sequence], valid_sequences: list[Sequence], options: TrainOptions
+    config: AnyConfig, train_sequences: list[Sequence], valid_sequences: list[Sequence], options: TrainOptions
 ) -> dict:
-    """Train CMRVSR(config) and return the summary written to log.json."""
+    """Train a zoo model (CMRVSR(config), an ablation or a baseline) and return the summary written to log.json.
+    Each model brings its own loss (`model.loss`: the deep-supervision L1 for CMRVSR)."""
     rank, world = _distributed()
     torch.manual_seed(options.seed)
     device = torch.device(options.device if world == 1 or options.device == "cpu" else f"cuda:{rank}")
@@ -107,7 +107,7 @@ def train(
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
 
-    model = CMRVSR(config).to(device)
+    model = build_model(config).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=options.lr, weight_decay=0.0)
     step, history, best, elapsed_before = 0, [], -math.inf, 0.0
     if options.resume:
@@ -139,7 +139,7 @@ def train(
             lr, hr, phase = (batch[k].to(device) for k in ("lr", "hr", "phase"))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=options.amp):
                 outputs = engine(lr, phase, warmup_included=True)
-            loss = deep_supervision_loss(tuple(o.float() for o in outputs), hr)
+            loss = model.loss(tuple(o.float() for o in outputs), hr)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -190,7 +190,7 @@ def _agree(flag: bool, world: int) -> bool:
     return bool(value.item())
 
 
-def _card(config: ModelConfig, options: TrainOptions, row: dict, step: int, elapsed: float, world: int) -> ModelCard:
+def _card(config: AnyConfig, options: TrainOptions, row: dict, step: int, elapsed: float, world: int) -> ModelCard:
     return ModelCard(
         config=config,
         normalisation=options.normalisation,
@@ -204,7 +204,7 @@ def _card(config: ModelConfig, options: TrainOptions, row: dict, step: int, elap
                 "lr_crop": options.crop,
                 "flips": options.flips,
                 "amp_bf16": options.amp,
-                "loss": "deep-supervision L1 (SPEC §3)",
+                "loss": (model_loss_name(config)),
                 "seed": options.seed,
             },
             "iterations": step,
@@ -215,6 +215,15 @@ def _card(config: ModelConfig, options: TrainOptions, row: dict, step: int, elap
         },
         metrics={"validation": row},
     )
+
+
+def model_loss_name(config: AnyConfig) -> str:
+    kind = getattr(config, "kind", "cmrvsr")
+    return {
+        "cmrvsr": "deep-supervision L1 (SPEC §3)",
+        "edsr-baseline": "L1",
+        "frvsr-light": "MSE + flow-warping MSE",
+    }[kind]
 
 
 def _hardware(device: str, world: int) -> str:
@@ -241,10 +250,10 @@ def _resume(model, optimiser, out: Path, device) -> tuple[int, list, float, floa
     weights, state_path = out / "last.safetensors", out / "last_state.pt"
     if not (weights.is_file() and state_path.is_file()):
         raise FileNotFoundError(f"--resume: {out} holds no last.safetensors and last_state.pt to resume from")
-    saved, _ = load_checkpoint(weights, device)
+    saved = read_card(weights)
     if saved.config != model.config:
         raise ValueError(f"--resume: {weights} is {saved.config}, not {model.config}")
-    model.load_state_dict(saved.state_dict())
+    load_weights(model, weights)
     state = torch.load(state_path, map_location=device, weights_only=True)
     optimiser.load_state_dict(state["optimiser"])
     torch.set_rng_state(state["torch_rng"].cpu())

@@ -6,16 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import run_under_triton_interpreter
+from tolerances import RELATIVE_L2 as TOLERANCE
+from tolerances import relative_l2
 
 from cmrvsr_fast.model import ConvLSTMCell
 from cmrvsr_fast.ops.convlstm import convlstm_step, convlstm_step_ref
 from cmrvsr_fast.ops.dispatch import resolve_backend
-
-TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-2}  # relative L2 (DESIGN.md)
-
-
-def relative_l2(a, b) -> float:
-    return float((a.double() - b.double()).norm() / b.double().norm())
 
 
 def random_step(directions, batch, features, height, width, dtype=torch.float32, seed=0):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import make_inputs, make_model
+from tolerances import RELATIVE_L2, relative_l2
 
 import cmrvsr_fast
 from cmrvsr_fast import ModelConfig
@@ -12,14 +13,6 @@ from cmrvsr_fast.data import degrade, generate
 from cmrvsr_fast.engine import Engine
 from cmrvsr_fast.evaluate import super_resolve
 from cmrvsr_fast.metrics import cardiac_psnr, to_grey_levels
-
-# The one tolerance table for fast paths: relative L2 error against the reference in float32.
-RELATIVE_L2 = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
-
-
-def relative_l2(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() - b.double()).norm() / b.double().norm())
-
 
 CASES = [
     (ModelConfig(scale=3, features=5, lstm_layers=2, warmup=3, stages=3), (2, 7, 5, 6)),

@@ -14,6 +14,7 @@ from cmrvsr_fast.export.manifest import ArtifactRefused, Manifest, manifest_path
 from cmrvsr_fast.export.onnx_export import export_onnx
 from cmrvsr_fast.export.runners import OnnxRunner, ShapeMismatch, load_runner
 from conftest import make_inputs
+from tolerances import relative_l2
 
 from cmrvsr_fast import cli, load
 from cmrvsr_fast.checkpoint import ModelCard
@@ -22,10 +23,6 @@ from cmrvsr_fast.model import CMRVSR
 
 ONNX_TOLERANCE = 1e-4  # relative L2 against the reference model (the contract)
 FRAMES, HEIGHT, WIDTH = 5, 10, 12
-
-
-def relative_l2(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.float() - b.float()).norm() / b.float().norm())
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import run_under_triton_interpreter
+from tolerances import RELATIVE_L2 as TOLERANCE
+from tolerances import relative_l2
 
 from cmrvsr_fast.ops.phase_fusion import window_conv3x3, window_conv3x3_ref
-
-TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
-
-
-def relative_l2(a, b) -> float:
-    return float((a.double() - b.double()).norm() / b.double().norm())
 
 
 def fusion_case(frames=6, batch=2, features=5, height=7, width=9, window=5, seed=0):

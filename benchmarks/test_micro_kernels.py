@@ -1,0 +1,74 @@
+"""Micro-benchmarks of the two fused ops, per backend available on this machine, at the shapes of SPEC §6
+(paper-x4: F = 64, 64×64 LR; one cine and a 10-slice stack; the fusion over T + 2n = 42 extended frames), with
+parity against the reference model's formulation asserted in the same test (tolerances: tests/tolerances.py).
+
+    pytest benchmarks/ --benchmark-only [--benchmark-json out.json]
+
+Triton runs only on a GPU here: under TRITON_INTERPRET=1 on a CPU it is a correctness tool, not a speed.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from test_convlstm import random_step
+from test_phase_fusion import fusion_case
+from tolerances import RELATIVE_L2, relative_l2
+
+from cmrvsr_fast.ops.convlstm import convlstm_step
+from cmrvsr_fast.ops.dispatch import cuda_unavailable_reason, triton_unavailable_reason
+from cmrvsr_fast.ops.phase_fusion import window_conv3x3
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+ON_GPU = DEVICE.type == "cuda"
+FEATURES, SIZE, EXTENDED_FRAMES = 64, 64, 42
+DTYPES = [torch.float32, torch.bfloat16] if ON_GPU else [torch.float32]
+ROUNDS = 20 if ON_GPU else 3
+
+
+def skip_unless_available(backend: str) -> None:
+    if backend == "triton" and not ON_GPU and os.environ.get("TRITON_INTERPRET") == "1":
+        pytest.skip("Triton under the CPU interpreter is a correctness tool, not a speed")
+    reason = {"reference": lambda d: None, "triton": triton_unavailable_reason, "cuda": cuda_unavailable_reason}[
+        backend
+    ](DEVICE)
+    if reason:
+        pytest.skip(f"backend {backend}: {reason}")
+
+
+def timed(benchmark, fn, *args, **kwargs):
+    def run():
+        out = fn(*args, **kwargs)
+        if ON_GPU:
+            torch.cuda.synchronize()
+        return out
+
+    return benchmark.pedantic(run, rounds=ROUNDS, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("slices", [1, 10])
+@pytest.mark.parametrize("backend", ["reference", "triton", "cuda"])
+def test_convlstm_step(benchmark, backend: str, slices: int, dtype: torch.dtype) -> None:
+    skip_unless_available(backend)
+    inputs, (h_ref, c_ref) = random_step(2, slices, FEATURES, SIZE, SIZE, dtype=dtype)
+    inputs = [t.to(DEVICE) for t in inputs]
+    benchmark.extra_info.update(backend=backend, shape=[2, slices, FEATURES, SIZE, SIZE], dtype=str(dtype))
+    h, c = timed(benchmark, convlstm_step, *inputs, backend=backend)
+    assert relative_l2(h.cpu(), h_ref) <= RELATIVE_L2[dtype]
+    assert relative_l2(c.cpu(), c_ref) <= RELATIVE_L2[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("slices", [1, 10] if ON_GPU else [1])
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_phase_fusion(benchmark, backend: str, slices: int, dtype: torch.dtype) -> None:
+    skip_unless_available(backend)
+    (x, table, w, bias, codes, maps), expected = fusion_case(EXTENDED_FRAMES, slices, FEATURES, SIZE, SIZE)
+    inputs = [x.to(dtype), table, w.to(dtype), bias, codes, maps]
+    inputs = [t.to(DEVICE) for t in inputs]
+    benchmark.extra_info.update(backend=backend, frames=EXTENDED_FRAMES, slices=slices, dtype=str(dtype))
+    out = timed(benchmark, window_conv3x3, *inputs, backend=backend)
+    assert relative_l2(out.float().cpu(), expected) <= RELATIVE_L2[dtype]

@@ -1,0 +1,141 @@
+"""Equal-budget training of the comparison zoo, for the quality axis of Fig. 4a (benchmarks/fps_vs_params.py).
+
+    python benchmarks/zoo_train.py [--members NAME ...] [--budget 300x4] [--runs runs/zoo]
+
+Every member is trained by `cmrvsr-fast train --preset NAME --budget STEPSxBATCH` in its own process, on the
+same phantom data (64 training phantoms, 144×144, 7-frame clips, 32×32 LR crops, seed 0, Adam at one learning
+rate), for the same number of optimisation steps; no time limit. Its last checkpoint is then scored on held-out
+phantoms (seeds HELD_OUT_SEEDS, 30 frames, never seen in training or validation) with CardiacPSNR/CardiacSSIM,
+next to bicubic. A member whose run folder already holds a finished run of the same budget is not retrained
+(a long sweep can be resumed). Writes benchmarks/results/zoo_training_<date>_<hardware>.json, or --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from measure import hardware_kind, hardware_name
+from results_io import write_result
+
+from cmrvsr_fast import zoo
+from cmrvsr_fast.checkpoint import load_weights, read_card
+from cmrvsr_fast.cli import HELD_OUT_PHANTOM_SEEDS
+from cmrvsr_fast.data.datasets import make_sequences, phantom_records
+from cmrvsr_fast.evaluate import score_methods, super_resolve
+
+DEFAULT_BUDGET = "300x4"
+LEARNING_RATE = 4e-4  # the embedded default's recipe; the same for every member
+DATA, SIZE = "phantom:64", 144
+HELD_OUT_SEEDS = range(HELD_OUT_PHANTOM_SEEDS + 100, HELD_OUT_PHANTOM_SEEDS + 108)
+
+
+def trainable(names: tuple[str, ...] | list[str]) -> list[str]:
+    return [n for n in names if zoo.parameter_count(zoo.build_model(zoo.config_for(n))) > 0]
+
+
+def finished(run: Path, steps: int, batch: int) -> bool:
+    card = run / "last.json"
+    if not card.is_file():
+        return False
+    budget = json.loads(card.read_text()).get("training", {}).get("budget", {})
+    return budget.get("steps") == steps and budget.get("batch") == batch and (run / "log.json").is_file()
+
+
+def train_member(name: str, budget: str, run: Path, device: str) -> float:
+    """Train one member in its own process; returns the wall time (0 when a finished run was reused)."""
+    steps, batch = (int(v) for v in budget.split("x"))
+    if finished(run, steps, batch):
+        print(f"{name}: finished run of {budget} in {run}, not retrained")
+        return 0.0
+    command = [
+        sys.executable, "-m", "cmrvsr_fast", "train", "--preset", name, "--budget", budget, "--data", DATA,
+        "--size", str(SIZE), "--lr", str(LEARNING_RATE), "--validate-every", str(steps), "--seed", "0",
+        "--device", device, "--out", str(run), "--overwrite",
+    ]  # fmt: skip
+    start = time.perf_counter()
+    subprocess.run(command, check=True)
+    return time.perf_counter() - start
+
+
+@torch.no_grad()
+def held_out_scores(names: list[str], runs: Path, scale: int, device: str) -> dict[str, dict]:
+    """CardiacPSNR/SSIM (and whole-image PSNR/SSIM) of each trained member and of bicubic on the held-out set."""
+    sequences = make_sequences(phantom_records(HELD_OUT_SEEDS, (SIZE, SIZE), 30), scale)
+    methods = {}
+    for name in names:
+        weights = runs / name / "last.safetensors"
+        card = read_card(weights)
+        model = zoo.build_model(card.config)
+        load_weights(model, weights)
+        model = model.to(device).eval()
+        methods[name] = lambda s, m=model, n=card.normalisation: super_resolve(m, s.lr, s.phase, n, device)
+    bicubic = zoo.build_model(zoo.config_for(f"bicubic-x{scale}")).eval()
+    methods[f"bicubic-x{scale}"] = lambda s: super_resolve(bicubic, s.lr, s.phase, (54.089, 48.084), device)
+    rows = score_methods(scale, sequences, methods, "paper", progress=True)
+    return {row.method: row.as_dict() for row in rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--members", nargs="+", default=None, help="zoo names (default: every trainable ×4 member "
+                        "of the Fig. 4a sweep)")  # fmt: skip
+    parser.add_argument("--budget", default=DEFAULT_BUDGET, help="STEPSxBATCH for every member (default %(default)s)")
+    parser.add_argument("--runs", type=Path, default=Path("runs/zoo"), help="run folders (weights are not shipped)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", type=Path, help="result JSON (default: benchmarks/results/zoo_training_…)")
+    args = parser.parse_args()
+    names = trainable(args.members or [n for n in zoo.FIG4A if zoo.config_for(n).scale == 4])
+    wall = {name: train_member(name, args.budget, args.runs / name, args.device) for name in names}
+    scales = sorted({zoo.config_for(n).scale for n in names})
+    scores: dict[str, dict] = {}
+    for scale in scales:
+        scores |= held_out_scores([n for n in names if zoo.config_for(n).scale == scale], args.runs, scale, args.device)
+    members = {}
+    for name in names:
+        card = json.loads((args.runs / name / "last.json").read_text())
+        training = card["training"]
+        members[name] = {
+            "parameters": zoo.parameter_count(zoo.build_model(zoo.config_for(name))),
+            "steps": training["iterations"],
+            "training_wall_s": training["wall_time_s"],
+            "loss": training["recipe"]["loss"],
+            "final_train_loss": card["metrics"]["validation"]["loss"],
+            "held_out": scores[name],
+        }
+    steps, batch = (int(v) for v in args.budget.split("x"))
+    result = {
+        "benchmark": "zoo_training",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "hardware": hardware_name(torch.device(args.device)),
+        "versions": {"torch": torch.__version__, "python": sys.version.split()[0]},
+        "budget": {
+            "steps": steps,
+            "batch": batch,
+            "clip_frames": 7,
+            "lr_crop": 32,
+            "optimiser": f"Adam lr={LEARNING_RATE}",
+            "data": f"{DATA} ({SIZE}×{SIZE}, 20-35 frames)",
+            "seed": 0,
+        },
+        "held_out": {
+            "seeds": f"{HELD_OUT_SEEDS.start}-{HELD_OUT_SEEDS.stop - 1}",
+            "frames": 30,
+            "size": SIZE,
+            "ssim_variant": "paper",
+        },
+        "bicubic": {f"bicubic-x{s}": scores[f"bicubic-x{s}"] for s in scales},
+        "members": members,
+        "sweep_wall_s": round(sum(wall.values()), 1),
+    }
+    write_result("zoo_training", hardware_kind(torch.device(args.device)), result, args.out)
+
+
+if __name__ == "__main__":
+    main()
