@@ -51,6 +51,8 @@ PATHS = (
 KERNEL_BACKENDS = ("triton", "cuda")
 # Engine paths with the fused kernels (GPU only; `make device-check` asks for them with --paths).
 KERNEL_PATHS = tuple(f"engine {dtype} {backend}" for backend in KERNEL_BACKENDS for dtype in ("fp32", "bf16"))
+# GPU only: the Engine's whole schedule captured as a CUDA graph, with each backend.
+GRAPH_PATHS = ("engine bf16 graph", "engine bf16 triton graph", "engine bf16 cuda graph", "engine fp32 triton graph")
 WARMUP_FRAMES = 4
 STATIC = ("onnxruntime", "aoti")  # exported with static T, H, W: they warm up on the full input
 
@@ -71,8 +73,8 @@ def build_runner(path: str, model: CMRVSR, lr: torch.Tensor, workdir: Path):
         model.out_block.compile(dynamic=False)
         return model
     dtype = torch.bfloat16 if "bf16" in path else torch.float32
-    backend = next((b for b in KERNEL_BACKENDS if path.endswith(b)), "torch")
-    return Engine(model, dtype=dtype, compile=compiled, backend=backend)
+    backend = next((b for b in KERNEL_BACKENDS if f" {b}" in path), "torch")
+    return Engine(model, dtype=dtype, compile=compiled, backend=backend, cuda_graph=path.endswith("graph"))
 
 
 def exported_runner(path: str, model: CMRVSR, lr: torch.Tensor, workdir: Path):
@@ -121,7 +123,8 @@ def worker(spec: dict) -> None:
         def run(lr: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
             return torch.cat([one_pass(lr[i : i + chunk], phase[i : i + chunk]) for i in range(0, len(lr), chunk)])
 
-        warm = None if spec["path"].endswith("compiled") or spec["path"].startswith(STATIC) else WARMUP_FRAMES
+        full_length_warmup = spec["path"].endswith(("compiled", "graph")) or spec["path"].startswith(STATIC)
+        warm = None if full_length_warmup else WARMUP_FRAMES  # a graph is captured for the shape it first sees
         run(lr[:chunk, :warm], phase[:chunk, :warm])
         sync()
         warmup_s = time.perf_counter() - start
@@ -155,7 +158,8 @@ def main() -> None:
     parser.add_argument("--stack-repeats", type=int, default=1, help="timed runs per path for a stack")
     parser.add_argument("--stack-aoti", action="store_true", help="also time AOTI packages on the stacks")
     parser.add_argument("--budget-mb", type=float, default=4096, help="memory budget per pass over a stack")
-    parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS + KERNEL_PATHS, metavar="PATH")
+    parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS + KERNEL_PATHS + GRAPH_PATHS,
+                        metavar="PATH")  # fmt: skip
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--worker", help=argparse.SUPPRESS)

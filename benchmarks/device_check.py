@@ -144,7 +144,16 @@ def main() -> None:
              "--paths", "reference fp32", "reference fp32 compiled", "engine fp32", "engine bf16",
              "engine bf16 compiled", "onnxruntime fp32"]  # fmt: skip
     if not args.cpu_rehearsal:
-        bench += ["engine fp32 triton", "engine bf16 triton", "engine fp32 cuda", "engine bf16 cuda"]
+        bench += [
+            "engine fp32 triton",
+            "engine bf16 triton",
+            "engine fp32 cuda",
+            "engine bf16 cuda",
+            "engine bf16 graph",
+            "engine bf16 triton graph",
+            "engine bf16 cuda graph",
+            "engine fp32 triton graph",
+        ]
     if args.cpu_rehearsal:
         bench += ["--preset", "lite-x4", "--frames", "4", "--size", "12", "--slices", "1", "2", "--repeats", "1"]
     steps.append(run_step("bench_engine", bench, left(0.6), args.out))

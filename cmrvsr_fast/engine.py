@@ -41,6 +41,8 @@ class Engine:
     lr: (B, T, 1, H, W) normalised; phase: (B, T); returns (B, T, 1, rH, rW) float32.
     Slice stacks run in chunks of cines: max_batch cines per pass when given, else as many as fit
     memory_budget_mb by the working-set estimate of `working_set_bytes` (at least one); neither: one pass.
+    cuda_graph=True (CUDA only) captures each pass's whole schedule as a CUDA graph on the first call with its
+    shape and replays it after: one launch of the ~400 recurrent steps instead of thousands of kernel launches.
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class Engine:
         compile: bool = False,
         max_batch: int | None = None,
         memory_budget_mb: float | None = None,
+        cuda_graph: bool = False,
     ) -> None:
         if backend not in ("torch", "triton", "cuda", "auto"):
             raise ValueError(f"backend {backend!r}: choose torch, triton, cuda or auto")
@@ -60,6 +63,8 @@ class Engine:
         reason = unsupported_reason(model.config)
         if reason:
             raise ValueError(f"Engine: {reason}")
+        if cuda_graph and torch.device(device or next(model.parameters()).device).type != "cuda":
+            raise ValueError("Engine: cuda_graph=True needs a CUDA device")
         self.model = model.eval()
         self.config = model.config
         self.dtype = dtype
@@ -71,6 +76,11 @@ class Engine:
         # twin yet: with "cuda" the fusion stays in PyTorch).
         self.backend = backend if backend == "torch" else resolve_backend(backend, self.device, "Engine", True)
         self.backend = "torch" if self.backend == "reference" else self.backend
+        # CUDA graphs: the whole multi-stage schedule of one pass is captured per input shape (and stage count) on
+        # its first call and replayed after; each graph keeps its own memory pool and static input/output buffers.
+        self.cuda_graph = cuda_graph
+        self._graphs: dict[tuple, tuple] = {}
+        self._constants: dict[tuple, Tensor] = {}
         self._prepare_weights()
         # torch.compile wraps the per-step pieces, not the whole schedule: unrolled over ~400 recurrent steps the
         # whole graph took minutes to compile on the CPU and recompiled on every call. The pieces have a handful
@@ -133,11 +143,48 @@ class Engine:
         if stages < 1:
             raise ValueError(f"stages must be >= 1, got {stages}")
         chunk = self.cines_per_pass(lr.shape[1], lr.shape[3], lr.shape[4], cines=lr.shape[0])
+        run = self._replay if self.cuda_graph else self._forward
         outputs = [
-            self._forward(lr[i : i + chunk].to(self.device), phase[i : i + chunk].to(self.device), stages)
+            run(lr[i : i + chunk].to(self.device), phase[i : i + chunk].to(self.device), stages)
             for i in range(0, lr.shape[0], chunk)
         ]
         return torch.cat(outputs).float()
+
+    def _replay(self, lr: Tensor, phase: Tensor, stages: int) -> Tensor:
+        """One pass through the CUDA graph captured for this shape (captured now if it is the first)."""
+        key = (tuple(lr.shape), lr.dtype, phase.dtype, stages)
+        if key not in self._graphs:
+            self._graphs[key] = self._capture(lr, phase, stages)
+        graph, static_lr, static_phase, static_out = self._graphs[key]
+        static_lr.copy_(lr)
+        static_phase.copy_(phase)
+        graph.replay()
+        return static_out.clone()  # the next replay overwrites the static output
+
+    def _capture(self, lr: Tensor, phase: Tensor, stages: int) -> tuple:
+        static_lr, static_phase = lr.clone(), phase.clone()
+        # Warm up off the capture: Triton's JIT and autotuning, cuDNN's plans, the phase maps and index constants
+        # are made here, since host work and host-to-device copies cannot be captured.
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._forward(static_lr, static_phase, stages)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self._forward(static_lr, static_phase, stages)
+        return graph, static_lr, static_phase, static_out
+
+    def _constant(self, values: list, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """A small index tensor on the device. Under CUDA graphs it is made once (a host-to-device copy cannot
+        be captured); otherwise afresh, so that tracers (ONNX, torch.export) see it as a constant of their own."""
+        if not self.cuda_graph:
+            return torch.tensor(values, dtype=dtype, device=device)
+        key = (repr(values), dtype, str(device))
+        if key not in self._constants:
+            self._constants[key] = torch.tensor(values, dtype=dtype, device=device)
+        return self._constants[key]
 
     def working_set_bytes(self, frames: int, height: int, width: int) -> int:
         """An upper estimate of the memory one cine needs in a pass: per extended frame, both directions'
@@ -170,7 +217,7 @@ class Engine:
         # InBlock once per centre frame; the extended sequence gathers from it. Layout (E, B, C, H, W).
         x = lr.transpose(0, 1).reshape(frames * batch, 1, height, width).to(self.dtype).contiguous(memory_format=fmt)
         centre = F.prelu(self._conv(x, self.in_w, self.in_b), self.in_slope).reshape(frames, batch, f, height, width)
-        index = torch.tensor(ext, device=lr.device)  # a tensor index: exporters trace a Python list as a tuple
+        index = self._constant(ext, torch.int64, lr.device)  # a tensor index: exporters trace a list as a tuple
         features = centre.index_select(0, index)  # (E, B, F, H, W)
         codes = phase.transpose(0, 1).index_select(0, index).to(self.dtype)  # (E, B)
         maps = self.phase_maps(height, width)
@@ -281,7 +328,7 @@ class Engine:
         window, half, frame = self.config.window, self.config.half_window, self.config.frame_channels
         table = [[p + d - half if 0 <= p + d - half < both.shape[0] else -1 for d in range(window)]
                  for p in positions]  # fmt: skip
-        index = torch.tensor(table, dtype=torch.int32, device=both.device)
+        index = self._constant(table, torch.int32, both.device)
         weights = self.fuse_h.reshape(window, frame, both.shape[2], 3, 3)
         pre = window_conv3x3(both.contiguous(), index, weights, self.fuse_b.float(), codes.float(), maps.float(),
                              backend="triton")  # fmt: skip

@@ -91,3 +91,24 @@ def test_memory_budget_bounds_the_cines_per_pass(tiny_config: ModelConfig) -> No
     paper = Engine(cmrvsr_fast.CMRVSR(ModelConfig.from_name("paper-x4")))
     assert 1.0e9 < paper.working_set_bytes(30, 64, 64) < 2.4e9
     assert paper.working_set_bytes(30, 64, 64) < paper.working_set_bytes(31, 64, 64)
+
+
+def test_cuda_graphs_need_a_cuda_device(tiny_config: ModelConfig) -> None:
+    with pytest.raises(ValueError, match="cuda_graph=True needs a CUDA device"):
+        Engine(make_model(tiny_config), cuda_graph=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_cuda_graph_replays_match_the_reference(backend: str, dtype: torch.dtype) -> None:
+    config = ModelConfig.from_name("paper-x4")
+    model = make_model(config).eval()
+    engine = Engine(model.cuda(), dtype=dtype, backend=backend, cuda_graph=True, max_batch=2)
+    for seed in (0, 1):  # the second call replays the graph with new inputs
+        torch.manual_seed(seed)
+        lr, phase = make_inputs(3, 7, 16, 12)  # chunks of 2 and 1 cines: two graphs
+        with torch.no_grad():
+            reference = model(lr.cuda(), phase.cuda()).cpu()
+        assert relative_l2(engine(lr, phase).cpu(), reference) <= RELATIVE_L2[dtype]
+    assert len(engine._graphs) == 2
