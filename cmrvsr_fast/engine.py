@@ -72,8 +72,8 @@ class Engine:
         self.max_batch = max_batch
         self.memory_budget_mb = memory_budget_mb
         # A named backend that cannot run raises; "auto" falls back (Triton, CUDA C++, PyTorch) and logs why once.
-        # The recurrence runs through convlstm_step; the fusion through window_conv3x3 with Triton (no CUDA C++
-        # twin yet: with "cuda" the fusion stays in PyTorch).
+        # The recurrence runs through convlstm_step, the fusion and projection through window_conv3x3, each with
+        # the chosen kernel backend (Triton or the CUDA C++ twins).
         self.backend = backend if backend == "torch" else resolve_backend(backend, self.device, "Engine", True)
         self.backend = "torch" if self.backend == "reference" else self.backend
         # CUDA graphs: the whole multi-stage schedule of one pass is captured per input shape (and stage count) on
@@ -303,7 +303,7 @@ class Engine:
         both = torch.cat([h_fwd[lo:hi], h_bwd[lo:hi]], dim=2).reshape((hi - lo) * batch, 2 * f, height, width)
         contrib = self._conv(both.contiguous(memory_format=torch.channels_last), self.fuse_h)
         contrib = contrib.reshape(hi - lo, batch, window, frame, height, width)
-        if self.backend == "triton":
+        if self.backend in ("triton", "cuda"):
             return self._refine_fused(both.reshape(hi - lo, batch, 2 * f, height, width), codes[lo:hi], maps,
                                       [i - lo for i in needed], lo)  # fmt: skip
         refined = {}
@@ -331,9 +331,9 @@ class Engine:
         index = self._constant(table, torch.int32, both.device)
         weights = self.fuse_h.reshape(window, frame, both.shape[2], 3, 3)
         pre = window_conv3x3(both.contiguous(), index, weights, self.fuse_b.float(), codes.float(), maps.float(),
-                             backend="triton")  # fmt: skip
+                             backend=self.backend)  # fmt: skip
         own = torch.arange(len(positions), dtype=torch.int32, device=both.device)[:, None]
-        out = window_conv3x3(pre, own, self.proj_w[None], self.proj_b.float(), backend="triton")
+        out = window_conv3x3(pre, own, self.proj_w[None], self.proj_b.float(), backend=self.backend)
         return {p + offset: out[k] for k, p in enumerate(positions)}
 
     def _fuse_window_eager(self, terms: Tensor, codes: Tensor, maps: Tensor) -> Tensor:

@@ -9,6 +9,7 @@
 
 #include "convlstm.h"
 #include "device_info.h"
+#include "phase_fusion.h"
 
 #ifndef CMRVSR_CUDA_ARCHS
 #define CMRVSR_CUDA_ARCHS ""
@@ -48,4 +49,15 @@ PYBIND11_MODULE(_C, m) {
       },
       "Launch one fused ConvLSTM step on device pointers (dtype 0 fp32, 1 bf16, 2 fp16); returns '' or the CUDA "
       "error");
+  m.def(
+      "window_conv3x3",
+      [](int dtype, std::uintptr_t x, std::uintptr_t frame, std::uintptr_t w, std::uintptr_t bias,
+         std::uintptr_t codes, std::uintptr_t maps, std::uintptr_t residual, std::uintptr_t out, int positions,
+         int window, int batch, int in_channels, int out_channels, int height, int width, std::uintptr_t stream) {
+        return cmrvsr::window_conv3x3_launch(static_cast<cmrvsr::DType>(dtype), x, frame, w, bias, codes, maps,
+                                             residual, out, positions, window, batch, in_channels, out_channels,
+                                             height, width, stream);
+      },
+      "Launch the window-decomposed phase fusion on device pointers (0 for absent codes/maps/residual); returns '' "
+      "or the CUDA error");
 }

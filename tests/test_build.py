@@ -25,7 +25,7 @@ def test_extension_was_built_and_answers() -> None:
     ext = _ext.extension()
     assert ext.compiled_archs() == [80, 86, 87, 89, 90]
     assert ext.cuda_runtime_version() >= 12000
-    assert callable(ext.convlstm_step)  # the CUDA twin's launcher (runs in the gpu-marked tests)
+    assert callable(ext.convlstm_step) and callable(ext.window_conv3x3)  # the launchers (run in gpu-marked tests)
     count, message = ext.device_count()
     assert count >= 0 and (count > 0 or message)  # here: no driver, and the runtime says so
 

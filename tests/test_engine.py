@@ -99,7 +99,7 @@ def test_cuda_graphs_need_a_cuda_device(tiny_config: ModelConfig) -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("backend", ["torch", "auto"])
+@pytest.mark.parametrize("backend", ["torch", "triton", "cuda"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_cuda_graph_replays_match_the_reference(backend: str, dtype: torch.dtype) -> None:
     config = ModelConfig.from_name("paper-x4")

@@ -77,11 +77,21 @@ def test_triton_kernel_under_the_interpreter():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_triton_kernel_on_gpu(dtype):
-    pytest.importorskip("triton", reason="triton is not installed")
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_kernels_on_gpu(backend, dtype):
+    if backend == "triton":
+        pytest.importorskip("triton", reason="triton is not installed")
     inputs, expected = fusion_case(frames=10, batch=3, features=64, height=37, width=53)
     x, table, w, bias, codes, maps = inputs
     got = window_conv3x3(x.cuda().to(dtype), table.cuda(), w.cuda().to(dtype), bias.cuda(), codes.cuda(),
-                         maps.cuda(), backend="triton")  # fmt: skip
+                         maps.cuda(), backend=backend)  # fmt: skip
     assert relative_l2(got.cpu(), expected) <= TOLERANCE[dtype]
+    # The projection form: window 1, no phase term, with the residual.
+    residual = torch.randn_like(expected)
+    own = torch.arange(10, dtype=torch.int32)[:, None]
+    project = torch.randn(1, 64, 129, 3, 3) * 0.05
+    expected_p = window_conv3x3_ref(expected, own, project, torch.zeros(64), residual=residual[:, :, :64])
+    got_p = window_conv3x3(expected.cuda().to(dtype), own.cuda(), project.cuda().to(dtype), torch.zeros(64).cuda(),
+                           residual=residual[:, :, :64].cuda().to(dtype), backend=backend)  # fmt: skip
+    assert relative_l2(got_p.float().cpu(), expected_p) <= TOLERANCE[dtype]

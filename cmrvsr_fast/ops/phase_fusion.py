@@ -5,6 +5,7 @@ window_conv3x3(x, frame, w, bias, codes=None, maps=None, residual=None, backend=
     out[p] = bias + Σ_d [conv3×3(x[frame[p, d]], w[d]) + codes[frame[p, d]] · maps[d]] (+ residual[p]),
     skipping offsets whose frame index is −1. The Engine calls it twice per stage: the fusion over the window
     of [h_fwd, h_bwd] with the phase term, then the projection (window 1).
+Backends: "reference", "triton" (kernels/phase_fusion.py), "cuda" (csrc/phase_fusion.cu through cmrvsr_fast._C).
 """
 
 from __future__ import annotations
@@ -66,6 +67,40 @@ def window_conv3x3(
     if w.shape[0] != frame.shape[1] or w.shape[2] != x.shape[2]:
         raise ValueError(f"window_conv3x3: w {tuple(w.shape)} does not fit window {frame.shape[1]} and "
                          f"{x.shape[2]} input channels")  # fmt: skip
-    if resolve_backend(backend, x.device, "window_conv3x3") == "triton":
+    chosen = resolve_backend(backend, x.device, "window_conv3x3", cuda_twin=True)
+    if chosen == "triton":
         return _window_conv3x3_op(x, frame, w, bias, codes, maps, residual)
+    if chosen == "cuda":
+        return _window_conv3x3_cuda(x, frame, w, bias, codes, maps, residual)
     return window_conv3x3_ref(x, frame, w, bias, codes, maps, residual)
+
+
+def _window_conv3x3_cuda(
+    x: Tensor, frame: Tensor, w: Tensor, bias: Tensor, codes: Tensor | None, maps: Tensor | None,
+    residual: Tensor | None,
+) -> Tensor:  # fmt: skip
+    """The CUDA C++ twin (csrc/phase_fusion.cu) through the extension's pointer-and-stream launcher."""
+    from .. import _ext
+    from .convlstm import DTYPE_CODES
+
+    x, w = x.contiguous(), w.to(x.dtype).contiguous()
+    frame = frame.to(torch.int32).contiguous()
+    bias = bias.float().contiguous()
+    codes = None if codes is None else codes.float().contiguous()
+    maps = None if maps is None else maps.float().contiguous()
+    residual = None if residual is None else residual.to(x.dtype).contiguous()
+    positions, window = frame.shape
+    _, batch, in_channels, height, width = x.shape
+    out = x.new_empty(positions, batch, w.shape[1], height, width)
+
+    def pointer(t: Tensor | None) -> int:
+        return 0 if t is None else t.data_ptr()
+
+    error = _ext.extension().window_conv3x3(
+        DTYPE_CODES[x.dtype], x.data_ptr(), frame.data_ptr(), w.data_ptr(), bias.data_ptr(), pointer(codes),
+        pointer(maps), pointer(residual), out.data_ptr(), positions, window, batch, in_channels, w.shape[1], height,
+        width, torch.cuda.current_stream(x.device).cuda_stream,
+    )  # fmt: skip
+    if error:
+        raise RuntimeError(f"window_conv3x3 (CUDA): {error}")
+    return out
