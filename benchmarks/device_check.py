@@ -69,7 +69,7 @@ facts["extension"] = "loaded" if _ext.available() else f"absent: {_ext.UNAVAILAB
 if _ext.available():
     ext = _ext.extension()
     facts.update(extension_runtime=ext.cuda_runtime_version(), extension_archs=ext.compiled_archs(),
-                 extension_devices=ext.device_count())
+                 extension_devices=ext.device_count(), convlstm_kernel_bf16_f64=ext.convlstm_step_kernel(1, 64))
 print(json.dumps(facts))
 """
 

@@ -50,6 +50,12 @@ PYBIND11_MODULE(_C, m) {
       "Launch one fused ConvLSTM step on device pointers (dtype 0 fp32, 1 bf16, 2 fp16); returns '' or the CUDA "
       "error");
   m.def(
+      "convlstm_step_kernel",
+      [](int dtype, int features) {
+        return cmrvsr::convlstm_step_kernel_name(static_cast<cmrvsr::DType>(dtype), features);
+      },
+      "Which kernel convlstm_step runs for a dtype code and a hidden width");
+  m.def(
       "window_conv3x3",
       [](int dtype, std::uintptr_t x, std::uintptr_t frame, std::uintptr_t w, std::uintptr_t bias,
          std::uintptr_t codes, std::uintptr_t maps, std::uintptr_t residual, std::uintptr_t out, int positions,

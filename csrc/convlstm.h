@@ -15,4 +15,7 @@ std::string convlstm_step_launch(DType dtype, std::uintptr_t h, std::uintptr_t w
                                  std::uintptr_t h_out, std::uintptr_t c_out, int directions, int batch, int features,
                                  int height, int width, std::uintptr_t stream);
 
+// Which kernel convlstm_step_launch runs for this dtype and width (bf16/fp16 with F % 16 == 0: tensor cores).
+std::string convlstm_step_kernel_name(DType dtype, int features);
+
 }  // namespace cmrvsr

@@ -26,6 +26,10 @@ def test_extension_was_built_and_answers() -> None:
     assert ext.compiled_archs() == [80, 86, 87, 89, 90]
     assert ext.cuda_runtime_version() >= 12000
     assert callable(ext.convlstm_step) and callable(ext.window_conv3x3)  # the launchers (run in gpu-marked tests)
+    assert ext.convlstm_step_kernel(1, 64).startswith("tensor-core")  # bf16, F = 64: the WMMA kernel
+    assert ext.convlstm_step_kernel(2, 32).startswith("tensor-core")  # fp16
+    assert ext.convlstm_step_kernel(0, 64).startswith("scalar")  # fp32
+    assert ext.convlstm_step_kernel(1, 24).startswith("scalar")  # F not a multiple of 16
     count, message = ext.device_count()
     assert count >= 0 and (count > 0 or message)  # here: no driver, and the runtime says so
 
@@ -126,3 +130,13 @@ def test_skip_flag_builds_a_pure_wheel(tmp_path: Path) -> None:
     result = build_wheel(tmp_path, CMRVSR_SKIP_CUDA_BUILD="1")
     assert result.returncode == 0, result.stdout + result.stderr
     assert not any(n.endswith(".so") for n in wheel_names(tmp_path))
+
+
+@pytest.mark.skipif(not NVCC, reason="nvcc is not on PATH (or CMRVSR_SKIP_CUDA_BUILD=1)")
+def test_the_convlstm_kernel_issues_tensor_core_instructions(tmp_path: Path) -> None:
+    ptx = tmp_path / "convlstm.ptx"
+    subprocess.run(["nvcc", "-std=c++17", "-arch=sm_80", "-ptx", str(ROOT / "csrc" / "convlstm.cu"), "-o", str(ptx)],
+                   check=True, capture_output=True)  # fmt: skip
+    text = ptx.read_text()
+    assert "wmma.mma.sync.aligned.row.row.m16n16k16.f32.bf16.bf16.f32" in text  # bf16 in, fp32 accumulate
+    assert text.count("wmma.mma.sync") >= 8  # bf16 and fp16, four pixel fragments each
