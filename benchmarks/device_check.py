@@ -5,6 +5,7 @@
 Steps, each with its own time limit, each recorded whatever happens (a failing step does not stop the others):
   1. build: an offline editable install with the CUDA extension (CMRVSR_BUILD_CUDA=1);
   2. facts: GPU, compute capability, CUDA runtime, torch, triton, onnxruntime providers, the extension;
+     then the bf16 matmul rate (cuBLAS, 8192³): the roofline the engine's TFLOP/s are compared with;
   3. gpu tests: `pytest -m gpu` (JUnit XML kept);
   4. benchmark: benchmarks/bench_engine.py on the GPU (reference, compiled, engine fp32/bf16, with and without
      torch.compile; ONNX Runtime), one slice and a 10-slice stack, 64×64 LR ×4;
@@ -73,6 +74,26 @@ if _ext.available():
 print(json.dumps(facts))
 """
 
+# The bf16 tensor-core roofline of this GPU as cuBLAS reaches it: a large square bf16 matmul, timed with events.
+MATMUL_RATE = """
+import json, time, torch
+cuda = torch.cuda.is_available()
+n, dtype = (8192, torch.bfloat16) if cuda else (512, torch.float32)
+a = torch.randn(n, n, dtype=dtype, device="cuda" if cuda else "cpu"); b = torch.randn_like(a)
+for _ in range(3):
+    a @ b
+if cuda:
+    torch.cuda.synchronize()
+start = time.perf_counter()
+iterations = 20 if cuda else 2
+for _ in range(iterations):
+    a @ b
+if cuda:
+    torch.cuda.synchronize()
+seconds = (time.perf_counter() - start) / iterations
+print(json.dumps({"n": n, "dtype": str(dtype), "tflops": 2 * n**3 / seconds / 1e12}))
+"""
+
 KERNEL_TIMING = """
 import json, torch, sys
 sys.path.insert(0, "tests")
@@ -110,6 +131,26 @@ print(json.dumps(rows))
 """
 
 
+def targets(rows: list[dict], matmul_tflops: float) -> dict:
+    """Issue 7's targets on the largest stack measured: the best bf16 path against reference eager fp32 and the
+    compiled reference, and its achieved TFLOP/s (SPEC §6 cost) as a fraction of the measured bf16 matmul rate."""
+    slices = max(row["slices"] for row in rows)
+    stack = {row["path"]: row for row in rows if row["slices"] == slices}
+    best = max((row for path, row in stack.items() if "bf16" in path), key=lambda row: row["fps"], default=None)
+    if best is None:
+        return {}
+    reference, compiled = stack.get("reference fp32"), stack.get("reference fp32 compiled")
+    return {
+        "slices": slices,
+        "best_bf16_path": best["path"],
+        "vs_reference_eager_fp32": round(best["fps"] / reference["fps"], 2) if reference else None,
+        "vs_reference_compiled": round(best["fps"] / compiled["fps"], 2) if compiled else None,
+        "roofline_fraction": round(best["tflops"] / matmul_tflops, 4),
+        "required": {"vs_reference_eager_fp32": 5.0, "vs_reference_compiled": 1.5, "roofline_fraction": 0.35},
+        "per_path_roofline_fraction": {path: round(row["tflops"] / matmul_tflops, 4) for path, row in stack.items()},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or ROOT / "benchmarks" / "results"))
@@ -134,6 +175,8 @@ def main() -> None:
     except (ValueError, IndexError):
         facts = {}
     steps.append(facts_step)
+    matmul_step = run_step("matmul_rate", [python, "-c", MATMUL_RATE], 60, args.out)
+    steps.append(matmul_step)
     junit = args.out / "gpu_tests.xml"
     marker = "gpu" if not args.cpu_rehearsal else "gpu or not gpu"
     test_files = [] if not args.cpu_rehearsal else ["tests/test_convlstm.py"]
@@ -180,6 +223,10 @@ def main() -> None:
     for name, path in (("bench_engine", bench_json), ("fps_vs_params", fps_json), ("micro_kernels", micro_json)):
         if path.is_file():
             result[name] = json.loads(path.read_text())
+    with contextlib.suppress(ValueError, IndexError):
+        result["matmul_rate"] = json.loads(matmul_step["tail"].strip().splitlines()[-1])
+    if "bench_engine" in result and "matmul_rate" in result:
+        result["targets"] = targets(result["bench_engine"]["rows"], result["matmul_rate"]["tflops"])
     kernels = next(s for s in steps if s["step"] == "kernels")
     with contextlib.suppress(ValueError, IndexError):
         result["kernels"] = json.loads(kernels["tail"].strip().splitlines()[-1])
