@@ -14,6 +14,7 @@
 #include <mma.h>
 
 #include "convlstm.h"
+#include "numeric.cuh"
 
 namespace cmrvsr {
 namespace {
@@ -21,20 +22,6 @@ namespace {
 constexpr int kTile = 16;          // output pixels per block edge
 constexpr int kChannelsPerStage = 8;  // input channels staged in shared memory at once
 constexpr int kHalo = kTile + 2;
-
-template <typename T>
-__device__ __forceinline__ float to_float(T v) { return static_cast<float>(v); }
-template <>
-__device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <>
-__device__ __forceinline__ float to_float<__half>(__half v) { return __half2float(v); }
-
-template <typename T>
-__device__ __forceinline__ T from_float(float v) { return static_cast<T>(v); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
-template <>
-__device__ __forceinline__ __half from_float<__half>(float v) { return __float2half(v); }
 
 __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + __expf(-x)); }
 

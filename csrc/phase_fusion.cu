@@ -8,6 +8,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "numeric.cuh"
 #include "phase_fusion.h"
 
 namespace cmrvsr {
@@ -17,22 +18,6 @@ constexpr int kTile = 16;
 constexpr int kChannelsPerStage = 8;
 constexpr int kHalo = kTile + 2;
 constexpr int kOutsPerThread = 4;  // output channels accumulated together (reuse of each staged input value)
-
-template <typename T>
-__device__ __forceinline__ float load(const T* p, long long i) { return static_cast<float>(p[i]); }
-template <>
-__device__ __forceinline__ float load<__nv_bfloat16>(const __nv_bfloat16* p, long long i) {
-  return __bfloat162float(p[i]);
-}
-template <>
-__device__ __forceinline__ float load<__half>(const __half* p, long long i) { return __half2float(p[i]); }
-
-template <typename T>
-__device__ __forceinline__ T store(float v) { return static_cast<T>(v); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 store<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
-template <>
-__device__ __forceinline__ __half store<__half>(float v) { return __float2half(v); }
 
 // grid: (tiles_x · tiles_y, ceil(O / kOutsPerThread), P · B); block: kTile × kTile threads.
 template <typename T>
@@ -67,7 +52,7 @@ __global__ void window_conv3x3_kernel(const T* __restrict__ x, const int* __rest
         const int cc = i / (kHalo * kHalo), rest = i % (kHalo * kHalo);
         const int yy = y0 + rest / kHalo - 1, xx = x0 + rest % kHalo - 1, c = c0 + cc;
         const bool inside = c < in_channels && yy >= 0 && yy < height && xx >= 0 && xx < width;
-        patch[cc][rest / kHalo][rest % kHalo] = inside ? load(x_base, c * hw + yy * width + xx) : 0.f;
+        patch[cc][rest / kHalo][rest % kHalo] = inside ? to_float(x_base[c * hw + yy * width + xx]) : 0.f;
       }
       __syncthreads();
       for (int cc = 0; cc < kChannelsPerStage && c0 + cc < in_channels; ++cc) {
@@ -76,7 +61,7 @@ __global__ void window_conv3x3_kernel(const T* __restrict__ x, const int* __rest
 #pragma unroll
           for (int k = 0; k < kOutsPerThread; ++k) {
             if (o0 + k < out_channels) {
-              acc[k] += v * load(w_base, ((static_cast<long long>(o0 + k) * in_channels) + c0 + cc) * 9 + tap);
+              acc[k] += v * to_float(w_base[((static_cast<long long>(o0 + k) * in_channels) + c0 + cc) * 9 + tap]);
             }
           }
         }
@@ -97,8 +82,8 @@ __global__ void window_conv3x3_kernel(const T* __restrict__ x, const int* __rest
     if (o0 + k >= out_channels) continue;
     const long long at = out_base + static_cast<long long>(o0 + k) * hw;
     float value = acc[k];
-    if (residual != nullptr) value += load(residual, at);
-    out[at] = store<T>(value);
+    if (residual != nullptr) value += to_float(residual[at]);
+    out[at] = from_float<T>(value);
   }
 }
 
