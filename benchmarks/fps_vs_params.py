@@ -7,11 +7,11 @@ For each zoo member, in its own child process: parameters; FLOPs per output fram
 torch.utils.flop_counter on the member's own forward at 16×16 LR and scaled to --size, exact for convolutions;
 bicubic's interpolation by its formula); latency per --frames-frame cine at --size² LR (median of --repeats timed
 runs after one full-length warm-up run) and FPS (output frames per second); peak memory (CPU: peak RSS above the
-process's size before the runner was built; CUDA: torch.cuda.max_memory_allocated). The path is the fastest
-available one for the member on the device (--path auto): on a GPU the Engine with the best kernel backend for
-the CMRVSR members it supports, the model under torch.compile otherwise; on a CPU the eager
-models in fp32 (the measured fastest fp32 path on the 2-core CPU, benchmarks/results/bench_engine_*_cpu.json:
-the compiled Engine gains 3 % after minutes of compilation). Quality (CardiacPSNR/SSIM on held-out phantoms)
+process's size before the runner was built; CUDA: torch.cuda.max_memory_allocated). The path (--path auto): on
+a GPU the Engine with the best kernel backend for the CMRVSR members it supports, the model under torch.compile
+otherwise; on a CPU the eager models in fp32, within 6 % of the fastest fp32 path measured on the 2-core CPU (the
+compiled reference, after 21 s of compilation per model: benchmarks/results/bench_engine_2026-11-25_cpu.json).
+Quality (CardiacPSNR/SSIM on held-out phantoms)
 comes from the newest committed equal-budget training result (benchmarks/zoo_train.py) where the member was
 trained. Writes dated JSON and the Fig. 4a-style PNG under benchmarks/results/.
 """
