@@ -236,19 +236,9 @@ def main() -> None:
     spec = {"device": args.device, "frames": args.frames, "size": args.size, "repeats": repeats,
             "path": args.path, "precision": args.precision}  # fmt: skip
     start = time.perf_counter()
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for index, name in enumerate(args.members, 1):
-            row = measure({**spec, "name": name}, Path(tmp))
-            print(
-                f"[{index}/{len(args.members)}] {name:<28} {row['parameters']:>10,} params "
-                f"{row['gflops_per_frame']:>9.2f} GFLOP/frame {row['fps']:>9.2f} FPS  {row['path']}",
-                flush=True,
-            )
-            rows.append(row)
     quality_file = None if args.no_quality else (args.quality or newest_quality_file())
-    quality = attach_quality(rows, quality_file)
     hardware = hardware_name(device)
+    out = args.out or RESULTS / f"fps_vs_params_{dt.date.today().isoformat()}_{hardware_kind(device)}.json"
     result = {
         "benchmark": "fps_vs_params",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -262,11 +252,26 @@ def main() -> None:
             "path": args.path,
             "repeats": repeats,
         },
-        "quality": quality,
-        "rows": rows,
-        "sweep_wall_s": round(time.perf_counter() - start, 1),
+        "complete": False,
+        "rows": [],
     }
-    out = write_result("fps_vs_params", hardware_kind(device), result, args.out)
+    rows = result["rows"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for index, name in enumerate(args.members, 1):
+            row = measure({**spec, "name": name}, Path(tmp))
+            print(
+                f"[{index}/{len(args.members)}] {name:<28} {row['parameters']:>10,} params "
+                f"{row['gflops_per_frame']:>9.2f} GFLOP/frame {row['fps']:>9.2f} FPS  {row['path']}",
+                flush=True,
+            )
+            rows.append(row)
+            result["quality"] = attach_quality(rows, quality_file)
+            # Written after every member: a sweep cut short (the device check's time limit) keeps what it measured.
+            write_result("fps_vs_params", hardware_kind(device), result, out, quiet=index < len(args.members))
+    result["complete"] = True
+    result["sweep_wall_s"] = round(time.perf_counter() - start, 1)
+    write_result("fps_vs_params", hardware_kind(device), result, out, quiet=True)
+    quality = result["quality"]
     title = (f"Fig. 4a on {hardware}: {args.frames}-frame cine at {args.size}² LR, {args.precision}, "
              f"{dt.date.today().isoformat()}")  # fmt: skip
     if quality:

@@ -105,6 +105,7 @@ def main() -> None:
             "parameters": zoo.parameter_count(zoo.build_model(zoo.config_for(name))),
             "steps": training["iterations"],
             "training_wall_s": training["wall_time_s"],
+            "training_hardware": training["hardware"],
             "loss": training["recipe"]["loss"],
             "final_train_loss": card["metrics"]["validation"]["loss"],
             "held_out": scores[name],
@@ -132,7 +133,8 @@ def main() -> None:
         },
         "bicubic": {f"bicubic-x{s}": scores[f"bicubic-x{s}"] for s in scales},
         "members": members,
-        "sweep_wall_s": round(sum(wall.values()), 1),
+        "training_wall_s_total": round(sum(m["training_wall_s"] for m in members.values()), 1),
+        "retrained_now": [name for name, seconds in wall.items() if seconds > 0],
     }
     write_result("zoo_training", hardware_kind(torch.device(args.device)), result, args.out)
 
