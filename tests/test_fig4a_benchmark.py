@@ -55,6 +55,7 @@ def test_sweep_writes_rows_quality_and_plot(tmp_path: Path) -> None:
         assert row["fps"] > 0 and row["latency_s_per_cine"] == pytest.approx(3 / row["fps"], rel=0.01)
         assert row["gflops_per_frame"] >= 0 and row["peak_memory_mb"] >= 0
     assert result["quality"]["budget"] == {"steps": 3, "batch": 2} and result["input"]["lr_size"] == 8
+    assert result["complete"] is True and result["sweep_wall_s"] > 0
     assert out.with_suffix(".png").stat().st_size > 10_000
 
 
