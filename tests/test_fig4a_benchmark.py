@@ -62,10 +62,12 @@ def test_sweep_writes_rows_quality_and_plot(tmp_path: Path) -> None:
 def test_a_finished_run_is_recognised_by_its_budget(tmp_path: Path) -> None:
     run = tmp_path / "edsr"
     run.mkdir()
-    assert not finished(run, 300, 4)
-    (run / "last.json").write_text(json.dumps({"training": {"budget": {"steps": 300, "batch": 4}}}))
+    assert not finished(run, 300, 4, 4e-4)
+    recipe = {"optimiser": "Adam lr=0.0004 weight_decay=0"}
+    (run / "last.json").write_text(json.dumps({"training": {"budget": {"steps": 300, "batch": 4}, "recipe": recipe}}))
     (run / "log.json").write_text("{}")
-    assert finished(run, 300, 4) and not finished(run, 300, 8) and not finished(run, 200, 4)
+    assert finished(run, 300, 4, 4e-4) and not finished(run, 300, 8, 4e-4) and not finished(run, 200, 4, 4e-4)
+    assert not finished(run, 300, 4, 1e-4)  # another learning rate is another run
 
 
 def test_unknown_members_are_refused(tmp_path: Path) -> None:
