@@ -19,7 +19,6 @@ trained. Writes dated JSON and the Fig. 4a-style PNG under benchmarks/results/.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import statistics
@@ -172,42 +171,58 @@ def attach_quality(rows: list[dict], quality_file: Path | None) -> dict | None:
 
 
 def plot(rows: list[dict], title: str, png: Path) -> None:
-    """FPS against parameters; colour: CardiacPSNR where the member was trained (hollow where not); marker: family."""
+    """FPS against parameters; colour: CardiacPSNR where the member was trained (hollow where not); marker: family;
+    each point numbered, the numbers named in a list beside the axes (the members crowd in a few places)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 6), dpi=120)
+    fig, (ax, side) = plt.subplots(1, 2, figsize=(13, 6.5), dpi=120, gridspec_kw={"width_ratios": [3, 1.25]})
     scored = [r["cardiac_psnr"] for r in rows if r.get("cardiac_psnr") is not None]
     norm = matplotlib.colors.Normalize(min(scored), max(scored)) if scored else None
     markers = {"baseline": "s", "cmrvsr": "o", "ablation": "^"}
-    for row in rows:
+    names = []
+    for number, row in enumerate(rows, 1):
         x, y = max(row["parameters"], 1), row["fps"]
         style = dict(marker=markers[row["family"]], s=70, linewidths=1.2)
         if row.get("cardiac_psnr") is not None:
             ax.scatter([x], [y], c=[row["cardiac_psnr"]], cmap="viridis", norm=norm, edgecolors="black", **style)
+            quality = f"{row['cardiac_psnr']:.2f} dB"
         else:
             ax.scatter([x], [y], facecolors="none", edgecolors="grey", **style)
-        ax.annotate(row["name"], (x, y), textcoords="offset points", xytext=(5, 3), fontsize=7)
+            quality = "not trained"
+        ax.annotate(str(number), (x, y), textcoords="offset points", xytext=(6, 2 - 4 * (number % 3)), fontsize=7)
+        names.append(f"{number:>2}  {row['name']:<26} {row['fps']:>8.2f} FPS  {quality}")
     ax.set_xscale("symlog", linthresh=1e4)
-    ax.margins(x=0.12, y=0.12)  # room for the labels of the outermost points
     ax.set_yscale("log")
+    ax.margins(x=0.08, y=0.12)
     ax.set_xlabel("parameters (bicubic: 0)")
     ax.set_ylabel("FPS (output frames per second)")
     ax.set_title(title, fontsize=9)
     if norm is not None:
-        bar = fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax)
-        bar.set_label("CardiacPSNR (dB), held-out phantoms, equal-budget training")
+        bar = fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax, pad=0.01)
+        bar.set_label("CardiacPSNR (dB), held-out phantoms, equal-budget training", fontsize=8)
     handles = [plt.Line2D([], [], marker=m, linestyle="", color="grey", label=f) for f, m in markers.items()]
     handles.append(plt.Line2D([], [], marker="o", linestyle="", markerfacecolor="none", color="grey",
                               label="hollow: not trained at this budget"))  # fmt: skip
-    ax.legend(handles=handles, loc="best", fontsize=8)
+    ax.legend(handles=handles, loc="lower left", fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
+    side.axis("off")
+    side.text(0, 1, "\n".join(names), family="monospace", fontsize=7, va="top")
     fig.tight_layout()
     fig.savefig(png)
     plt.close(fig)
     print(f"wrote {png}")
+
+
+def title_for(result: dict) -> str:
+    inputs, quality = result["input"], result.get("quality")
+    title = (f"Fig. 4a on {result['hardware']}: {inputs['frames']}-frame cine at {inputs['lr_size']}² LR, "
+             f"{inputs['precision']}, {result['date'][:10]}")  # fmt: skip
+    if quality:
+        title += f"\nquality: {quality['budget']['steps']} steps × {quality['budget']['batch']} clips on phantoms"
+    return title
 
 
 def main() -> None:
@@ -223,10 +238,14 @@ def main() -> None:
     parser.add_argument("--no-quality", action="store_true", help="size and speed columns only")
     parser.add_argument("--out", type=Path, help="result JSON (default: benchmarks/results/fps_vs_params_…); the "
                         "PNG goes beside it")  # fmt: skip
+    parser.add_argument("--replot", type=Path, help="redraw the plot of a result JSON (beside it) and stop")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(json.loads(args.worker))
+        return
+    if args.replot:
+        draw(json.loads(args.replot.read_text()), args.replot.with_suffix(".png"))
         return
     unknown = [n for n in args.members if n not in zoo.names()]
     if unknown:
@@ -271,15 +290,14 @@ def main() -> None:
     result["complete"] = True
     result["sweep_wall_s"] = round(time.perf_counter() - start, 1)
     write_result("fps_vs_params", hardware_kind(device), result, out, quiet=True)
-    quality = result["quality"]
-    title = (f"Fig. 4a on {hardware}: {args.frames}-frame cine at {args.size}² LR, {args.precision}, "
-             f"{dt.date.today().isoformat()}")  # fmt: skip
-    if quality:
-        title += f"\nquality: {quality['budget']['steps']} steps × {quality['budget']['batch']} clips on phantoms"
-    with contextlib.suppress(ImportError):
-        plot(rows, title, out.with_suffix(".png"))
-        return
-    print("matplotlib is not installed (pip install 'cmrvsr_fast[bench]'): no plot drawn")
+    draw(result, out.with_suffix(".png"))
+
+
+def draw(result: dict, png: Path) -> None:
+    try:
+        plot(result["rows"], title_for(result), png)
+    except ImportError:
+        print("matplotlib is not installed (pip install 'cmrvsr_fast[bench]'): no plot drawn")
 
 
 if __name__ == "__main__":

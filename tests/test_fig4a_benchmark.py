@@ -57,6 +57,10 @@ def test_sweep_writes_rows_quality_and_plot(tmp_path: Path) -> None:
     assert result["quality"]["budget"] == {"steps": 3, "batch": 2} and result["input"]["lr_size"] == 8
     assert result["complete"] is True and result["sweep_wall_s"] > 0
     assert out.with_suffix(".png").stat().st_size > 10_000
+    out.with_suffix(".png").unlink()
+    replot = [sys.executable, str(ROOT / "benchmarks" / "fps_vs_params.py"), "--replot", str(out)]
+    subprocess.run(replot, check=True, capture_output=True, timeout=120)
+    assert out.with_suffix(".png").stat().st_size > 10_000  # redrawn from the JSON alone
 
 
 def test_a_finished_run_is_recognised_by_its_budget(tmp_path: Path) -> None:
