@@ -3,7 +3,7 @@
     python benchmarks/device_check.py [--out DIR] [--budget-s 330] [--cpu-rehearsal]
 
 Steps, each with its own time limit, each recorded whatever happens (a failing step does not stop the others):
-  1. build: an offline editable install with the CUDA extension (CMRVSR_BUILD_CUDA=1);
+  1. build: an offline editable install with the CUDA extension (CMRVSR_BUILD_CUDA=1) for this GPU's arch;
   2. facts: GPU, compute capability, CUDA runtime, torch, triton, onnxruntime providers, the extension;
      then the bf16 matmul rate (cuBLAS, 8192³): the roofline the engine's TFLOP/s are compared with;
   3. gpu tests: `pytest -m gpu` (JUnit XML kept);
@@ -11,7 +11,8 @@ Steps, each with its own time limit, each recorded whatever happens (a failing s
      torch.compile; ONNX Runtime), one slice and a 10-slice stack, 64×64 LR ×4;
   5. the Triton kernels (ConvLSTM step, window fusion) against their reference twins, timed with do_bench;
   6. the micro-benchmarks (`pytest benchmarks/ --benchmark-only`, JSON kept);
-  7. the Fig. 4a sweep (benchmarks/fps_vs_params.py) over the whole zoo on the GPU, with its plot.
+  7. the Fig. 4a sweep (benchmarks/fps_vs_params.py) over the whole zoo on the GPU, with its plot;
+  8. one slice at 128×128 LR: the reference and the bf16 kernel paths, with whatever time is left.
 Writes device_check.json (and the step logs) under --out, default $OUT or benchmarks/results/.
 `--cpu-rehearsal` runs the same script on a CPU at toy sizes, so that it is tested before a GPU is lent.
 """
@@ -131,6 +132,18 @@ print(json.dumps(rows))
 """
 
 
+def local_cuda_arch() -> str:
+    """The lent GPU's compute capability as CMRVSR_CUDA_ARCHS spells it ("90" on an H100), or the full default
+    list when it cannot be read (the build then covers every supported arch)."""
+    query = "import torch; p = torch.cuda.get_device_capability(0); print(f'{p[0]}{p[1]}')"
+    try:
+        done = subprocess.run([sys.executable, "-c", query], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return "80;86;87;89;90"
+    arch = done.stdout.strip()
+    return arch if done.returncode == 0 and arch.isdigit() else "80;86;87;89;90"
+
+
 def targets(rows: list[dict], matmul_tflops: float) -> dict:
     """Issue 7's targets on the largest stack measured: the best bf16 path against reference eager fp32 and the
     compiled reference, and its achieved TFLOP/s (SPEC §6 cost) as a fraction of the measured bf16 matmul rate."""
@@ -166,6 +179,8 @@ def main() -> None:
     python = sys.executable
     steps = []
     build_env = {"CMRVSR_BUILD_CUDA": "1"} if not args.cpu_rehearsal else {"CMRVSR_SKIP_CUDA_BUILD": "1"}
+    if not args.cpu_rehearsal:
+        build_env["CMRVSR_CUDA_ARCHS"] = local_cuda_arch()  # this GPU's arch only: a fifth of the nvcc time
     # An editable install, offline: maps kernels/ and export/ into the package and builds cmrvsr_fast._C.
     install = [python, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-e", "."]
     steps.append(run_step("build", install, left(0.3), args.out, build_env))
@@ -213,7 +228,17 @@ def main() -> None:
     fps = [python, "benchmarks/fps_vs_params.py", "--out", str(fps_json), "--repeats", "5", "--path", "engine"]
     if args.cpu_rehearsal:
         fps += ["--members", "bicubic-x4", "lite-x4-no-ror", "--frames", "4", "--size", "12", "--repeats", "1"]
-    steps.append(run_step("fps_vs_params", fps, left(0.95), args.out))
+    steps.append(run_step("fps_vs_params", fps, left(0.8), args.out))
+    # The issue's 128×128 LR rows, last and with what time is left: the reference and the kernel paths, one slice.
+    bench_128_json = args.out / "bench_engine_128_device.json"
+    bench_128 = [python, "benchmarks/bench_engine.py", "--out", str(bench_128_json), "--repeats", "3", "--size",
+                 "128", "--slices", "1", "--paths", "reference fp32", "engine bf16"]  # fmt: skip
+    if args.cpu_rehearsal:
+        bench_128[bench_128.index("128")] = "16"
+        bench_128 += ["--preset", "lite-x4", "--frames", "4", "--repeats", "1"]
+    else:
+        bench_128 += ["engine bf16 triton", "engine bf16 cuda", "engine bf16 triton graph"]
+    steps.append(run_step("bench_engine_128", bench_128, left(0.95), args.out))
 
     result = {
         "benchmark": "device_check",
@@ -224,7 +249,9 @@ def main() -> None:
         "steps": steps,
         "total_s": round(time.perf_counter() - start, 1),
     }
-    for name, path in (("bench_engine", bench_json), ("fps_vs_params", fps_json), ("micro_kernels", micro_json)):
+    outputs = (("bench_engine", bench_json), ("bench_engine_128", bench_128_json), ("fps_vs_params", fps_json),
+               ("micro_kernels", micro_json))  # fmt: skip
+    for name, path in outputs:
         with contextlib.suppress(OSError, ValueError):  # a step that timed out may have left nothing, or half
             result[name] = json.loads(path.read_text())
     with contextlib.suppress(ValueError, IndexError):
