@@ -133,9 +133,10 @@ def test_skip_flag_builds_a_pure_wheel(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not NVCC, reason="nvcc is not on PATH (or CMRVSR_SKIP_CUDA_BUILD=1)")
-def test_the_convlstm_kernel_issues_tensor_core_instructions(tmp_path: Path) -> None:
-    ptx = tmp_path / "convlstm.ptx"
-    subprocess.run(["nvcc", "-std=c++17", "-arch=sm_80", "-ptx", str(ROOT / "csrc" / "convlstm.cu"), "-o", str(ptx)],
+@pytest.mark.parametrize("source", ["convlstm.cu", "phase_fusion.cu"])
+def test_the_kernels_issue_tensor_core_instructions(tmp_path: Path, source: str) -> None:
+    ptx = tmp_path / "kernel.ptx"
+    subprocess.run(["nvcc", "-std=c++17", "-arch=sm_80", "-ptx", str(ROOT / "csrc" / source), "-o", str(ptx)],
                    check=True, capture_output=True)  # fmt: skip
     text = ptx.read_text()
     assert "wmma.mma.sync.aligned.row.row.m16n16k16.f32.bf16.bf16.f32" in text  # bf16 in, fp32 accumulate
