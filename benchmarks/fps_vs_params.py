@@ -77,7 +77,7 @@ def build_runner(model: torch.nn.Module, path: str, precision: str, device: torc
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     if path.startswith("engine"):
         if isinstance(config, BaselineConfig) or unsupported_reason(config):
-            path = path.replace("engine", "eager").replace("eager-compiled", "compiled")
+            path = "compiled" if path == "engine-compiled" else "eager"
         else:
             backend = "auto" if device.type == "cuda" else "torch"
             engine = Engine(model, dtype=dtype, compile=path.endswith("compiled"), backend=backend)

@@ -31,9 +31,8 @@ ROUNDS = 20 if ON_GPU else 3
 def skip_unless_available(backend: str) -> None:
     if backend == "triton" and not ON_GPU and os.environ.get("TRITON_INTERPRET") == "1":
         pytest.skip("Triton under the CPU interpreter is a correctness tool, not a speed")
-    reason = {"reference": lambda d: None, "triton": triton_unavailable_reason, "cuda": cuda_unavailable_reason}[
-        backend
-    ](DEVICE)
+    unavailable = {"triton": triton_unavailable_reason, "cuda": cuda_unavailable_reason}
+    reason = unavailable[backend](DEVICE) if backend in unavailable else None
     if reason:
         pytest.skip(f"backend {backend}: {reason}")
 

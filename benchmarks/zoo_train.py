@@ -26,7 +26,7 @@ from measure import hardware_kind, hardware_name
 from results_io import write_result
 
 from cmrvsr_fast import zoo
-from cmrvsr_fast.checkpoint import load_weights, read_card
+from cmrvsr_fast.checkpoint import NORMALISATION, load_weights, read_card
 from cmrvsr_fast.cli import HELD_OUT_PHANTOM_SEEDS
 from cmrvsr_fast.data.datasets import make_sequences, phantom_records
 from cmrvsr_fast.evaluate import score_methods, super_resolve
@@ -90,7 +90,7 @@ def held_out_scores(names: list[str], runs: Path, scale: int, device: str) -> di
         model = model.to(device).eval()
         methods[name] = lambda s, m=model, n=card.normalisation: super_resolve(m, s.lr, s.phase, n, device)
     bicubic = zoo.build_model(zoo.config_for(f"bicubic-x{scale}")).eval()
-    methods[f"bicubic-x{scale}"] = lambda s: super_resolve(bicubic, s.lr, s.phase, (54.089, 48.084), device)
+    methods[f"bicubic-x{scale}"] = lambda s: super_resolve(bicubic, s.lr, s.phase, NORMALISATION["acdc"], device)
     rows = score_methods(scale, sequences, methods, "paper", progress=True)
     return {row.method: row.as_dict() for row in rows}
 

@@ -63,12 +63,12 @@ class Engine:
         reason = unsupported_reason(model.config)
         if reason:
             raise ValueError(f"Engine: {reason}")
-        if cuda_graph and torch.device(device or next(model.parameters()).device).type != "cuda":
-            raise ValueError("Engine: cuda_graph=True needs a CUDA device")
         self.model = model.eval()
         self.config = model.config
         self.dtype = dtype
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        if cuda_graph and self.device.type != "cuda":
+            raise ValueError("Engine: cuda_graph=True needs a CUDA device")
         self.max_batch = max_batch
         self.memory_budget_mb = memory_budget_mb
         # A named backend that cannot run raises; "auto" falls back (Triton, CUDA C++, PyTorch) and logs why once.
@@ -301,11 +301,11 @@ class Engine:
         window, half, frame = self.config.window, self.config.half_window, self.config.frame_channels
         lo, hi = max(0, needed[0] - half), min(length, needed[-1] + half + 1)
         both = torch.cat([h_fwd[lo:hi], h_bwd[lo:hi]], dim=2).reshape((hi - lo) * batch, 2 * f, height, width)
-        contrib = self._conv(both.contiguous(memory_format=torch.channels_last), self.fuse_h)
-        contrib = contrib.reshape(hi - lo, batch, window, frame, height, width)
         if self.backend in ("triton", "cuda"):
             return self._refine_fused(both.reshape(hi - lo, batch, 2 * f, height, width), codes[lo:hi], maps,
                                       [i - lo for i in needed], lo)  # fmt: skip
+        contrib = self._conv(both.contiguous(memory_format=torch.channels_last), self.fuse_h)
+        contrib = contrib.reshape(hi - lo, batch, window, frame, height, width)
         refined = {}
         for i in needed:
             # Offsets whose frame lies outside the sequence contribute nothing (zero padding in time); a zero

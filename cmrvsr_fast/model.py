@@ -187,7 +187,9 @@ class CMRVSR(nn.Module):
         for stage in range(stages):
             last = stage == stages - 1
             h_fwd = self.lstm_forward(features, is_centre)
-            h_bwd = self.lstm_backward(features[::-1], is_centre[::-1])[::-1] if self.lstm_backward else h_fwd
+            h_bwd = h_fwd  # unidirectional: the forward h stands in where the update needs a direction's h
+            if self.lstm_backward is not None:
+                h_bwd = self.lstm_backward(features[::-1], is_centre[::-1])[::-1]
 
             # Refine maps are needed at the centre frames and, for the next stage's update, at warm-up frames
             # k >= N on each side.
@@ -210,6 +212,8 @@ class CMRVSR(nn.Module):
                 features = self._residual_update(features, h_fwd, h_bwd, refined)
 
         return tuple(outputs) if self.training else outputs[-1]
+
+    loss_description = "deep-supervision L1 (SPEC §3)"
 
     @property
     def outputs_per_stage(self) -> int:

@@ -156,7 +156,7 @@ def train(
                     history.append(row)
                     improved = row["cardiac_psnr"] > best
                     best = max(best, row["cardiac_psnr"])
-                    card = _card(config, options, row, step, elapsed, world)
+                    card = _card(config, model.loss_description, options, row, step, elapsed, world)
                     save_checkpoint(model, out / "last.safetensors", card)
                     if improved:
                         save_checkpoint(model, out / "best.safetensors", card)
@@ -190,7 +190,9 @@ def _agree(flag: bool, world: int) -> bool:
     return bool(value.item())
 
 
-def _card(config: AnyConfig, options: TrainOptions, row: dict, step: int, elapsed: float, world: int) -> ModelCard:
+def _card(
+    config: AnyConfig, loss: str, options: TrainOptions, row: dict, step: int, elapsed: float, world: int
+) -> ModelCard:
     return ModelCard(
         config=config,
         normalisation=options.normalisation,
@@ -204,7 +206,7 @@ def _card(config: AnyConfig, options: TrainOptions, row: dict, step: int, elapse
                 "lr_crop": options.crop,
                 "flips": options.flips,
                 "amp_bf16": options.amp,
-                "loss": (model_loss_name(config)),
+                "loss": loss,
                 "seed": options.seed,
             },
             "iterations": step,
@@ -215,15 +217,6 @@ def _card(config: AnyConfig, options: TrainOptions, row: dict, step: int, elapse
         },
         metrics={"validation": row},
     )
-
-
-def model_loss_name(config: AnyConfig) -> str:
-    kind = getattr(config, "kind", "cmrvsr")
-    return {
-        "cmrvsr": "deep-supervision L1 (SPEC §3)",
-        "edsr-baseline": "L1",
-        "frvsr-light": "MSE + flow-warping MSE",
-    }[kind]
 
 
 def _hardware(device: str, world: int) -> str:

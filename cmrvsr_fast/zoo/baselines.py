@@ -97,6 +97,8 @@ class EDSRBaseline(nn.Module):
     """EDSR-baseline (Lim et al., CVPRW 2017): head conv, residual blocks, conv, global skip, pixel-shuffle
     up-sampler, tail conv; frame by frame. Trained with L1, as EDSR was."""
 
+    loss_description = "L1"
+
     def __init__(self, config: BaselineConfig) -> None:
         super().__init__()
         self.config = config
@@ -166,6 +168,8 @@ class FRVSRLight(nn.Module):
     resolution (space-to-depth). The first frame's previous estimate is black. Loss: MSE on the output plus the
     MSE of the flow-warped previous LR frame against the current one, as the original.
     """
+
+    loss_description = "MSE + flow-warping MSE"
 
     def __init__(self, config: BaselineConfig) -> None:
         super().__init__()
