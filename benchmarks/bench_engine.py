@@ -141,10 +141,16 @@ def worker(spec: dict) -> None:
     Path(spec["result"]).write_text(json.dumps(result))
 
 
+class PathFailed(RuntimeError):
+    """One path's worker process failed (a kernel fault, an unavailable backend): recorded, the others go on."""
+
+
 def run_path(spec: dict, workdir: Path) -> tuple[dict, torch.Tensor]:
     stem = f"{spec['slices']}_{spec['path'].replace(' ', '_')}"
     spec = {**spec, "output": str(workdir / f"{stem}.pt"), "result": str(workdir / f"{stem}.json")}
-    subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], check=True)
+    done = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise PathFailed(f"exit {done.returncode}: {(done.stdout + done.stderr).strip()[-1200:]}")
     return json.loads(Path(spec["result"]).read_text()), torch.load(spec["output"], weights_only=True)
 
 
@@ -171,38 +177,7 @@ def main() -> None:
 
     device = torch.device(args.device)
     config = ModelConfig.from_name(args.preset)
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for slices in args.slices:
-            flops = slices * inference_flops(config, args.frames, args.size, args.size)
-            reference = None
-            for path in paths:
-                if slices > 1 and path.startswith("aoti") and not args.stack_aoti:
-                    continue  # every batch size is another multi-minute AOTInductor compilation on a CPU
-                spec = {"preset": args.preset, "frames": args.frames, "size": args.size, "slices": slices,
-                        "repeats": args.repeats if slices == 1 else args.stack_repeats, "device": args.device,
-                        "path": path, "budget_mb": args.budget_mb}  # fmt: skip
-                timing, out = run_path(spec, Path(tmp))
-                reference = out if reference is None else reference
-                latency = statistics.median(timing["times"])
-                row = {
-                    "slices": slices,
-                    "path": path,
-                    "latency_s": round(latency, 4),
-                    "latency_per_cine_s": round(latency / slices, 4),
-                    "fps": round(slices * args.frames / latency, 3),
-                    "tflops": round(flops / latency / 1e12, 4),
-                    "peak_memory_mb": round(timing["peak_memory_mb"], 1),
-                    "warmup_s": round(timing["warmup_s"], 2),
-                    "cines_per_pass": timing["cines_per_pass"],
-                    "relative_l2": float((out - reference).norm() / reference.norm()),
-                    "all_latencies_s": [round(t, 4) for t in timing["times"]],
-                }
-                row["speedup_vs_reference"] = round(rows_base(rows, slices, row) / latency, 3)
-                rows.append(row)
-                print(f"{slices:>2} × {path:>24}: {row['latency_per_cine_s']:8.3f} s/cine {row['fps']:7.2f} FPS "
-                      f"{row['tflops']:.3f} TFLOP/s  {row['speedup_vs_reference']:5.2f}×  "
-                      f"peak {row['peak_memory_mb']:8.1f} MB  rel-L2 {row['relative_l2']:.1e}", flush=True)  # fmt: skip
+    rows: list[dict] = []
     result = {
         "benchmark": "bench_engine",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -221,8 +196,56 @@ def main() -> None:
         if device.type == "cuda"
         else "peak RSS above the process size before the path was built (MB)",
         "rows": rows,
+        "failed": [],
+        "complete": False,
     }
-    write_result("bench_engine", "cuda" if device.type == "cuda" else "cpu", result, args.out)
+    kind = "cuda" if device.type == "cuda" else "cpu"
+    with tempfile.TemporaryDirectory() as tmp:
+        for slices in args.slices:
+            flops = slices * inference_flops(config, args.frames, args.size, args.size)
+            reference = None
+            for path in paths:
+                if slices > 1 and path.startswith("aoti") and not args.stack_aoti:
+                    continue  # every batch size is another multi-minute AOTInductor compilation on a CPU
+                spec = {"preset": args.preset, "frames": args.frames, "size": args.size, "slices": slices,
+                        "repeats": args.repeats if slices == 1 else args.stack_repeats, "device": args.device,
+                        "path": path, "budget_mb": args.budget_mb}  # fmt: skip
+                try:
+                    timing, out = run_path(spec, Path(tmp))
+                except PathFailed as failure:
+                    result["failed"].append({"slices": slices, "path": path, "error": str(failure)})
+                    print(f"{slices:>2} × {path:>24}: FAILED {str(failure)[-400:]}", flush=True)
+                    write_result("bench_engine", kind, result, args.out, quiet=True)
+                    continue
+                if path == "reference fp32":
+                    reference = out  # the parity baseline (None when its own worker failed)
+                latency = statistics.median(timing["times"])
+                row = {
+                    "slices": slices,
+                    "path": path,
+                    "latency_s": round(latency, 4),
+                    "latency_per_cine_s": round(latency / slices, 4),
+                    "fps": round(slices * args.frames / latency, 3),
+                    "tflops": round(flops / latency / 1e12, 4),
+                    "peak_memory_mb": round(timing["peak_memory_mb"], 1),
+                    "warmup_s": round(timing["warmup_s"], 2),
+                    "cines_per_pass": timing["cines_per_pass"],
+                    "relative_l2": None if reference is None else float((out - reference).norm() / reference.norm()),
+                    "all_latencies_s": [round(t, 4) for t in timing["times"]],
+                }
+                row["speedup_vs_reference"] = round(rows_base(rows, slices, row) / latency, 3)
+                rows.append(row)
+                error = float("nan") if row["relative_l2"] is None else row["relative_l2"]
+                print(f"{slices:>2} × {path:>24}: {row['latency_per_cine_s']:8.3f} s/cine {row['fps']:7.2f} FPS "
+                      f"{row['tflops']:.3f} TFLOP/s  {row['speedup_vs_reference']:5.2f}×  "
+                      f"peak {row['peak_memory_mb']:8.1f} MB  rel-L2 {error:.1e}", flush=True)  # fmt: skip
+                # After every row: a run stopped at a time limit (the device check) keeps what it measured.
+                write_result("bench_engine", kind, result, args.out, quiet=True)
+    result["complete"] = True
+    write_result("bench_engine", kind, result, args.out)
+    if result["failed"]:
+        raise SystemExit(f"{len(result['failed'])} path(s) failed: " + ", ".join(
+            f"{f['slices']} × {f['path']}" for f in result["failed"]))  # fmt: skip
 
 
 def rows_base(rows: list[dict], slices: int, row: dict) -> float:

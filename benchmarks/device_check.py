@@ -6,10 +6,12 @@ Steps, each with its own time limit, each recorded whatever happens (a failing s
   1. build: an offline editable install with the CUDA extension (CMRVSR_BUILD_CUDA=1) for this GPU's arch;
   2. facts: GPU, compute capability, CUDA runtime, torch, triton, onnxruntime providers, the extension;
      then the bf16 matmul rate (cuBLAS, 8192³): the roofline the engine's TFLOP/s are compared with;
-  3. gpu tests: `pytest -m gpu` (JUnit XML kept);
-  4. benchmark: benchmarks/bench_engine.py on the GPU (reference, compiled, engine fp32/bf16, with and without
-     torch.compile; ONNX Runtime), one slice and a 10-slice stack, 64×64 LR ×4;
-  5. the Triton kernels (ConvLSTM step, window fusion) against their reference twins, timed with do_bench;
+  3. gpu tests: `pytest -m gpu` (JUnit XML kept); when they fail, compute-sanitizer memcheck over the CUDA C++
+     kernel tests;
+  4. the Triton kernels (ConvLSTM step, window fusion) against their reference twins, timed with do_bench;
+  5. benchmark: benchmarks/bench_engine.py on the GPU (reference, compiled, engine fp32/bf16 with every backend,
+     with and without torch.compile and CUDA graphs), one slice and a 10-slice stack (one pass), 64×64 LR ×4
+     (ONNX Runtime in the CPU rehearsal only: the GPU image's onnxruntime has no CUDA provider);
   6. the micro-benchmarks (`pytest benchmarks/ --benchmark-only`, JSON kept);
   7. the Fig. 4a sweep (benchmarks/fps_vs_params.py) over the whole zoo on the GPU, with its plot;
   8. one slice at 128×128 LR: the reference and the bf16 kernel paths, with whatever time is left.
@@ -25,6 +27,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -197,11 +200,24 @@ def main() -> None:
     test_files = [] if not args.cpu_rehearsal else ["tests/test_convlstm.py"]
     steps.append(run_step("gpu_tests", [python, "-m", "pytest", "-q", "-m", marker, f"--junitxml={junit}",
                                         *test_files], left(0.35), args.out))  # fmt: skip
+    sanitizer = shutil.which("compute-sanitizer")
+    if steps[-1]["status"] != "ok" and sanitizer and not args.cpu_rehearsal:
+        # A failing GPU test: memcheck names the first bad access of the CUDA C++ kernels (which nothing else can
+        # see: a fault there only shows as a later error).
+        kernel_tests = ["tests/test_convlstm.py", "tests/test_phase_fusion.py"]
+        steps.append(run_step("memcheck", [sanitizer, "--tool", "memcheck", "--print-limit", "20", python, "-m",
+                                           "pytest", "-q", "-x", "-m", "gpu", "-k", "cuda", *kernel_tests],
+                              min(120.0, left(0.3)), args.out))  # fmt: skip
     bench_json = args.out / "bench_engine_device.json"
     bench = [python, "benchmarks/bench_engine.py", "--out", str(bench_json), "--repeats", "3", "--stack-repeats", "3",
              "--paths", "reference fp32", "reference fp32 compiled", "engine fp32", "engine bf16",
-             "engine bf16 compiled", "onnxruntime fp32"]  # fmt: skip
-    if not args.cpu_rehearsal:
+             "engine bf16 compiled"]  # fmt: skip
+    if args.cpu_rehearsal:
+        bench += ["onnxruntime fp32"]
+    else:
+        # No ONNX Runtime row on the GPU: the image's onnxruntime runs on the CPU only, minutes per paper-x4 stack.
+        # The whole 10-slice stack in one pass: the CPU's 4 GiB pass budget would split it into five.
+        bench += ["--budget-mb", "65536"]
         bench += [
             "engine fp32 triton",
             "engine bf16 triton",
@@ -214,9 +230,9 @@ def main() -> None:
         ]
     if args.cpu_rehearsal:
         bench += ["--preset", "lite-x4", "--frames", "4", "--size", "12", "--slices", "1", "2", "--repeats", "1"]
-    steps.append(run_step("bench_engine", bench, left(0.6), args.out))
     interpret = {"TRITON_INTERPRET": "1"} if args.cpu_rehearsal else {}
-    steps.append(run_step("kernels", [python, "-c", KERNEL_TIMING], left(0.6), args.out, interpret))
+    steps.append(run_step("kernels", [python, "-c", KERNEL_TIMING], left(0.2), args.out, interpret))
+    steps.append(run_step("bench_engine", bench, left(0.6), args.out))
     micro_json = args.out / "micro_kernels.json"
     micro = [python, "-m", "pytest", "-q", "benchmarks/", "--benchmark-only", f"--benchmark-json={micro_json}"]
     if args.cpu_rehearsal:  # the SPEC §6 shapes take minutes on a CPU: one small case tests the step

@@ -15,7 +15,7 @@ import pytest
 import torch
 from test_convlstm import random_step
 from test_phase_fusion import fusion_case
-from tolerances import RELATIVE_L2, relative_l2
+from tolerances import RELATIVE_L2, ieee_float32, relative_l2
 
 from cmrvsr_fast.ops.convlstm import convlstm_step
 from cmrvsr_fast.ops.dispatch import cuda_unavailable_reason, triton_unavailable_reason
@@ -26,6 +26,12 @@ ON_GPU = DEVICE.type == "cuda"
 FEATURES, SIZE, EXTENDED_FRAMES = 64, 64, 42
 DTYPES = [torch.float32, torch.bfloat16] if ON_GPU else [torch.float32]
 ROUNDS = 20 if ON_GPU else 3
+
+
+@pytest.fixture(autouse=True)
+def _float32_means_ieee():
+    with ieee_float32():  # tests/tolerances.py says why
+        yield
 
 
 def skip_unless_available(backend: str) -> None:
@@ -62,7 +68,7 @@ def test_convlstm_step(benchmark, backend: str, slices: int, dtype: torch.dtype)
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("slices", [1, 10] if ON_GPU else [1])
-@pytest.mark.parametrize("backend", ["reference", "triton"])
+@pytest.mark.parametrize("backend", ["reference", "triton", "cuda"])
 def test_phase_fusion(benchmark, backend: str, slices: int, dtype: torch.dtype) -> None:
     skip_unless_available(backend)
     (x, table, w, bias, codes, maps), expected = fusion_case(EXTENDED_FRAMES, slices, FEATURES, SIZE, SIZE)

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from tolerances import ieee_float32
 
 from cmrvsr_fast import CMRVSR, ModelConfig
 
@@ -24,6 +25,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(autouse=True)
 def _seeded() -> None:
     torch.manual_seed(1234)
+
+
+@pytest.fixture(autouse=True)
+def _float32_means_ieee():
+    with ieee_float32():  # tests/tolerances.py says why
+        yield
 
 
 @pytest.fixture
