@@ -129,7 +129,7 @@ class Engine:
         """(window, frame, H, W): the response of each offset's phase-channel kernels to a constant 1 map."""
         key = (int(height), int(width))  # int(): under an exporter's tracer the sizes arrive as traced values
         if key not in self._phase_maps:
-            ones = torch.ones(1, 1, *key, dtype=torch.float64)
+            ones = torch.ones(1, 1, *key, dtype=torch.float64, device=self.fuse_phase.device)
             maps = [
                 F.conv2d(ones, self.fuse_phase[:, d : d + 1].double(), padding=1)[0] for d in range(self.config.window)
             ]

@@ -18,19 +18,24 @@ import torch
 import triton
 import triton.language as tl
 
-from .conv_tiles import accumulate, shifted_tile, weight_tile
+from .conv_tiles import accumulate, shifted_tile, tap_and_chunk, weight_tile
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
-_CONFIGS = [
+_CONFIGS = [  # bf16/fp16: tensor-core tiles
     triton.Config({"BLOCK_P": p, "BLOCK_F": f, "BLOCK_K": k}, num_warps=w, num_stages=s)
     for p, f, k, w, s in [
-        (64, 32, 32, 4, 2),
+        (64, 32, 32, 4, 3),
         (128, 32, 32, 4, 3),
-        (64, 64, 32, 4, 2),
+        (64, 64, 32, 4, 3),
         (128, 64, 32, 8, 3),
-        (32, 32, 16, 2, 2),
     ]
+]
+# IEEE float32: Triton lowers these dots to FMAs unrolled over the tile; small tiles keep the code (and its
+# compile time) small, and no tensor core would help them anyway.
+_IEEE_CONFIGS = [
+    triton.Config({"BLOCK_P": p, "BLOCK_F": f, "BLOCK_K": k}, num_warps=w, num_stages=s)
+    for p, f, k, w, s in [(64, 32, 16, 4, 2), (32, 32, 16, 4, 2)]
 ]
 
 
@@ -64,18 +69,19 @@ def _convlstm_step_kernel(
     acc_f = tl.zeros((BLOCK_P, BLOCK_F), dtype=tl.float32)
     acc_o = tl.zeros((BLOCK_P, BLOCK_F), dtype=tl.float32)
     acc_g = tl.zeros((BLOCK_P, BLOCK_F), dtype=tl.float32)
-    for tap in tl.static_range(9):
-        for k0 in range(0, F, BLOCK_K):
-            offs_k = k0 + tl.arange(0, BLOCK_K)
-            mask_k = offs_k < F
-            a = shifted_tile(h_base, offs_k, mask_k, y, x, mask_p, H, W, tap)
-            acc_i = accumulate(acc_i, a, weight_tile(w_base, offs_f, mask_f, offs_k, mask_k, F, tap), FP32_IEEE)
-            acc_f = accumulate(acc_f, a, weight_tile(w_base + gate_stride, offs_f, mask_f, offs_k, mask_k, F, tap),
-                               FP32_IEEE)  # fmt: skip
-            acc_o = accumulate(acc_o, a, weight_tile(w_base + 2 * gate_stride, offs_f, mask_f, offs_k, mask_k, F,
-                                                     tap), FP32_IEEE)  # fmt: skip
-            acc_g = accumulate(acc_g, a, weight_tile(w_base + 3 * gate_stride, offs_f, mask_f, offs_k, mask_k, F,
-                                                     tap), FP32_IEEE)  # fmt: skip
+    k_steps = tl.cdiv(F, BLOCK_K)
+    for step in range(0, 9 * k_steps):
+        tap, k0 = tap_and_chunk(step, k_steps, BLOCK_K)
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < F
+        a = shifted_tile(h_base, offs_k, mask_k, y, x, mask_p, H, W, tap)
+        acc_i = accumulate(acc_i, a, weight_tile(w_base, offs_f, mask_f, offs_k, mask_k, F, tap), FP32_IEEE)
+        acc_f = accumulate(acc_f, a, weight_tile(w_base + gate_stride, offs_f, mask_f, offs_k, mask_k, F, tap),
+                           FP32_IEEE)  # fmt: skip
+        acc_o = accumulate(acc_o, a, weight_tile(w_base + 2 * gate_stride, offs_f, mask_f, offs_k, mask_k, F, tap),
+                           FP32_IEEE)  # fmt: skip
+        acc_g = accumulate(acc_g, a, weight_tile(w_base + 3 * gate_stride, offs_f, mask_f, offs_k, mask_k, F, tap),
+                           FP32_IEEE)  # fmt: skip
 
     tile = offs_f[None, :] * hw + offs_p[:, None]  # (P, F) inside one (direction, cine) block of F·H·W
     tile_mask = mask_p[:, None] & mask_f[None, :]
@@ -93,6 +99,7 @@ def _convlstm_step_kernel(
 
 
 _tuned = triton.autotune(configs=_CONFIGS, key=["F", "H", "W"])(_convlstm_step_kernel)
+_tuned_ieee = triton.autotune(configs=_IEEE_CONFIGS, key=["F", "H", "W"])(_convlstm_step_kernel)
 
 
 def convlstm_step(
@@ -114,5 +121,5 @@ def convlstm_step(
             return (triton.cdiv(height * width, meta["BLOCK_P"]), triton.cdiv(features, meta["BLOCK_F"]),
                     directions * batch)  # fmt: skip
 
-        _tuned[grid](*args, FP32_IEEE=ieee)
+        (_tuned_ieee if ieee else _tuned)[grid](*args, FP32_IEEE=ieee)
     return h_out, c_out

@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .conv_tiles import accumulate, shifted_tile, weight_tile
+from .conv_tiles import accumulate, shifted_tile, tap_and_chunk, weight_tile
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -51,13 +51,14 @@ def _window_conv_kernel(
         if frame >= 0:
             x_base = x_ptr + (frame.to(tl.int64) * B + cine) * C * hw
             w_base = w_ptr + d * OUT_CH * C * 9  # the weights are small: int32 offsets suffice
-            for tap in tl.static_range(9):
-                for k0 in range(0, C, BLOCK_K):
-                    offs_k = k0 + tl.arange(0, BLOCK_K)
-                    mask_k = offs_k < C
-                    a = shifted_tile(x_base, offs_k, mask_k, y, x, mask_p, H, W, tap)
-                    b = weight_tile(w_base, offs_o, mask_o, offs_k, mask_k, C, tap)
-                    acc = accumulate(acc, a, b, FP32_IEEE)
+            k_steps = tl.cdiv(C, BLOCK_K)
+            for step in range(0, 9 * k_steps):
+                tap, k0 = tap_and_chunk(step, k_steps, BLOCK_K)
+                offs_k = k0 + tl.arange(0, BLOCK_K)
+                mask_k = offs_k < C
+                a = shifted_tile(x_base, offs_k, mask_k, y, x, mask_p, H, W, tap)
+                b = weight_tile(w_base, offs_o, mask_o, offs_k, mask_k, C, tap)
+                acc = accumulate(acc, a, b, FP32_IEEE)
             if HAS_PHASE:
                 code = tl.load(codes_ptr + frame * B + cine)
                 phase_map = tl.load(maps_ptr + (d * OUT_CH + offs_o[None, :]) * hw + offs_p[:, None],
@@ -71,11 +72,17 @@ def _window_conv_kernel(
     tl.store(out_ptr + tile, acc.to(out_ptr.dtype.element_ty), mask=tile_mask)
 
 
-_CONFIGS = [
+_CONFIGS = [  # bf16/fp16: tensor-core tiles
     triton.Config({"BLOCK_P": p, "BLOCK_O": o, "BLOCK_K": k}, num_warps=nw, num_stages=ns)
-    for p, o, k, nw, ns in [(64, 64, 32, 4, 2), (128, 64, 32, 4, 3), (64, 128, 32, 8, 3), (128, 32, 32, 4, 2)]
+    for p, o, k, nw, ns in [(64, 64, 32, 4, 3), (128, 64, 32, 4, 3), (64, 128, 32, 8, 3), (128, 128, 32, 8, 3)]
 ]
-_tuned = triton.autotune(configs=_CONFIGS, key=["C", "OUT_CH", "H", "W", "WINDOW"])(_window_conv_kernel)
+_IEEE_CONFIGS = [  # float32 without TF32: FMA-lowered dots, small tiles (see convlstm.py)
+    triton.Config({"BLOCK_P": p, "BLOCK_O": o, "BLOCK_K": k}, num_warps=nw, num_stages=ns)
+    for p, o, k, nw, ns in [(64, 32, 16, 4, 2), (64, 64, 16, 4, 2)]
+]
+_KEY = ["C", "OUT_CH", "H", "W", "WINDOW"]
+_tuned = triton.autotune(configs=_CONFIGS, key=_KEY)(_window_conv_kernel)
+_tuned_ieee = triton.autotune(configs=_IEEE_CONFIGS, key=_KEY)(_window_conv_kernel)
 
 
 def window_conv3x3(
@@ -106,5 +113,5 @@ def window_conv3x3(
             return (triton.cdiv(height * width, meta["BLOCK_P"]), triton.cdiv(outputs, meta["BLOCK_O"]),
                     positions * batch)  # fmt: skip
 
-        _tuned[grid](*args, **flags)
+        (_tuned_ieee if flags["FP32_IEEE"] else _tuned)[grid](*args, **flags)
     return out
