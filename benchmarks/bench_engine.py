@@ -5,7 +5,8 @@
 Paths: reference fp32 (eager; compiled), engine fp32 and bf16 (eager; compiled), onnxruntime fp32 (the exported
 ONNX graph), AOTInductor fp32 and bf16 (CPU or CUDA package); exported paths include their export in the
 warm-up time. Each (slice count, path) runs in its own child process so that its peak memory is its own (CPU: peak
-RSS above the process's size before the path was built; CUDA: torch.cuda.max_memory_allocated). Every child
+RSS above the process's size before the path was built; CUDA: torch.cuda.max_memory_allocated), or, with
+--in-process (for a GPU, where peak memory is reset per path), all in this one. Every child
 builds the same seeded model and inputs. A stack runs in passes of as many cines as fit --budget-mb (the
 Upscaler's default on a CPU). Per path: latency per cine (median of the timed runs after one warm-up pass:
 compiled and exported paths warm up on a full-length pass, since the reference's module inputs are views whose
@@ -98,8 +99,8 @@ def exported_runner(path: str, model: CMRVSR, lr: torch.Tensor, workdir: Path):
     return load_runner(artifact)
 
 
-def worker(spec: dict) -> None:
-    """Run one path in this process and write its timings (JSON) and output (tensor) where `spec` says."""
+def measure_path(spec: dict, workdir: Path) -> tuple[dict, torch.Tensor]:
+    """Build and time one path in this process: (timings, output on the CPU in fp32)."""
     device = torch.device(spec["device"])
     torch.manual_seed(0)
     model = CMRVSR(ModelConfig.from_name(spec["preset"])).to(device).eval()
@@ -118,7 +119,7 @@ def worker(spec: dict) -> None:
         torch.cuda.reset_peak_memory_stats()
     with torch.no_grad():
         start = time.perf_counter()
-        one_pass = build_runner(spec["path"], model, lr[:chunk], Path(spec["output"]).parent)
+        one_pass = build_runner(spec["path"], model, lr[:chunk], workdir)
 
         def run(lr: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
             return torch.cat([one_pass(lr[i : i + chunk], phase[i : i + chunk]) for i in range(0, len(lr), chunk)])
@@ -136,8 +137,13 @@ def worker(spec: dict) -> None:
             sync()
             times.append(time.perf_counter() - start)
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else peak_rss_mb() - rss_before
-    torch.save(out.float().cpu(), spec["output"])
-    result = {"times": times, "warmup_s": warmup_s, "peak_memory_mb": peak, "cines_per_pass": chunk}
+    return {"times": times, "warmup_s": warmup_s, "peak_memory_mb": peak, "cines_per_pass": chunk}, out.float().cpu()
+
+
+def worker(spec: dict) -> None:
+    """Run one path in this (child) process and write its timings (JSON) and output (tensor) where `spec` says."""
+    result, out = measure_path(spec, Path(spec["output"]).parent)
+    torch.save(out, spec["output"])
     Path(spec["result"]).write_text(json.dumps(result))
 
 
@@ -145,7 +151,15 @@ class PathFailed(RuntimeError):
     """One path's worker process failed (a kernel fault, an unavailable backend): recorded, the others go on."""
 
 
-def run_path(spec: dict, workdir: Path) -> tuple[dict, torch.Tensor]:
+def run_path(spec: dict, workdir: Path, in_process: bool = False) -> tuple[dict, torch.Tensor]:
+    if in_process:
+        try:
+            return measure_path(spec, workdir)
+        except Exception as error:  # any failure of one path is recorded; the others go on
+            raise PathFailed(f"{type(error).__name__}: {error}") from error
+        finally:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
     stem = f"{spec['slices']}_{spec['path'].replace(' ', '_')}"
     spec = {**spec, "output": str(workdir / f"{stem}.pt"), "result": str(workdir / f"{stem}.json")}
     done = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True)
@@ -154,7 +168,7 @@ def run_path(spec: dict, workdir: Path) -> tuple[dict, torch.Tensor]:
     return json.loads(Path(spec["result"]).read_text()), torch.load(spec["output"], weights_only=True)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="paper-x4")
     parser.add_argument("--frames", type=int, default=30)
@@ -168,8 +182,15 @@ def main() -> None:
                         metavar="PATH")  # fmt: skip
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--in-process", action="store_true",
+                        help="every path in this process (GPU: saves a Python and CUDA start per path; peak memory "
+                             "is still per path through torch.cuda.reset_peak_memory_stats)")  # fmt: skip
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.worker:
         worker(json.loads(args.worker))
         return
@@ -211,7 +232,7 @@ def main() -> None:
                         "repeats": args.repeats if slices == 1 else args.stack_repeats, "device": args.device,
                         "path": path, "budget_mb": args.budget_mb}  # fmt: skip
                 try:
-                    timing, out = run_path(spec, Path(tmp))
+                    timing, out = run_path(spec, Path(tmp), args.in_process)
                 except PathFailed as failure:
                     result["failed"].append({"slices": slices, "path": path, "error": str(failure)})
                     print(f"{slices:>2} × {path:>24}: FAILED {str(failure)[-400:]}", flush=True)

@@ -103,7 +103,9 @@ import json, torch, sys
 sys.path.insert(0, "tests")
 from test_convlstm import random_step, relative_l2
 from cmrvsr_fast.ops.convlstm import convlstm_step, convlstm_step_ref
+from cmrvsr_fast import _ext
 device = "cuda" if torch.cuda.is_available() else "cpu"
+CUDA_TWIN = device == "cuda" and _ext.available()  # the CUDA C++ twins timed beside Triton
 shapes = [(2, 10, 64, 64, 64), (2, 1, 64, 128, 128)] if device == "cuda" else [(2, 1, 8, 6, 7)]
 rows = []
 for shape in shapes:
@@ -117,20 +119,27 @@ for shape in shapes:
             from triton.testing import do_bench
             row["triton_ms"] = do_bench(lambda: convlstm_step(*inputs, backend="triton"))
             row["reference_ms"] = do_bench(lambda: convlstm_step_ref(*inputs))
+            if CUDA_TWIN:
+                row["cuda_ms"] = do_bench(lambda: convlstm_step(*inputs, backend="cuda"))
         rows.append(row)
         print(json.dumps(row), flush=True)  # progress: a step stopped at its limit keeps its rows
 from test_phase_fusion import fusion_case
 from cmrvsr_fast.ops.phase_fusion import window_conv3x3, window_conv3x3_ref
 cases = [dict(frames=34, batch=10, features=64, height=64, width=64)] if device == "cuda" else [dict(frames=3, batch=1)]
-for case in cases:
-    inputs, expected = fusion_case(**case)
-    inputs = [t.to(device) for t in inputs]
+for case, dtype in [(case, dtype) for case in cases for dtype in (torch.float32, torch.bfloat16)]:
+    if device != "cuda" and dtype != torch.float32:
+        continue  # no bf16 under the interpreter
+    (x, table, w, bias, codes, maps), expected = fusion_case(**case)
+    inputs = [t.to(device) for t in (x.to(dtype), table, w.to(dtype), bias, codes, maps)]
     out = window_conv3x3(*inputs, backend="triton")
-    row = {"op": "window_conv3x3", "case": case, "rel_l2": relative_l2(out.cpu(), expected)}
+    row = {"op": "window_conv3x3", "case": case, "dtype": str(dtype)}
+    row["rel_l2"] = relative_l2(out.float().cpu(), expected)
     if device == "cuda":
         from triton.testing import do_bench
         row["triton_ms"] = do_bench(lambda: window_conv3x3(*inputs, backend="triton"))
         row["reference_ms"] = do_bench(lambda: window_conv3x3_ref(*inputs))
+        if CUDA_TWIN:
+            row["cuda_ms"] = do_bench(lambda: window_conv3x3(*inputs, backend="cuda"))
     rows.append(row)
     print(json.dumps(row), flush=True)
 print(json.dumps(rows))
@@ -169,11 +178,60 @@ def targets(rows: list[dict], matmul_tflops: float) -> dict:
     }
 
 
+def benchmark_commands(python: str, out: Path, cpu_rehearsal: bool) -> dict[str, tuple[list[str], Path]]:
+    """The benchmark steps' command lines and the JSON each writes (tests/test_device_check.py parses every one
+    with its script's own parser: a wrong argument cost the first GPU run its whole engine benchmark)."""
+    bench_json = out / "bench_engine_device.json"
+    bench = [python, "benchmarks/bench_engine.py", "--out", str(bench_json), "--repeats", "3"]
+    if cpu_rehearsal:
+        bench += ["--paths", "reference fp32", "reference fp32 compiled", "engine fp32", "engine bf16",
+                  "engine bf16 compiled", "onnxruntime fp32"]  # fmt: skip
+    else:
+        # The 10-slice stack first (the issue's targets), in one pass (the CPU's 4 GiB pass budget would split it
+        # into five), the paths in order of importance: a run stopped at its limit keeps what matters. No ONNX
+        # Runtime row on the GPU: the image's onnxruntime runs on the CPU only, minutes per paper-x4 stack.
+        # In one process (a Python and CUDA start per path cost ~6 s each in the second run, 2026-11-26). The
+        # IEEE-float32 kernel paths without graphs (2.3 and 3.7 s per stack there) are left to bench_engine.py.
+        bench += ["--in-process", "--slices", "10", "1", "--budget-mb", "65536", "--stack-repeats", "2", "--paths",
+                  "reference fp32", "reference fp32 compiled", "engine bf16 compiled", "engine bf16 triton graph",
+                  "engine bf16 triton", "engine bf16 graph", "engine bf16", "engine bf16 cuda graph",
+                  "engine bf16 cuda", "engine fp32", "engine fp32 triton graph"]  # fmt: skip
+    if cpu_rehearsal:
+        bench += ["--preset", "lite-x4", "--frames", "4", "--size", "12", "--slices", "1", "2", "--repeats", "1"]
+    # Where the time goes: kernels ranked by device time for the reference and the engine (eager, torch and
+    # Triton backends) on the stack. (The pytest micro-benchmarks, `pytest benchmarks/ --benchmark-only`, repeat
+    # the kernels step's do_bench timings: they run on their own, not here.)
+    profile_json = out / "profile_engine_device.json"
+    profile = [python, "benchmarks/profile_engine.py", "--out", str(profile_json)]
+    if cpu_rehearsal:
+        profile += ["--preset", "lite-x4", "--frames", "4", "--size", "12", "--slices", "2", "--paths",
+                    "reference fp32", "engine bf16"]  # fmt: skip
+    # The issue's 128×128 LR rows: the reference and the best paths of the stack, one slice.
+    bench_128_json = out / "bench_engine_128_device.json"
+    bench_128 = [python, "benchmarks/bench_engine.py", "--out", str(bench_128_json), "--slices", "1"]
+    if cpu_rehearsal:
+        bench_128 += ["--preset", "lite-x4", "--frames", "4", "--size", "16", "--repeats", "1", "--paths",
+                      "reference fp32", "engine bf16"]  # fmt: skip
+    else:
+        bench_128 += ["--in-process", "--size", "128", "--repeats", "3", "--paths", "reference fp32",
+                      "reference fp32 compiled", "engine bf16 compiled", "engine bf16 triton graph", "engine bf16",
+                      "engine bf16 cuda graph"]  # fmt: skip
+    fps_json = out / "fps_vs_params_device.json"
+    # --path engine: the Engine with its best backend where it applies, eager models elsewhere; auto would compile
+    # the other members with torch.compile, minutes that the device check does not have.
+    fps = [python, "benchmarks/fps_vs_params.py", "--out", str(fps_json), "--repeats", "5", "--path", "engine"]
+    if cpu_rehearsal:
+        fps += ["--members", "bicubic-x4", "lite-x4-no-ror", "--frames", "4", "--size", "12", "--repeats", "1"]
+    return {"bench_engine": (bench, bench_json), "profile": (profile, profile_json),
+            "bench_engine_128": (bench_128, bench_128_json), "fps_vs_params": (fps, fps_json)}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or ROOT / "benchmarks" / "results"))
     parser.add_argument("--budget-s", type=float, default=330, help="total wall-time budget")
     parser.add_argument("--cpu-rehearsal", action="store_true", help="toy sizes on a CPU, to test this script")
+    parser.add_argument("--commit", help="the commit being checked, for the record (the device copy has no .git)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -210,60 +268,24 @@ def main() -> None:
         steps.append(run_step("memcheck", [sanitizer, "--tool", "memcheck", "--print-limit", "20", python, "-m",
                                            "pytest", "-q", "-x", "-m", "gpu", "-k", "cuda", *kernel_tests],
                               min(90.0, left(0.25)), args.out))  # fmt: skip
-    bench_json = args.out / "bench_engine_device.json"
-    bench = [python, "benchmarks/bench_engine.py", "--out", str(bench_json), "--repeats", "3", "--stack-repeats", "3"]
-    if args.cpu_rehearsal:
-        bench += ["--paths", "reference fp32", "reference fp32 compiled", "engine fp32", "engine bf16",
-                  "engine bf16 compiled", "onnxruntime fp32"]  # fmt: skip
-    else:
-        # The 10-slice stack first (the issue's targets), in one pass (the CPU's 4 GiB pass budget would split it
-        # into five), the paths in order of importance: a run stopped at its limit keeps what matters. No ONNX
-        # Runtime row on the GPU: the image's onnxruntime runs on the CPU only, minutes per paper-x4 stack.
-        bench += ["--slices", "10", "1", "--budget-mb", "65536", "--paths", "reference fp32",
-                  "reference fp32 compiled", "engine bf16 triton graph", "engine bf16 cuda graph", "engine bf16 graph",
-                  "engine bf16 triton", "engine bf16 cuda", "engine bf16", "engine bf16 compiled", "engine fp32",
-                  "engine fp32 triton", "engine fp32 cuda", "engine fp32 triton graph"]  # fmt: skip
-    if args.cpu_rehearsal:
-        bench += ["--preset", "lite-x4", "--frames", "4", "--size", "12", "--slices", "1", "2", "--repeats", "1"]
+    commands = benchmark_commands(python, args.out, args.cpu_rehearsal)
     interpret = {"TRITON_INTERPRET": "1"} if args.cpu_rehearsal else {}
     autotuning = {"TRITON_PRINT_AUTOTUNING": "1"}  # the chosen configs and the autotuning time, in the log
     steps.append(run_step("kernels", [python, "-c", KERNEL_TIMING], left(0.15), args.out, {**interpret, **autotuning}))
-    steps.append(run_step("bench_engine", bench, left(0.7), args.out))
-    micro_json = args.out / "micro_kernels.json"
-    micro = [python, "-m", "pytest", "-q", "benchmarks/", "--benchmark-only", f"--benchmark-json={micro_json}"]
-    if args.cpu_rehearsal:  # the SPEC §6 shapes take minutes on a CPU: one small case tests the step
-        micro += ["-k", "test_convlstm_step and reference-1-"]
-    steps.append(run_step("micro_benchmarks", micro, left(0.35), args.out))
-    fps_json = args.out / "fps_vs_params_device.json"
-    # --path engine: the Engine with its best backend where it applies, eager models elsewhere; auto would compile
-    # the other members with torch.compile, minutes that the device check does not have.
-    fps = [python, "benchmarks/fps_vs_params.py", "--out", str(fps_json), "--repeats", "5", "--path", "engine"]
-    if args.cpu_rehearsal:
-        fps += ["--members", "bicubic-x4", "lite-x4-no-ror", "--frames", "4", "--size", "12", "--repeats", "1"]
-    steps.append(run_step("fps_vs_params", fps, left(0.8), args.out))
-    # The issue's 128×128 LR rows, last and with what time is left: the reference and the kernel paths, one slice.
-    bench_128_json = args.out / "bench_engine_128_device.json"
-    bench_128 = [python, "benchmarks/bench_engine.py", "--out", str(bench_128_json), "--repeats", "3", "--size",
-                 "128", "--slices", "1", "--paths", "reference fp32", "engine bf16"]  # fmt: skip
-    if args.cpu_rehearsal:
-        bench_128[bench_128.index("128")] = "16"
-        bench_128 += ["--preset", "lite-x4", "--frames", "4", "--repeats", "1"]
-    else:
-        bench_128 += ["engine bf16 triton", "engine bf16 cuda", "engine bf16 triton graph"]
-    steps.append(run_step("bench_engine_128", bench_128, left(0.95), args.out))
+    for name, share in (("bench_engine", 0.7), ("profile", 0.3), ("bench_engine_128", 0.4), ("fps_vs_params", 0.95)):
+        steps.append(run_step(name, commands[name][0], left(share), args.out))  # fps last: whatever time is left
 
     result = {
         "benchmark": "device_check",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "rehearsal_on_cpu": args.cpu_rehearsal,
+        "commit": args.commit,
         "host": platform.node(),
         "facts": facts,
         "steps": steps,
         "total_s": round(time.perf_counter() - start, 1),
     }
-    outputs = (("bench_engine", bench_json), ("bench_engine_128", bench_128_json), ("fps_vs_params", fps_json),
-               ("micro_kernels", micro_json))  # fmt: skip
-    for name, path in outputs:
+    for name, (_, path) in commands.items():
         with contextlib.suppress(OSError, ValueError):  # a step that timed out may have left nothing, or half
             result[name] = json.loads(path.read_text())
     with contextlib.suppress(ValueError, IndexError):

@@ -225,7 +225,7 @@ def title_for(result: dict) -> str:
     return title
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", nargs="+", default=list(zoo.FIG4A), help="zoo names (default: FIG4A)")
     parser.add_argument("--frames", type=int, default=30)
@@ -240,6 +240,11 @@ def main() -> None:
                         "PNG goes beside it")  # fmt: skip
     parser.add_argument("--replot", type=Path, help="redraw the plot of a result JSON (beside it) and stop")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     if args.worker:
         worker(json.loads(args.worker))

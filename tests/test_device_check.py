@@ -1,0 +1,54 @@
+"""The device check's benchmark command lines parse with their scripts' own parsers, on both branches (a GPU's
+and the CPU rehearsal's): the rehearsal runs only its own branch, and a wrong argument in the GPU branch cost the
+first GPU run (2026-11-26) its whole engine benchmark."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def device_check():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        yield importlib.import_module("device_check")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+@pytest.mark.parametrize("cpu_rehearsal", [False, True], ids=["on-a-gpu", "cpu-rehearsal"])
+def test_every_benchmark_command_parses(device_check, tmp_path: Path, cpu_rehearsal: bool) -> None:
+    commands = device_check.benchmark_commands("python", tmp_path, cpu_rehearsal)
+    assert set(commands) == {"bench_engine", "profile", "bench_engine_128", "fps_vs_params"}
+    parsed = {}
+    for name, (command, json_path) in commands.items():
+        script = Path(command[1])
+        assert (BENCHMARKS.parent / script).is_file(), script
+        module = importlib.import_module(script.stem)
+        parsed[name] = module.build_parser().parse_args(command[2:])  # SystemExit on any unknown argument
+        assert parsed[name].out == json_path
+    if not cpu_rehearsal:
+        bench = parsed["bench_engine"]
+        assert bench.slices == [10, 1] and bench.in_process and bench.paths[0] == "reference fp32"
+        assert {"reference fp32 compiled", "engine bf16 triton graph", "engine bf16 cuda graph"} <= set(bench.paths)
+        assert parsed["bench_engine_128"].size == 128
+
+
+def test_targets_compare_the_best_bf16_path_of_the_largest_stack(device_check) -> None:
+    rows = [
+        {"slices": 10, "path": "reference fp32", "fps": 100.0, "tflops": 10.0},
+        {"slices": 10, "path": "reference fp32 compiled", "fps": 120.0, "tflops": 12.0},
+        {"slices": 10, "path": "engine bf16", "fps": 300.0, "tflops": 30.0},
+        {"slices": 10, "path": "engine bf16 triton graph", "fps": 600.0, "tflops": 60.0},
+        {"slices": 1, "path": "engine bf16 triton graph", "fps": 900.0, "tflops": 90.0},
+    ]
+    targets = device_check.targets(rows, matmul_tflops=200.0)
+    assert targets["best_bf16_path"] == "engine bf16 triton graph"
+    assert targets["vs_reference_eager_fp32"] == 6.0 and targets["vs_reference_compiled"] == 5.0
+    assert targets["roofline_fraction"] == 0.3
