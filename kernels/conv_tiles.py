@@ -1,9 +1,11 @@
 """Shared pieces of the implicit-GEMM 3×3 convolutions in the Triton kernels (convlstm.py, phase_fusion.py).
 
-The K loop of both kernels is one flat loop over 9 taps × channel chunks with the tap a run-time value: Triton
-software-pipelines that loop (num_stages), and the body is compiled once. (With the taps unrolled statically the
-first device check's Triton steps ran out of time on an H200, 2026-11-26, most likely in compilation: nine copies
-of four dots, which Triton lowers to FMAs unrolled over the tile for IEEE float32.)"""
+K runs over the flat (input channel, tap) index k = channel · 9 + tap, the order in which an (O, C, 3, 3)
+weight tensor stores a row: the weight tile of a K step is then one contiguous run per output channel (wide loads,
+no repacking), and the activation tile is an im2col gather, one shifted pixel row per (channel, tap). One flat,
+software-pipelined loop over K with one compiled body: with the taps unrolled statically the first device check's
+Triton steps ran out of time on an H200 (2026-11-26), most likely in compilation.
+"""
 
 from __future__ import annotations
 
@@ -12,27 +14,22 @@ import triton.language as tl
 
 
 @triton.jit
-def shifted_tile(base, offs_k, mask_k, y, x, mask_p, H, W, tap):
-    """(P, K) input values under tap `tap` of the 3×3 window of pixels (y, x), channels offs_k of a (K, H, W)
-    block at `base`; zero outside the image (the convolution's zero padding)."""
-    yy = y + (tap // 3 - 1)
-    xx = x + (tap % 3 - 1)
-    inside = mask_p & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
-    return tl.load(base + offs_k[None, :] * H * W + (yy * W + xx)[:, None],
-                   mask=inside[:, None] & mask_k[None, :], other=0.0)  # fmt: skip
+def im2col_tile(base, offs_k, mask_k, y, x, mask_p, H, W):
+    """(P, K) values of a (C, H, W) block at `base`: column k = channel · 9 + tap of the 3×3 window of pixels
+    (y, x); zero outside the image (the convolution's zero padding) and for k past the end (mask_k)."""
+    channel = offs_k // 9
+    tap = offs_k % 9
+    yy = y[:, None] + (tap // 3 - 1)[None, :]
+    xx = x[:, None] + (tap % 3 - 1)[None, :]
+    inside = (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W) & mask_p[:, None] & mask_k[None, :]
+    return tl.load(base + channel[None, :] * H * W + yy * W + xx, mask=inside, other=0.0)
 
 
 @triton.jit
-def weight_tile(base, offs_out, mask_out, offs_k, mask_k, channels, tap):
-    """(K, O) weights of one tap from an (O, channels, 3, 3) block at `base`."""
-    return tl.load(base + (offs_out[None, :] * channels + offs_k[:, None]) * 9 + tap,
+def weight_rows(base, offs_out, mask_out, offs_k, mask_k, row_length):
+    """(K, O) weights from an (O, row_length) block at `base` (an (O, C, 3, 3) tensor, row_length = 9·C)."""
+    return tl.load(base + offs_out[None, :] * row_length + offs_k[:, None],
                    mask=mask_k[:, None] & mask_out[None, :], other=0.0)  # fmt: skip
-
-
-@triton.jit
-def tap_and_chunk(step, k_steps, BLOCK_K: tl.constexpr):
-    """Step `step` of the flat K loop -> (tap 0..8, first channel of its chunk)."""
-    return step // k_steps, (step % k_steps) * BLOCK_K
 
 
 @triton.jit

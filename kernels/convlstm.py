@@ -3,8 +3,8 @@
 gates = conv3×3(h, W_h) + gx  (gx: the hoisted input-to-gates convolution plus bias, computed for all frames
 at once by the Engine); c' = σ(f)·c + σ(i)·tanh(g); h' = σ(o)·tanh(c'). One program computes a tile of
 BLOCK_P pixels × BLOCK_F hidden channels of one (direction, cine): the 3×3 convolution as an implicit GEMM over
-K = 9 taps × F input channels into four fp32 accumulators (i, f, o, g) held in registers, then the cell update
-in the epilogue. Gates never reach memory; the cell state is read and written in fp32.
+K = F input channels × 9 taps (conv_tiles.py) into four fp32 accumulators (i, f, o, g) held in registers, then
+the cell update in the epilogue. Gates never reach memory; the cell state is read and written in fp32.
 
 Layouts (contiguous): h (D, B, F, H, W); w (D, 4F, F, 3, 3) with gate blocks (i, f, o, g); gx (D, B, 4F, H, W);
 c (D, B, F, H, W) float32. D = 2 for the two directions.
@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .conv_tiles import accumulate, shifted_tile, tap_and_chunk, weight_tile
+from .conv_tiles import accumulate, im2col_tile, weight_rows
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -47,7 +47,7 @@ def _tanh(x):
 @triton.jit
 def _convlstm_step_kernel(
     h_ptr, w_ptr, gx_ptr, c_ptr, h_out_ptr, c_out_ptr,
-    B, F, H, W,
+    B, F, H, W, K9,
     FP32_IEEE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     pid_p = tl.program_id(0)
@@ -62,25 +62,22 @@ def _convlstm_step_kernel(
     y = offs_p // W
     x = offs_p % W
     h_base = h_ptr + pid_db.to(tl.int64) * F * hw
-    w_base = w_ptr + direction.to(tl.int64) * 4 * F * F * 9
-    gate_stride = F * F * 9
+    w_base = w_ptr + direction.to(tl.int64) * 4 * F * K9
+    gate_stride = F * K9  # one gate's (F, F, 3, 3) block
 
     acc_i = tl.zeros((BLOCK_P, BLOCK_F), dtype=tl.float32)
     acc_f = tl.zeros((BLOCK_P, BLOCK_F), dtype=tl.float32)
     acc_o = tl.zeros((BLOCK_P, BLOCK_F), dtype=tl.float32)
     acc_g = tl.zeros((BLOCK_P, BLOCK_F), dtype=tl.float32)
-    k_steps = tl.cdiv(F, BLOCK_K)
-    for step in range(0, 9 * k_steps):
-        tap, k0 = tap_and_chunk(step, k_steps, BLOCK_K)
+    for k0 in range(0, K9, BLOCK_K):  # K = F input channels × 9 taps, flat
         offs_k = k0 + tl.arange(0, BLOCK_K)
-        mask_k = offs_k < F
-        a = shifted_tile(h_base, offs_k, mask_k, y, x, mask_p, H, W, tap)
-        acc_i = accumulate(acc_i, a, weight_tile(w_base, offs_f, mask_f, offs_k, mask_k, F, tap), FP32_IEEE)
-        acc_f = accumulate(acc_f, a, weight_tile(w_base + gate_stride, offs_f, mask_f, offs_k, mask_k, F, tap),
+        mask_k = offs_k < K9
+        a = im2col_tile(h_base, offs_k, mask_k, y, x, mask_p, H, W)
+        acc_i = accumulate(acc_i, a, weight_rows(w_base, offs_f, mask_f, offs_k, mask_k, K9), FP32_IEEE)
+        acc_f = accumulate(acc_f, a, weight_rows(w_base + gate_stride, offs_f, mask_f, offs_k, mask_k, K9), FP32_IEEE)
+        acc_o = accumulate(acc_o, a, weight_rows(w_base + 2 * gate_stride, offs_f, mask_f, offs_k, mask_k, K9),
                            FP32_IEEE)  # fmt: skip
-        acc_o = accumulate(acc_o, a, weight_tile(w_base + 2 * gate_stride, offs_f, mask_f, offs_k, mask_k, F, tap),
-                           FP32_IEEE)  # fmt: skip
-        acc_g = accumulate(acc_g, a, weight_tile(w_base + 3 * gate_stride, offs_f, mask_f, offs_k, mask_k, F, tap),
+        acc_g = accumulate(acc_g, a, weight_rows(w_base + 3 * gate_stride, offs_f, mask_f, offs_k, mask_k, K9),
                            FP32_IEEE)  # fmt: skip
 
     tile = offs_f[None, :] * hw + offs_p[:, None]  # (P, F) inside one (direction, cine) block of F·H·W
@@ -110,7 +107,9 @@ def convlstm_step(
     h_out = torch.empty_like(h)
     c_out = torch.empty_like(c)
     ieee = h.dtype == torch.float32
-    args = (h, w, gx, c, h_out, c_out, batch, features, height, width)
+    # K9 = 9·F as its own argument: Triton specialises it as a multiple of 16 when it is (F = 64: 576), which
+    # lets the weight rows load 16 bytes at a time.
+    args = (h, w, gx, c, h_out, c_out, batch, features, height, width, 9 * features)
     if INTERPRET:  # autotuning is meaningless (and slow) under the CPU interpreter
         blocks = {"BLOCK_P": 32, "BLOCK_F": 16, "BLOCK_K": 16}
         grid = (triton.cdiv(height * width, 32), triton.cdiv(features, 16), directions * batch)

@@ -7,7 +7,7 @@ x = [h_fwd, h_bwd] per frame this is the fusion convolution of SPEC §1 without 
 concatenation: the phase channel, constant in space, enters as code · (its kernels' response to a ones map).
 With window 1, no codes and a residual it is the projection convolution with the residual add in its epilogue.
 One program: BLOCK_P pixels × BLOCK_O output channels of one (position, cine); implicit GEMM over
-K = window × 9 taps × C input channels into an fp32 accumulator.
+K = window × C input channels × 9 taps (conv_tiles.py) into an fp32 accumulator.
 
 Layouts (contiguous): x (E, B, C, H, W); frame (P, window) int32; w (window, O, C, 3, 3); bias (O,) fp32;
 codes (E, B) fp32; maps (window, O, H, W) fp32; residual and out (P, B, O, H, W).
@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .conv_tiles import accumulate, shifted_tile, tap_and_chunk, weight_tile
+from .conv_tiles import accumulate, im2col_tile, weight_rows
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -29,7 +29,7 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 @triton.jit
 def _window_conv_kernel(
     x_ptr, frame_ptr, w_ptr, bias_ptr, codes_ptr, maps_ptr, residual_ptr, out_ptr,
-    B, C, OUT_CH, H, W, WINDOW,
+    B, C, OUT_CH, H, W, WINDOW, K9,
     HAS_PHASE: tl.constexpr, HAS_RESIDUAL: tl.constexpr, FP32_IEEE: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
@@ -50,14 +50,12 @@ def _window_conv_kernel(
         frame = tl.load(frame_ptr + position * WINDOW + d)
         if frame >= 0:
             x_base = x_ptr + (frame.to(tl.int64) * B + cine) * C * hw
-            w_base = w_ptr + d * OUT_CH * C * 9  # the weights are small: int32 offsets suffice
-            k_steps = tl.cdiv(C, BLOCK_K)
-            for step in range(0, 9 * k_steps):
-                tap, k0 = tap_and_chunk(step, k_steps, BLOCK_K)
+            w_base = w_ptr + d * OUT_CH * K9  # the weights are small: int32 offsets suffice
+            for k0 in range(0, K9, BLOCK_K):  # K = C input channels × 9 taps, flat
                 offs_k = k0 + tl.arange(0, BLOCK_K)
-                mask_k = offs_k < C
-                a = shifted_tile(x_base, offs_k, mask_k, y, x, mask_p, H, W, tap)
-                b = weight_tile(w_base, offs_o, mask_o, offs_k, mask_k, C, tap)
+                mask_k = offs_k < K9
+                a = im2col_tile(x_base, offs_k, mask_k, y, x, mask_p, H, W)
+                b = weight_rows(w_base, offs_o, mask_o, offs_k, mask_k, K9)
                 acc = accumulate(acc, a, b, FP32_IEEE)
             if HAS_PHASE:
                 code = tl.load(codes_ptr + frame * B + cine)
@@ -101,7 +99,7 @@ def window_conv3x3(
     out = torch.empty(positions, batch, outputs, height, width, dtype=x.dtype, device=x.device)
     dummy = bias  # a valid pointer for the arguments a constexpr switch leaves unread
     optional = [t if t is not None else dummy for t in (codes, maps, residual)]
-    args = (x, frame, w, bias, *optional, out, batch, channels, outputs, height, width, window)
+    args = (x, frame, w, bias, *optional, out, batch, channels, outputs, height, width, window, 9 * channels)
     flags = {"HAS_PHASE": codes is not None, "HAS_RESIDUAL": residual is not None}
     flags["FP32_IEEE"] = x.dtype == torch.float32
     if INTERPRET:
