@@ -9,8 +9,16 @@ Triton steps ran out of time on an H200 (2026-11-26), most likely in compilation
 
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
+
+
+def ieee_float32(x: torch.Tensor) -> bool:
+    """Whether float32 dots must be IEEE float32: PyTorch's own switch for convolutions decides, as it does for
+    the reference model on the same GPU (cuDNN rounds to TF32 while `torch.backends.cudnn.allow_tf32` is on, its
+    default). Off, or on a CPU (the interpreter), the kernels compute in IEEE float32; bf16/fp16 never ask."""
+    return x.dtype == torch.float32 and not (x.is_cuda and torch.backends.cudnn.allow_tf32)
 
 
 @triton.jit
@@ -34,7 +42,8 @@ def weight_rows(base, offs_out, mask_out, offs_k, mask_k, row_length):
 
 @triton.jit
 def accumulate(acc, a, b, FP32_IEEE: tl.constexpr):
-    """acc + a @ b; in float32 without TF32 rounding when FP32_IEEE (parity with the reference)."""
+    """acc + a @ b; float32 operands without TF32 rounding when FP32_IEEE, else on the tensor cores (TF32 for
+    float32 operands)."""
     if FP32_IEEE:
         acc += tl.dot(a, b, input_precision="ieee")
     else:

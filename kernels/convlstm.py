@@ -18,11 +18,11 @@ import torch
 import triton
 import triton.language as tl
 
-from .conv_tiles import accumulate, im2col_tile, weight_rows
+from .conv_tiles import accumulate, ieee_float32, im2col_tile, weight_rows
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
-_CONFIGS = [  # bf16/fp16: tensor-core tiles
+_CONFIGS = [  # bf16/fp16 and TF32: tensor-core tiles
     triton.Config({"BLOCK_P": p, "BLOCK_F": f, "BLOCK_K": k}, num_warps=w, num_stages=s)
     for p, f, k, w, s in [
         (64, 32, 32, 4, 3),
@@ -106,7 +106,7 @@ def convlstm_step(
     directions, batch, features, height, width = h.shape
     h_out = torch.empty_like(h)
     c_out = torch.empty_like(c)
-    ieee = h.dtype == torch.float32
+    ieee = ieee_float32(h)
     # K9 = 9·F as its own argument: Triton specialises it as a multiple of 16 when it is (F = 64: 576), which
     # lets the weight rows load 16 bytes at a time.
     args = (h, w, gx, c, h_out, c_out, batch, features, height, width, 9 * features)

@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .conv_tiles import accumulate, im2col_tile, weight_rows
+from .conv_tiles import accumulate, ieee_float32, im2col_tile, weight_rows
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -70,7 +70,7 @@ def _window_conv_kernel(
     tl.store(out_ptr + tile, acc.to(out_ptr.dtype.element_ty), mask=tile_mask)
 
 
-_CONFIGS = [  # bf16/fp16: tensor-core tiles
+_CONFIGS = [  # bf16/fp16 and TF32: tensor-core tiles
     triton.Config({"BLOCK_P": p, "BLOCK_O": o, "BLOCK_K": k}, num_warps=nw, num_stages=ns)
     for p, o, k, nw, ns in [(64, 64, 32, 4, 3), (128, 64, 32, 4, 3), (64, 128, 32, 8, 3), (128, 128, 32, 8, 3)]
 ]
@@ -101,7 +101,7 @@ def window_conv3x3(
     optional = [t if t is not None else dummy for t in (codes, maps, residual)]
     args = (x, frame, w, bias, *optional, out, batch, channels, outputs, height, width, window, 9 * channels)
     flags = {"HAS_PHASE": codes is not None, "HAS_RESIDUAL": residual is not None}
-    flags["FP32_IEEE"] = x.dtype == torch.float32
+    flags["FP32_IEEE"] = ieee_float32(x)
     if INTERPRET:
         grid = (triton.cdiv(height * width, 32), triton.cdiv(outputs, 16), positions * batch)
         _window_conv_kernel[grid](*args, **flags, BLOCK_P=32, BLOCK_O=16, BLOCK_K=16)

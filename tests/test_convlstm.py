@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import run_under_triton_interpreter
 from tolerances import RELATIVE_L2 as TOLERANCE
-from tolerances import relative_l2
+from tolerances import TF32_RELATIVE_L2, relative_l2
 
 from cmrvsr_fast.model import ConvLSTMCell
 from cmrvsr_fast.ops.convlstm import convlstm_step, convlstm_step_ref
@@ -97,3 +97,21 @@ def test_kernels_on_gpu(dtype, backend):
     inputs, (h_ref, c_ref) = random_step(2, 3, 64, 37, 53, dtype=dtype)
     h, c = convlstm_step(*(t.cuda() for t in inputs), backend=backend)
     assert relative_l2(h.cpu(), h_ref) <= TOLERANCE[dtype] and relative_l2(c.cpu(), c_ref) <= TOLERANCE[dtype]
+
+
+@pytest.mark.gpu
+def test_triton_float32_follows_pytorchs_tf32_switch():
+    """With cuDNN's TF32 switch on (PyTorch's default) the fp32 Triton step runs on the tensor cores, as the
+    reference's convolutions do: a TF32-sized error, not an IEEE one; off (every other test), IEEE float32."""
+    pytest.importorskip("triton", reason="triton is not installed")
+    inputs, (h_ref, _) = random_step(2, 3, 64, 37, 53)
+    torch.backends.cudnn.allow_tf32 = True  # the autouse fixture restores it
+    h, _ = convlstm_step(*(t.cuda() for t in inputs), backend="triton")
+    assert 1e-6 < relative_l2(h.cpu(), h_ref) <= TF32_RELATIVE_L2
+
+
+def test_float32_is_ieee_on_the_cpu_whatever_the_tf32_switch():
+    from cmrvsr_fast.kernels.conv_tiles import ieee_float32
+
+    torch.backends.cudnn.allow_tf32 = True  # the autouse fixture restores it
+    assert ieee_float32(torch.zeros(1)) and not ieee_float32(torch.zeros(1, dtype=torch.bfloat16))

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from conftest import run_under_triton_interpreter
 from tolerances import RELATIVE_L2 as TOLERANCE
-from tolerances import relative_l2
+from tolerances import TF32_RELATIVE_L2, relative_l2
 
 from cmrvsr_fast.ops.phase_fusion import window_conv3x3, window_conv3x3_ref
 
@@ -95,3 +95,13 @@ def test_kernels_on_gpu(backend, dtype):
     got_p = window_conv3x3(expected.cuda().to(dtype), own.cuda(), project.cuda().to(dtype), torch.zeros(64).cuda(),
                            residual=residual[:, :, :64].cuda().to(dtype), backend=backend)  # fmt: skip
     assert relative_l2(got_p.float().cpu(), expected_p) <= TOLERANCE[dtype]
+
+
+@pytest.mark.gpu
+def test_triton_float32_follows_pytorchs_tf32_switch():
+    """As for the ConvLSTM step: TF32 tensor cores while cuDNN's TF32 switch is on, IEEE float32 otherwise."""
+    pytest.importorskip("triton", reason="triton is not installed")
+    inputs, expected = fusion_case(frames=10, batch=3, features=64, height=37, width=53)
+    torch.backends.cudnn.allow_tf32 = True  # the autouse fixture restores it
+    got = window_conv3x3(*(t.cuda() for t in inputs), backend="triton")
+    assert 1e-6 < relative_l2(got.cpu(), expected) <= TF32_RELATIVE_L2
