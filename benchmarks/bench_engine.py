@@ -19,6 +19,7 @@ benchmarks/results/.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import datetime as dt
 import json
@@ -54,6 +55,10 @@ KERNEL_BACKENDS = ("triton", "cuda")
 KERNEL_PATHS = tuple(f"engine {dtype} {backend}" for backend in KERNEL_BACKENDS for dtype in ("fp32", "bf16"))
 # GPU only: the Engine's whole schedule captured as a CUDA graph, with each backend.
 GRAPH_PATHS = ("engine bf16 graph", "engine bf16 triton graph", "engine bf16 cuda graph", "engine fp32 triton graph")
+# The reference with cuDNN's TF32 rounding off: IEEE float32 convolutions (on a CPU the same as "reference fp32").
+# PyTorch's default, TF32 on, is what "reference fp32" measures.
+IEEE_PATHS = ("reference fp32 ieee",)
+ALL_PATHS = PATHS + KERNEL_PATHS + GRAPH_PATHS + IEEE_PATHS
 WARMUP_FRAMES = 4
 STATIC = ("onnxruntime", "aoti")  # exported with static T, H, W: they warm up on the full input
 
@@ -99,6 +104,17 @@ def exported_runner(path: str, model: CMRVSR, lr: torch.Tensor, workdir: Path):
     return load_runner(artifact)
 
 
+@contextlib.contextmanager
+def tf32_convolutions(allowed: bool):
+    """cuDNN's TF32 switch for one path, restored after it (paths may share a process: --in-process)."""
+    saved = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = allowed and saved
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved
+
+
 def measure_path(spec: dict, workdir: Path) -> tuple[dict, torch.Tensor]:
     """Build and time one path in this process: (timings, output on the CPU in fp32)."""
     device = torch.device(spec["device"])
@@ -117,7 +133,7 @@ def measure_path(spec: dict, workdir: Path) -> tuple[dict, torch.Tensor]:
     rss_before = current_rss_mb()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    with torch.no_grad():
+    with torch.no_grad(), tf32_convolutions(not spec["path"].endswith(" ieee")):
         start = time.perf_counter()
         one_pass = build_runner(spec["path"], model, lr[:chunk], workdir)
 
@@ -178,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stack-repeats", type=int, default=1, help="timed runs per path for a stack")
     parser.add_argument("--stack-aoti", action="store_true", help="also time AOTI packages on the stacks")
     parser.add_argument("--budget-mb", type=float, default=4096, help="memory budget per pass over a stack")
-    parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS + KERNEL_PATHS + GRAPH_PATHS,
+    parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=ALL_PATHS,
                         metavar="PATH")  # fmt: skip
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path)

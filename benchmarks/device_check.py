@@ -167,11 +167,13 @@ def targets(rows: list[dict], matmul_tflops: float) -> dict:
     if best is None:
         return {}
     reference, compiled = stack.get("reference fp32"), stack.get("reference fp32 compiled")
+    ieee = stack.get("reference fp32 ieee")  # beside the targets: the reference without TF32 rounding
     return {
         "slices": slices,
         "best_bf16_path": best["path"],
         "vs_reference_eager_fp32": round(best["fps"] / reference["fps"], 2) if reference else None,
         "vs_reference_compiled": round(best["fps"] / compiled["fps"], 2) if compiled else None,
+        "vs_reference_eager_ieee_fp32": round(best["fps"] / ieee["fps"], 2) if ieee else None,
         "roofline_fraction": round(best["tflops"] / matmul_tflops, 4),
         "required": {"vs_reference_eager_fp32": 5.0, "vs_reference_compiled": 1.5, "roofline_fraction": 0.35},
         "per_path_roofline_fraction": {path: round(row["tflops"] / matmul_tflops, 4) for path, row in stack.items()},
@@ -193,7 +195,8 @@ def benchmark_commands(python: str, out: Path, cpu_rehearsal: bool) -> dict[str,
         # In one process (a Python and CUDA start per path cost ~6 s each in the second run, 2026-11-26). The
         # IEEE-float32 kernel paths without graphs (2.3 and 3.7 s per stack there) are left to bench_engine.py.
         bench += ["--in-process", "--slices", "10", "1", "--budget-mb", "65536", "--stack-repeats", "2", "--paths",
-                  "reference fp32", "reference fp32 compiled", "engine bf16 compiled", "engine bf16 triton graph",
+                  "reference fp32", "reference fp32 compiled", "reference fp32 ieee", "engine bf16 compiled",
+                  "engine bf16 triton graph",
                   "engine bf16 triton", "engine bf16 graph", "engine bf16", "engine bf16 cuda graph",
                   "engine bf16 cuda", "engine fp32", "engine fp32 triton graph"]  # fmt: skip
     if cpu_rehearsal:

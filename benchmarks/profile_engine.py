@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_engine import GRAPH_PATHS, KERNEL_PATHS, PATHS, build_runner
+from bench_engine import ALL_PATHS, build_runner
 from results_io import write_result
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--slices", type=int, default=10)
-    parser.add_argument("--paths", nargs="+", default=list(DEFAULT_PATHS), choices=PATHS + KERNEL_PATHS + GRAPH_PATHS,
+    parser.add_argument("--paths", nargs="+", default=list(DEFAULT_PATHS), choices=ALL_PATHS,
                         metavar="PATH")  # fmt: skip
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

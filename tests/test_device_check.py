@@ -36,7 +36,9 @@ def test_every_benchmark_command_parses(device_check, tmp_path: Path, cpu_rehear
     if not cpu_rehearsal:
         bench = parsed["bench_engine"]
         assert bench.slices == [10, 1] and bench.in_process and bench.paths[0] == "reference fp32"
-        assert {"reference fp32 compiled", "engine bf16 triton graph", "engine bf16 cuda graph"} <= set(bench.paths)
+        wanted = {"reference fp32 compiled", "reference fp32 ieee", "engine bf16 triton graph",
+                  "engine bf16 cuda graph"}
+        assert wanted <= set(bench.paths)
         assert parsed["bench_engine_128"].size == 128
 
 
@@ -44,6 +46,7 @@ def test_targets_compare_the_best_bf16_path_of_the_largest_stack(device_check) -
     rows = [
         {"slices": 10, "path": "reference fp32", "fps": 100.0, "tflops": 10.0},
         {"slices": 10, "path": "reference fp32 compiled", "fps": 120.0, "tflops": 12.0},
+        {"slices": 10, "path": "reference fp32 ieee", "fps": 50.0, "tflops": 5.0},
         {"slices": 10, "path": "engine bf16", "fps": 300.0, "tflops": 30.0},
         {"slices": 10, "path": "engine bf16 triton graph", "fps": 600.0, "tflops": 60.0},
         {"slices": 1, "path": "engine bf16 triton graph", "fps": 900.0, "tflops": 90.0},
@@ -51,4 +54,5 @@ def test_targets_compare_the_best_bf16_path_of_the_largest_stack(device_check) -
     targets = device_check.targets(rows, matmul_tflops=200.0)
     assert targets["best_bf16_path"] == "engine bf16 triton graph"
     assert targets["vs_reference_eager_fp32"] == 6.0 and targets["vs_reference_compiled"] == 5.0
+    assert targets["vs_reference_eager_ieee_fp32"] == 12.0
     assert targets["roofline_fraction"] == 0.3
