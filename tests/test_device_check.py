@@ -36,8 +36,12 @@ def test_every_benchmark_command_parses(device_check, tmp_path: Path, cpu_rehear
     if not cpu_rehearsal:
         bench = parsed["bench_engine"]
         assert bench.slices == [10, 1] and bench.in_process and bench.paths[0] == "reference fp32"
-        wanted = {"reference fp32 compiled", "reference fp32 ieee", "engine bf16 triton graph",
-                  "engine bf16 cuda graph"}
+        wanted = {
+            "reference fp32 compiled",
+            "reference fp32 ieee",
+            "engine bf16 triton graph",
+            "engine bf16 cuda graph",
+        }
         assert wanted <= set(bench.paths)
         assert parsed["bench_engine_128"].size == 128
 
