@@ -192,13 +192,15 @@ def benchmark_commands(python: str, out: Path, cpu_rehearsal: bool) -> dict[str,
         # The 10-slice stack first (the targets), in one pass (the CPU's 4 GiB pass budget would split it
         # into five), the paths in order of importance: a run stopped at its limit keeps what matters. No ONNX
         # Runtime row on the GPU: the image's onnxruntime runs on the CPU only, minutes per paper-x4 stack.
-        # In one process (a Python and CUDA start per path cost ~6 s each in the second run, 2026-11-26). The
-        # IEEE-float32 kernel paths without graphs (2.3 and 3.7 s per stack there) are left to bench_engine.py.
+        # In one process (a Python and CUDA start per path cost ~6 s each in the second run, 2026-11-26). Left to
+        # bench_engine.py: the float32 kernel paths without graphs and the CUDA C++ path without one (as fast as
+        # with one there). The compiled engine under a CUDA graph last: a combination no GPU has run yet.
         bench += ["--in-process", "--slices", "10", "1", "--budget-mb", "65536", "--stack-repeats", "2", "--paths",
                   "reference fp32", "reference fp32 compiled", "reference fp32 ieee", "engine bf16 compiled",
-                  "engine bf16 triton graph",
-                  "engine bf16 triton", "engine bf16 graph", "engine bf16", "engine bf16 cuda graph",
-                  "engine bf16 cuda", "engine fp32", "engine fp32 triton graph"]  # fmt: skip
+                  "engine bf16 compiled triton-step", "engine bf16 compiled triton-fusion",
+                  "engine bf16 triton graph", "engine bf16 triton", "engine bf16 graph", "engine bf16",
+                  "engine bf16 cuda graph", "engine fp32", "engine fp32 triton graph",
+                  "engine bf16 compiled graph"]  # fmt: skip
     if cpu_rehearsal:
         bench += ["--preset", "lite-x4", "--frames", "4", "--size", "12", "--slices", "1", "2", "--repeats", "1"]
     # Where the time goes: kernels ranked by device time for the reference and the engine (eager, torch and

@@ -15,6 +15,8 @@ What differs from model.py, and why:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -23,6 +25,9 @@ from .model import CMRVSR, cyclic_indices
 from .ops.convlstm import convlstm_step
 from .ops.dispatch import resolve_backend
 from .ops.phase_fusion import window_conv3x3
+
+# The ops an Engine backend applies to: the ConvLSTM recurrence, and the window fusion with the projection.
+FUSED_OPS = ("convlstm_step", "window_conv3x3")
 
 # Table 2 ablations whose mathematics the fast schedule does not implement; they run on the reference model.
 # (no-warmup and no-ror are plain settings of warmup and stages, which the schedule takes as they come.)
@@ -43,6 +48,9 @@ class Engine:
     memory_budget_mb by the working-set estimate of `working_set_bytes` (at least one); neither: one pass.
     cuda_graph=True (CUDA only) captures each pass's whole schedule as a CUDA graph on the first call with its
     shape and replays it after: one launch of the ~400 recurrent steps instead of thousands of kernel launches.
+    backend: "torch" (PyTorch ops), "triton", "cuda" (the fused kernels) or "auto" for both fused ops, or a
+    mapping {"convlstm_step": …, "window_conv3x3": …} for each (an op left out runs on PyTorch ops); compile=True
+    compiles the per-step PyTorch pieces, which a mapping can pair with a kernel for the other op.
     """
 
     def __init__(
@@ -50,14 +58,19 @@ class Engine:
         model: CMRVSR,
         dtype: torch.dtype = torch.float32,
         device: str | torch.device | None = None,
-        backend: str = "torch",
+        backend: str | Mapping[str, str] = "torch",
         compile: bool = False,
         max_batch: int | None = None,
         memory_budget_mb: float | None = None,
         cuda_graph: bool = False,
     ) -> None:
-        if backend not in ("torch", "triton", "cuda", "auto"):
-            raise ValueError(f"backend {backend!r}: choose torch, triton, cuda or auto")
+        per_op = dict(backend) if isinstance(backend, Mapping) else dict.fromkeys(FUSED_OPS, backend)
+        unknown = set(per_op) - set(FUSED_OPS)
+        if unknown:
+            raise ValueError(f"backend: unknown op(s) {sorted(unknown)}; the fused ops are {list(FUSED_OPS)}")
+        for op, name in per_op.items():
+            if name not in ("torch", "triton", "cuda", "auto"):
+                raise ValueError(f"backend {name!r} for {op}: choose torch, triton, cuda or auto")
         if dtype not in (torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
         reason = unsupported_reason(model.config)
@@ -73,9 +86,11 @@ class Engine:
         self.memory_budget_mb = memory_budget_mb
         # A named backend that cannot run raises; "auto" falls back (Triton, CUDA C++, PyTorch) and logs why once.
         # The recurrence runs through convlstm_step, the fusion and projection through window_conv3x3, each with
-        # the chosen kernel backend (Triton or the CUDA C++ twins).
-        self.backend = backend if backend == "torch" else resolve_backend(backend, self.device, "Engine", True)
-        self.backend = "torch" if self.backend == "reference" else self.backend
+        # its kernel backend (Triton or the CUDA C++ twins) or PyTorch ops; one name sets both, a mapping each
+        # (unnamed ops: PyTorch) — so that a benchmark can pair the best implementation of each op.
+        self.backends = {op: self._resolve(per_op.get(op, "torch")) for op in FUSED_OPS}
+        step, fusion = self.backends["convlstm_step"], self.backends["window_conv3x3"]
+        self.backend = step if step == fusion else f"{step} step, {fusion} fusion"
         # CUDA graphs: the whole multi-stage schedule of one pass is captured per input shape (and stage count) on
         # its first call and replayed after; each graph keeps its own memory pool and static input/output buffers.
         self.cuda_graph = cuda_graph
@@ -88,6 +103,12 @@ class Engine:
         wrap = (lambda fn: torch.compile(fn, dynamic=False, fullgraph=True)) if compile else (lambda fn: fn)
         self._lstm_step = wrap(self._lstm_step_eager)
         self._fuse_window = wrap(self._fuse_window_eager)
+
+    def _resolve(self, backend: str) -> str:
+        if backend == "torch":
+            return backend
+        resolved = resolve_backend(backend, self.device, "Engine", True)
+        return "torch" if resolved == "reference" else resolved
 
     def _prepare_weights(self) -> None:
         """Split and stack the model's weights once (views/copies in the engine's dtype; the model is untouched)."""
@@ -252,7 +273,7 @@ class Engine:
             c_b = torch.zeros_like(c_f)
             out_f = torch.empty(length, batch, f, height, width, dtype=self.dtype, device=self.device)
             out_b = torch.empty_like(out_f)
-            if self.backend in ("triton", "cuda"):
+            if self.backends["convlstm_step"] != "torch":
                 self._fused_recurrence(layer["h_both"], gx_f, gx_b, out_f, out_b)
                 seq_fwd, seq_bwd = out_f, out_b
                 continue
@@ -272,7 +293,7 @@ class Engine:
         c = torch.zeros(2, batch, f, height, width, dtype=torch.float32, device=self.device)
         for k in range(length):
             j = length - 1 - k
-            h, c = convlstm_step(h, w, torch.stack([gx_f[k], gx_b[j]]), c, backend=self.backend)
+            h, c = convlstm_step(h, w, torch.stack([gx_f[k], gx_b[j]]), c, backend=self.backends["convlstm_step"])
             out_f[k], out_b[j] = h[0], h[1]
 
     def _lstm_step_eager(
@@ -301,7 +322,7 @@ class Engine:
         window, half, frame = self.config.window, self.config.half_window, self.config.frame_channels
         lo, hi = max(0, needed[0] - half), min(length, needed[-1] + half + 1)
         both = torch.cat([h_fwd[lo:hi], h_bwd[lo:hi]], dim=2).reshape((hi - lo) * batch, 2 * f, height, width)
-        if self.backend in ("triton", "cuda"):
+        if self.backends["window_conv3x3"] != "torch":
             return self._refine_fused(both.reshape(hi - lo, batch, 2 * f, height, width), codes[lo:hi], maps,
                                       [i - lo for i in needed], lo)  # fmt: skip
         contrib = self._conv(both.contiguous(memory_format=torch.channels_last), self.fuse_h)
@@ -331,9 +352,9 @@ class Engine:
         index = self._constant(table, torch.int32, both.device)
         weights = self.fuse_h.reshape(window, frame, both.shape[2], 3, 3)
         pre = window_conv3x3(both.contiguous(), index, weights, self.fuse_b.float(), codes.float(), maps.float(),
-                             backend=self.backend)  # fmt: skip
+                             backend=self.backends["window_conv3x3"])  # fmt: skip
         own = torch.arange(len(positions), dtype=torch.int32, device=both.device)[:, None]
-        out = window_conv3x3(pre, own, self.proj_w[None], self.proj_b.float(), backend=self.backend)
+        out = window_conv3x3(pre, own, self.proj_w[None], self.proj_b.float(), backend=self.backends["window_conv3x3"])
         return {p + offset: out[k] for k, p in enumerate(positions)}
 
     def _fuse_window_eager(self, terms: Tensor, codes: Tensor, maps: Tensor) -> Tensor:

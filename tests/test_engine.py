@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_inputs, make_model
+from conftest import make_inputs, make_model, run_under_triton_interpreter
 from tolerances import RELATIVE_L2, relative_l2
 
 import cmrvsr_fast
@@ -112,3 +112,41 @@ def test_cuda_graph_replays_match_the_reference(backend: str, dtype: torch.dtype
             reference = model(lr.cuda(), phase.cuda()).cpu()
         assert relative_l2(engine(lr, phase).cpu(), reference) <= RELATIVE_L2[dtype]
     assert len(engine._graphs) == 2
+
+
+def test_each_fused_op_takes_its_own_backend(tiny_config: ModelConfig) -> None:
+    model = make_model(tiny_config)
+    both = Engine(model, backend="torch")
+    assert both.backends == {"convlstm_step": "torch", "window_conv3x3": "torch"} and both.backend == "torch"
+    with pytest.raises(ValueError, match="unknown op"):
+        Engine(model, backend={"convlstm": "torch"})
+    with pytest.raises(ValueError, match="choose torch, triton, cuda or auto"):
+        Engine(model, backend={"window_conv3x3": "tpu"})
+    with pytest.raises(RuntimeError, match="backend 'cuda' was asked for"):
+        Engine(model, backend={"convlstm_step": "cuda"})  # named and unavailable here: raises, as for one name
+
+
+def test_a_kernel_for_one_op_beside_pytorch_for_the_other_under_the_interpreter() -> None:
+    out = run_under_triton_interpreter(MIXED_BACKENDS)
+    assert "ok" in out, out
+
+
+MIXED_BACKENDS = """
+import torch
+from conftest import make_inputs, make_model, run_under_triton_interpreter
+from tolerances import RELATIVE_L2, relative_l2
+from cmrvsr_fast import ModelConfig
+from cmrvsr_fast.engine import Engine
+config = ModelConfig(scale=2, features=8, lstm_layers=1, window=3, warmup=2, stages=2)
+model = make_model(config).eval()
+lr, phase = make_inputs(1, 4, 6, 5)
+with torch.no_grad():
+    expected = model(lr, phase)
+for backend in ({"convlstm_step": "triton"}, {"window_conv3x3": "triton"}):
+    for compile in (False, True):  # compiled: the PyTorch pieces through torch.compile beside the custom op
+        engine = Engine(model, backend=backend, compile=compile)
+        assert "torch" in engine.backend and "triton" in engine.backend, engine.backend
+        error = relative_l2(engine(lr, phase), expected)
+        assert error <= RELATIVE_L2[torch.float32], (backend, compile, error)
+print("ok")
+"""
