@@ -62,7 +62,9 @@ IEEE_PATHS = ("reference fp32 ieee",)
 # engine under a CUDA graph: the first H200 run had the compiled engine ahead of the all-Triton one.
 PAIRED_BACKENDS = {"triton-step": {"convlstm_step": "triton"}, "triton-fusion": {"window_conv3x3": "triton"}}
 HYBRID_PATHS = ("engine bf16 compiled triton-step", "engine bf16 compiled triton-fusion", "engine bf16 compiled graph")
-ALL_PATHS = PATHS + KERNEL_PATHS + GRAPH_PATHS + IEEE_PATHS + HYBRID_PATHS
+# The compiled reference: Inductor's max-autotune (GPU: minutes of autotuning, hence not in PATHS).
+AUTOTUNE_PATHS = ("reference fp32 compiled max-autotune",)
+ALL_PATHS = PATHS + KERNEL_PATHS + GRAPH_PATHS + IEEE_PATHS + HYBRID_PATHS + AUTOTUNE_PATHS
 WARMUP_FRAMES = 4
 STATIC = ("onnxruntime", "aoti")  # exported with static T, H, W: they warm up on the full input
 
@@ -78,10 +80,13 @@ def build_runner(path: str, model: CMRVSR, lr: torch.Tensor, workdir: Path):
             return model
         # Compile at module granularity: the whole forward unrolls ~400 recurrent steps into one graph, which
         # takes minutes to compile; each module has a handful of static shapes.
+        # max-autotune without CUDA graphs: Inductor's graphs would overwrite a cell's earlier outputs, which the
+        # recurrence keeps for the fusion.
+        mode = "max-autotune-no-cudagraphs" if "max-autotune" in words else None
         model = copy.deepcopy(model)
         for module in (model.in_block, *model.lstm_forward.cells, *model.lstm_backward.cells, model.refine):
-            module.compile(dynamic=False)
-        model.out_block.compile(dynamic=False)
+            module.compile(dynamic=False, mode=mode)
+        model.out_block.compile(dynamic=False, mode=mode)
         return model
     dtype = torch.bfloat16 if "bf16" in path else torch.float32
     paired = next((PAIRED_BACKENDS[w] for w in words if w in PAIRED_BACKENDS), None)

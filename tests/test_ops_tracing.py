@@ -1,0 +1,42 @@
+"""The fused ops are torch.library custom ops: torch.export keeps them as single nodes of the graph, torch.compile
+traces them with fullgraph=True (their fake implementations give the output shapes), and torch.library.opcheck
+finds their registration consistent — all with the Triton kernels under TRITON_INTERPRET=1 on the CPU."""
+
+from __future__ import annotations
+
+from conftest import run_under_triton_interpreter
+
+TRACED = """
+import torch
+from test_convlstm import random_step
+from test_phase_fusion import fusion_case
+from tolerances import relative_l2
+from cmrvsr_fast.ops.convlstm import convlstm_step
+from cmrvsr_fast.ops.phase_fusion import window_conv3x3
+
+class Step(torch.nn.Module):
+    def forward(self, h, w, gx, c):
+        return convlstm_step(h, w, gx, c, backend="triton")
+
+class Fusion(torch.nn.Module):
+    def forward(self, x, frame, w, bias, codes, maps):
+        return window_conv3x3(x, frame, w, bias, codes, maps, backend="triton")
+
+step_args, (h_ref, _) = random_step(2, 1, 8, 5, 7)
+fusion_args, expected = fusion_case(frames=3, batch=1)
+cases = [(Step(), tuple(step_args), "cmrvsr.convlstm_step", lambda out: relative_l2(out[0], h_ref)),
+         (Fusion(), tuple(fusion_args), "cmrvsr.window_conv3x3", lambda out: relative_l2(out, expected))]
+for module, args, op, error in cases:
+    exported = torch.export.export(module, args)
+    nodes = [n for n in exported.graph.nodes if n.op == "call_function"]
+    assert [str(n.target) for n in nodes if "cmrvsr" in str(n.target)] == [op + ".default"], exported.graph
+    assert error(exported.module()(*args)) <= 1e-5
+    assert error(torch.compile(module, fullgraph=True)(*args)) <= 1e-5
+torch.library.opcheck(torch.ops.cmrvsr.convlstm_step.default, tuple(step_args))
+torch.library.opcheck(torch.ops.cmrvsr.window_conv3x3.default, (*fusion_args, None))
+print("traced")
+"""
+
+
+def test_export_compile_and_opcheck_see_the_custom_ops():
+    assert "traced" in run_under_triton_interpreter(TRACED)
