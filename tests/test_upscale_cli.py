@@ -202,6 +202,9 @@ def test_scale_mismatch_and_bad_shard_are_usage_errors(tmp_path, capsys):
     assert code == 2 and "×4 model" in text
     code, text = run(capsys, tmp_path / "scanner", tmp_path / "out", "--shard", "2/2")
     assert code == 2 and "--shard" in text
+    # A kernel backend that cannot run on this device: one line, exit 2, nothing written.
+    code, text = run(capsys, tmp_path / "scanner", tmp_path / "out", "--backend", "cuda")
+    assert code == 2 and "--backend cuda" in text and "CUDA tensors" in text and not (tmp_path / "out").exists()
 
 
 def test_interrupted_run_leaves_no_half_written_series(tmp_path, capsys, monkeypatch):

@@ -121,3 +121,11 @@ def test_precision_choice(tiny_weights: Path) -> None:
     assert np.linalg.norm(fast - exact) / np.linalg.norm(exact) < 1e-2
     with pytest.raises(ValueError, match="precision"):
         cmrvsr_fast.load(tiny_weights, device="cpu", precision="int8")
+
+
+def test_compiled_upscaler_matches_the_eager_one(tiny_weights: Path) -> None:
+    cine = generate(1, (24, 24), 8).cine[0]
+    eager = cmrvsr_fast.load(tiny_weights, device="cpu", precision="fp32").upscale(cine, es=3)
+    compiled = cmrvsr_fast.load(tiny_weights, device="cpu", precision="fp32", compile=True)
+    assert compiled.engine._lstm_step is not compiled.engine._lstm_step_eager  # the compiled wrapper is in use
+    assert np.linalg.norm(compiled.upscale(cine, es=3) - eager) / np.linalg.norm(eager) < 1e-5

@@ -13,6 +13,10 @@ BACKENDS = ("auto", "reference", "triton", "cuda")
 _LOGGED: set[str] = set()
 
 
+class BackendUnavailable(RuntimeError):
+    """A kernel backend asked for by name cannot run here (the reason is in the message)."""
+
+
 def triton_unavailable_reason(device: torch.device) -> str | None:
     """None when Triton kernels can run on `device`, else why not."""
     try:
@@ -48,7 +52,7 @@ def resolve_backend(backend: str, device: torch.device, op: str = "op", cuda_twi
     reasons["cuda"] = cuda_unavailable_reason(device) if cuda_twin else f"{op} has no CUDA C++ kernel yet"
     if backend != "auto":
         if reasons[backend] is not None:
-            raise RuntimeError(f"backend {backend!r} was asked for, but {reasons[backend]}")
+            raise BackendUnavailable(f"backend {backend!r} was asked for, but {reasons[backend]}")
         return backend
     for candidate in ("triton", "cuda"):
         if reasons[candidate] is None:
