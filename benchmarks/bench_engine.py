@@ -186,7 +186,10 @@ def run_path(spec: dict, workdir: Path, in_process: bool = False) -> tuple[dict,
         except Exception as error:  # any failure of one path is recorded; the others go on
             raise PathFailed(f"{type(error).__name__}: {error}") from error
         finally:
-            if torch.cuda.is_available():
+            # Each path compiles afresh, as in its own process: compiled functions are cached per code object,
+            # and recompilations accumulated over paths would reach Dynamo's recompile limit.
+            torch._dynamo.reset()
+            with contextlib.suppress(Exception):  # after a sticky CUDA error this raises too: keep the first
                 torch.cuda.empty_cache()
     stem = f"{spec['slices']}_{spec['path'].replace(' ', '_')}"
     spec = {**spec, "output": str(workdir / f"{stem}.pt"), "result": str(workdir / f"{stem}.json")}

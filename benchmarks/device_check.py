@@ -1,20 +1,25 @@
 """`make device-check`: everything a lent GPU should verify, in one prepared run of under 6 minutes.
 
-    python benchmarks/device_check.py [--out DIR] [--budget-s 330] [--cpu-rehearsal]
+    python benchmarks/device_check.py [--out DIR] [--budget-s 330] [--commit REV] [--cpu-rehearsal]
 
-Steps, each with its own time limit, each recorded whatever happens (a failing step does not stop the others):
+Steps, each with its own time limit (a share of the budget left at its start), each recorded whatever happens (a
+failing step does not stop the others; a stopped step keeps the rows it wrote or printed):
   1. build: an offline editable install with the CUDA extension (CMRVSR_BUILD_CUDA=1) for this GPU's arch;
   2. facts: GPU, compute capability, CUDA runtime, torch, triton, onnxruntime providers, the extension;
      then the bf16 matmul rate (cuBLAS, 8192³): the roofline the engine's TFLOP/s are compared with;
-  3. gpu tests: `pytest -m gpu` (JUnit XML kept); when they fail, compute-sanitizer memcheck over the CUDA C++
-     kernel tests;
-  4. the Triton kernels (ConvLSTM step, window fusion) against their reference twins, timed with do_bench;
-  5. benchmark: benchmarks/bench_engine.py on the GPU (reference, compiled, engine fp32/bf16 with every backend,
-     with and without torch.compile and CUDA graphs), one slice and a 10-slice stack (one pass), 64×64 LR ×4
-     (ONNX Runtime in the CPU rehearsal only: the GPU image's onnxruntime has no CUDA provider);
-  6. the micro-benchmarks (`pytest benchmarks/ --benchmark-only`, JSON kept);
-  7. the Fig. 4a sweep (benchmarks/fps_vs_params.py) over the whole zoo on the GPU, with its plot;
-  8. one slice at 128×128 LR: the reference and the bf16 kernel paths, with whatever time is left.
+  3. gpu tests: `pytest -m gpu` (verbose, durations, JUnit XML); when they fail, compute-sanitizer memcheck over
+     the CUDA C++ kernel tests;
+  4. kernels: both ops (Triton, PyTorch, the CUDA C++ twins) against their references, timed with do_bench;
+  5. bench_engine: benchmarks/bench_engine.py on the 10-slice stack, 64×64 LR ×4, in one process: the reference
+     (eager with PyTorch's default TF32, eager IEEE fp32, compiled; max-autotune last), the engine with every
+     backend, with and without torch.compile and CUDA graphs, fp32 and bf16, compiled pieces paired with one
+     Triton kernel; the issue's targets are computed from these rows;
+  6. profile: benchmarks/profile_engine.py (kernels ranked by device time for the reference and the engine);
+  7. bench_engine_1: one cine, 64×64 LR;
+  8. bench_engine_128: one cine at 128×128 LR;
+  9. the Fig. 4a sweep (benchmarks/fps_vs_params.py) over the zoo, with whatever time is left.
+(ONNX Runtime in the CPU rehearsal only: the GPU image's onnxruntime has no CUDA provider. The pytest
+micro-benchmarks, `pytest benchmarks/ --benchmark-only`, repeat step 4's timings and run on their own.)
 Writes device_check.json (and the step logs) under --out, default $OUT or benchmarks/results/.
 `--cpu-rehearsal` runs the same script on a CPU at toy sizes, so that it is tested before a GPU is lent.
 """
@@ -42,15 +47,32 @@ def run_step(name: str, command: list[str], limit_s: float, out: Path, env: dict
     try:
         done = subprocess.run(command, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True,
                               timeout=max(limit_s, 1))  # fmt: skip
-        log.write_text(done.stdout + "\n--- stderr ---\n" + done.stderr)
+        stdout, stderr = done.stdout, done.stderr
         status = "ok" if done.returncode == 0 else f"failed (exit {done.returncode})"
-        tail = (done.stdout + done.stderr)[-1500:]
     except subprocess.TimeoutExpired as expired:
-        log.write_text(f"timed out after {limit_s:.0f} s\n{expired.stdout or ''}\n{expired.stderr or ''}")
-        status, tail = f"timed out after {limit_s:.0f} s", ""
+        stdout, stderr = (_text(expired.stdout), _text(expired.stderr))
+        status = f"timed out after {limit_s:.0f} s"
+    log.write_text(f"{status}\n{stdout}\n--- stderr ---\n{stderr}")
     seconds = round(time.perf_counter() - start, 1)
     print(f"[device-check] {name}: {status} in {seconds} s", flush=True)
-    return {"step": name, "status": status, "seconds": seconds, "log": log.name, "tail": tail}
+    return {"step": name, "status": status, "seconds": seconds, "log": log.name,
+            "tail": (stdout + stderr)[-1500:], "json_lines": _json_lines(stdout)}  # fmt: skip
+
+
+def _text(output: bytes | str | None) -> str:
+    """A stopped child's partial output (bytes, even with text=True)."""
+    return output.decode(errors="replace") if isinstance(output, bytes) else (output or "")
+
+
+def _json_lines(stdout: str) -> list:
+    """Every stdout line that is JSON, in order: the steps print their results (and progress rows) as JSON
+    lines, so a step stopped at its limit keeps what it printed, and a warning on stderr cannot hide them."""
+    parsed = []
+    for line in stdout.splitlines():
+        with contextlib.suppress(ValueError):
+            if line.startswith(("{", "[")):
+                parsed.append(json.loads(line))
+    return parsed
 
 
 FACTS = """
@@ -161,6 +183,8 @@ def local_cuda_arch() -> str:
 def targets(rows: list[dict], matmul_tflops: float) -> dict:
     """Issue 7's targets on the largest stack measured: the best bf16 path against reference eager fp32 and the
     compiled reference, and its achieved TFLOP/s (SPEC §6 cost) as a fraction of the measured bf16 matmul rate."""
+    if not rows:  # the reference failed or the step stopped before its first row
+        return {}
     slices = max(row["slices"] for row in rows)
     stack = {row["path"]: row for row in rows if row["slices"] == slices}
     best = max((row for path, row in stack.items() if "bf16" in path), key=lambda row: row["fps"], default=None)
@@ -189,25 +213,31 @@ def benchmark_commands(python: str, out: Path, cpu_rehearsal: bool) -> dict[str,
     with its script's own parser: a wrong argument cost the first GPU run its whole engine benchmark)."""
     bench_json = out / "bench_engine_device.json"
     bench = [python, "benchmarks/bench_engine.py", "--out", str(bench_json), "--repeats", "3"]
+    single_json = out / "bench_engine_1_device.json"
+    single = [python, "benchmarks/bench_engine.py", "--out", str(single_json), "--repeats", "3", "--slices", "1"]
     if cpu_rehearsal:
-        bench += ["--paths", "reference fp32", "reference fp32 compiled", "engine fp32", "engine bf16",
-                  "engine bf16 compiled", "onnxruntime fp32"]  # fmt: skip
+        toy = ["--preset", "lite-x4", "--frames", "4", "--size", "12", "--repeats", "1"]
+        bench += [*toy, "--slices", "2", "--paths", "reference fp32", "reference fp32 compiled", "engine fp32",
+                  "engine bf16", "engine bf16 compiled", "onnxruntime fp32"]  # fmt: skip
+        single += [*toy, "--paths", "reference fp32", "engine bf16"]
     else:
-        # The 10-slice stack first (the issue's targets), in one pass (the CPU's 4 GiB pass budget would split it
-        # into five), the paths in order of importance: a run stopped at its limit keeps what matters. No ONNX
-        # Runtime row on the GPU: the image's onnxruntime runs on the CPU only, minutes per paper-x4 stack.
-        # In one process (a Python and CUDA start per path cost ~6 s each in the second run, 2026-11-26). Left to
-        # bench_engine.py: the float32 kernel paths without graphs and the CUDA C++ path without one (as fast as
-        # with one there). Last: the compiled engine under a CUDA graph (a combination no GPU has run yet) and the
-        # reference under max-autotune (the issue's compiled baseline; minutes of autotuning, if time is left).
-        bench += ["--in-process", "--slices", "10", "1", "--budget-mb", "65536", "--stack-repeats", "2", "--paths",
+        # The 10-slice stack (the issue's targets) in one pass (the CPU's 4 GiB pass budget would split it into
+        # five), the paths in order of importance: a step stopped at its limit keeps what matters. In one process
+        # (a Python and CUDA start per path cost ~6 s each in the second run, 2026-11-26). No ONNX Runtime row:
+        # the image's onnxruntime runs on the CPU only, minutes per paper-x4 stack. Left to bench_engine.py: the
+        # float32 kernel paths without graphs and the CUDA C++ path without one (as fast as with one there).
+        # Last: the compiled engine under a CUDA graph (a combination no GPU has run yet) and the reference under
+        # max-autotune (the issue's compiled baseline; minutes of autotuning, if time is left).
+        bench += ["--in-process", "--slices", "10", "--budget-mb", "65536", "--stack-repeats", "3", "--paths",
                   "reference fp32", "reference fp32 compiled", "reference fp32 ieee", "engine bf16 compiled",
                   "engine bf16 compiled triton-step", "engine bf16 compiled triton-fusion",
                   "engine bf16 triton graph", "engine bf16 triton", "engine bf16 graph", "engine bf16",
                   "engine bf16 cuda graph", "engine fp32", "engine fp32 triton graph",
                   "engine bf16 compiled graph", "reference fp32 compiled max-autotune"]  # fmt: skip
-    if cpu_rehearsal:
-        bench += ["--preset", "lite-x4", "--frames", "4", "--size", "12", "--slices", "1", "2", "--repeats", "1"]
+        # One cine: where launch overhead, and so CUDA graphs, should matter most.
+        single += ["--in-process", "--paths", "reference fp32", "reference fp32 compiled", "engine bf16 compiled",
+                   "engine bf16 triton graph", "engine bf16 triton", "engine bf16 graph", "engine bf16",
+                   "engine bf16 cuda graph"]  # fmt: skip
     # Where the time goes: kernels ranked by device time for the reference and the engine (eager, torch and
     # Triton backends) on the stack. (The pytest micro-benchmarks, `pytest benchmarks/ --benchmark-only`, repeat
     # the kernels step's do_bench timings: they run on their own, not here.)
@@ -233,7 +263,8 @@ def benchmark_commands(python: str, out: Path, cpu_rehearsal: bool) -> dict[str,
     if cpu_rehearsal:
         fps += ["--members", "bicubic-x4", "lite-x4-no-ror", "--frames", "4", "--size", "12", "--repeats", "1"]
     return {"bench_engine": (bench, bench_json), "profile": (profile, profile_json),
-            "bench_engine_128": (bench_128, bench_128_json), "fps_vs_params": (fps, fps_json)}  # fmt: skip
+            "bench_engine_1": (single, single_json), "bench_engine_128": (bench_128, bench_128_json),
+            "fps_vs_params": (fps, fps_json)}  # fmt: skip
 
 
 def main() -> None:
@@ -258,10 +289,7 @@ def main() -> None:
     install = [python, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-e", "."]
     steps.append(run_step("build", install, left(0.3), args.out, build_env))
     facts_step = run_step("facts", [python, "-c", FACTS], 60, args.out)  # after the build: the extension's facts
-    try:
-        facts = json.loads(facts_step["tail"].strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        facts = {}
+    facts = next(iter(facts_step["json_lines"][-1:]), {})
     steps.append(facts_step)
     matmul_step = run_step("matmul_rate", [python, "-c", MATMUL_RATE], 60, args.out)
     steps.append(matmul_step)
@@ -281,9 +309,16 @@ def main() -> None:
     commands = benchmark_commands(python, args.out, args.cpu_rehearsal)
     interpret = {"TRITON_INTERPRET": "1"} if args.cpu_rehearsal else {}
     autotuning = {"TRITON_PRINT_AUTOTUNING": "1"}  # the chosen configs and the autotuning time, in the log
-    steps.append(run_step("kernels", [python, "-c", KERNEL_TIMING], left(0.15), args.out, {**interpret, **autotuning}))
-    for name, share in (("bench_engine", 0.7), ("profile", 0.3), ("bench_engine_128", 0.4), ("fps_vs_params", 0.95)):
-        steps.append(run_step(name, commands[name][0], left(share), args.out))  # fps last: whatever time is left
+    steps.append(run_step("kernels", [python, "-c", KERNEL_TIMING], left(0.2), args.out, {**interpret, **autotuning}))
+    shares = {
+        "bench_engine": 0.5,
+        "profile": 0.35,
+        "bench_engine_1": 0.4,
+        "bench_engine_128": 0.5,
+        "fps_vs_params": 0.95,
+    }  # of the time left at each step's start; fps last, with whatever remains
+    for name, share in shares.items():
+        steps.append(run_step(name, commands[name][0], left(share), args.out))
 
     result = {
         "benchmark": "device_check",
@@ -298,13 +333,13 @@ def main() -> None:
     for name, (_, path) in commands.items():
         with contextlib.suppress(OSError, ValueError):  # a step that timed out may have left nothing, or half
             result[name] = json.loads(path.read_text())
-    with contextlib.suppress(ValueError, IndexError):
-        result["matmul_rate"] = json.loads(matmul_step["tail"].strip().splitlines()[-1])
+    if matmul_step["json_lines"]:
+        result["matmul_rate"] = matmul_step["json_lines"][-1]
     if "bench_engine" in result and "matmul_rate" in result:
         result["targets"] = targets(result["bench_engine"]["rows"], result["matmul_rate"]["tflops"])
-    kernels = next(s for s in steps if s["step"] == "kernels")
-    with contextlib.suppress(ValueError, IndexError):
-        result["kernels"] = json.loads(kernels["tail"].strip().splitlines()[-1])
+    kernels = next(s for s in steps if s["step"] == "kernels")["json_lines"]
+    # The final list when the step finished, else the rows it printed before it was stopped.
+    result["kernels"] = kernels[-1] if kernels and isinstance(kernels[-1], list) else kernels
     (args.out / "device_check.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"[device-check] wrote {args.out / 'device_check.json'} in {result['total_s']} s")
 

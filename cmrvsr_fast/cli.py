@@ -409,8 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--backend", default="torch", choices=["torch", "triton", "cuda", "auto"],
                     help="Engine backend: PyTorch ops, or the fused Triton / CUDA C++ kernels")  # fmt: skip
     up.add_argument("--compile", action="store_true",
-                    help="torch.compile the engine's per-step pieces: a one-off compilation per input shape "
-                         "(about 17 s on an H200), then the fastest GPU path measured; for long jobs")  # fmt: skip
+                    help="torch.compile the engine's per-step pieces (dynamic shapes: one compilation for the job, "
+                         "about 17 s on an H200), then the fastest GPU path measured; for long jobs")  # fmt: skip
     up.add_argument("--format", choices=["dicom", "nifti"], help="output format (default: the input's)")
     up.add_argument("--ed", type=int, help="ED frame, 0-based, for every series (default: Info.cfg or frame 0)")
     up.add_argument("--es", type=int, help="ES frame, 0-based, for every series (default: Info.cfg or estimated)")

@@ -50,7 +50,8 @@ class Engine:
     shape and replays it after: one launch of the ~400 recurrent steps instead of thousands of kernel launches.
     backend: "torch" (PyTorch ops), "triton", "cuda" (the fused kernels) or "auto" for both fused ops, or a
     mapping {"convlstm_step": …, "window_conv3x3": …} for each (an op left out runs on PyTorch ops); compile=True
-    compiles the per-step PyTorch pieces, which a mapping can pair with a kernel for the other op.
+    compiles the per-step PyTorch pieces for static shapes (a recompilation per new shape), compile="dynamic" once
+    for any batch and image size; a mapping can pair them with a kernel for the other op.
     """
 
     def __init__(
@@ -59,7 +60,7 @@ class Engine:
         dtype: torch.dtype = torch.float32,
         device: str | torch.device | None = None,
         backend: str | Mapping[str, str] = "torch",
-        compile: bool = False,
+        compile: bool | str = False,
         max_batch: int | None = None,
         memory_budget_mb: float | None = None,
         cuda_graph: bool = False,
@@ -100,7 +101,12 @@ class Engine:
         # torch.compile wraps the per-step pieces, not the whole schedule: unrolled over ~400 recurrent steps the
         # whole graph took minutes to compile on the CPU and recompiled on every call. The pieces have a handful
         # of static shapes; Inductor fuses each one's pointwise work into the convolution's epilogue or one loop.
-        wrap = (lambda fn: torch.compile(fn, dynamic=False, fullgraph=True)) if compile else (lambda fn: fn)
+        # compile="dynamic": one compilation for every batch and image size (long jobs over many shapes: with
+        # static shapes each new one recompiles, and Dynamo refuses past its recompile limit, 8 by default).
+        if compile not in (False, True, "dynamic"):
+            raise ValueError(f"compile must be False, True or 'dynamic', got {compile!r}")
+        dynamic = compile == "dynamic"
+        wrap = (lambda fn: torch.compile(fn, dynamic=dynamic, fullgraph=True)) if compile else (lambda fn: fn)
         self._lstm_step = wrap(self._lstm_step_eager)
         self._fuse_window = wrap(self._fuse_window_eager)
 

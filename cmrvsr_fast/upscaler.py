@@ -81,7 +81,10 @@ class Upscaler:
         if precision not in dtypes:
             raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
         self.precision = precision
-        self.engine = Engine(self.model, dtype=dtypes[precision], device=device, backend=backend, compile=compile,
+        # Compiled for dynamic shapes: a job meets many matrix sizes and pass sizes, and static shapes would
+        # recompile for each (past Dynamo's recompile limit, an error).
+        self.engine = Engine(self.model, dtype=dtypes[precision], device=device, backend=backend,
+                             compile="dynamic" if compile else False,
                              memory_budget_mb=default_memory_budget_mb(device))  # fmt: skip
 
     @classmethod
@@ -153,8 +156,9 @@ def load(
     """An Upscaler for a .safetensors checkpoint (its card beside it), the embedded default, or an exported
     artifact (.onnx, .engine, .pt2 with its manifest beside it: onnxruntime, TensorRT, AOTInductor).
     precision: "auto" (bf16 where native, else fp32), "fp32", "bf16" or "fp16"; backend: the Engine's;
-    compile: torch.compile the Engine's per-step pieces — a one-off compilation per input shape (about 17 s on an
-    H200), then the fastest path measured there (bf16: 1.7× the eager Engine on a 10-slice stack): for long jobs."""
+    compile: torch.compile the Engine's per-step pieces for dynamic shapes — a one-off compilation (two: single
+    cines are specialised), then the fastest path measured on an H200 (bf16, static shapes there: 1.7× the eager
+    Engine on a 10-slice stack after about 17 s of compilation): for long jobs. Ignored for exported artifacts."""
     path = Path(weights) if weights is not None else default_weights_path()
     if path.suffix in ARTIFACT_SUFFIXES:
         from .export.runners import card_from_manifest, load_runner  # onnxruntime/TensorRT only when asked for

@@ -25,7 +25,7 @@ def device_check():
 @pytest.mark.parametrize("cpu_rehearsal", [False, True], ids=["on-a-gpu", "cpu-rehearsal"])
 def test_every_benchmark_command_parses(device_check, tmp_path: Path, cpu_rehearsal: bool) -> None:
     commands = device_check.benchmark_commands("python", tmp_path, cpu_rehearsal)
-    assert set(commands) == {"bench_engine", "profile", "bench_engine_128", "fps_vs_params"}
+    assert set(commands) == {"bench_engine", "profile", "bench_engine_1", "bench_engine_128", "fps_vs_params"}
     parsed = {}
     for name, (command, json_path) in commands.items():
         script = Path(command[1])
@@ -35,7 +35,8 @@ def test_every_benchmark_command_parses(device_check, tmp_path: Path, cpu_rehear
         assert parsed[name].out == json_path
     if not cpu_rehearsal:
         bench = parsed["bench_engine"]
-        assert bench.slices == [10, 1] and bench.in_process and bench.paths[0] == "reference fp32"
+        assert bench.slices == [10] and bench.in_process and bench.paths[0] == "reference fp32"
+        assert parsed["bench_engine_1"].slices == [1]
         wanted = {
             "reference fp32 compiled",
             "reference fp32 ieee",
@@ -62,3 +63,13 @@ def test_targets_compare_the_best_bf16_path_of_the_largest_stack(device_check) -
     assert targets["vs_reference_eager_ieee_fp32"] == 12.0
     assert targets["reference_compiled_path"] == "reference fp32 compiled"  # the faster compiled baseline
     assert targets["roofline_fraction"] == 0.3
+
+
+def test_json_lines_survive_warnings_and_partial_output(device_check) -> None:
+    stdout = 'a warning\n{"row": 1}\nnot json {\n{"row": 2\n[{"row": 1}]\n'
+    assert device_check._json_lines(stdout) == [{"row": 1}, [{"row": 1}]]
+    assert device_check._text(b"partial \xff") == "partial \ufffd" and device_check._text(None) == ""
+
+
+def test_no_targets_without_rows(device_check) -> None:
+    assert device_check.targets([], matmul_tflops=800.0) == {}
