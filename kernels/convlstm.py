@@ -29,6 +29,8 @@ _CONFIGS = [  # bf16/fp16 and TF32: tensor-core tiles
         (128, 32, 32, 4, 3),
         (64, 64, 32, 4, 3),
         (128, 64, 32, 8, 3),
+        (128, 32, 64, 4, 3),  # K = 9·F = 576 at F = 64: nine steps of 64 instead of eighteen of 32
+        (128, 64, 64, 8, 3),
     ]
 ]
 # IEEE float32: Triton lowers these dots to FMAs unrolled over the tile; small tiles keep the code (and its

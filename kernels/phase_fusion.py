@@ -72,7 +72,14 @@ def _window_conv_kernel(
 
 _CONFIGS = [  # bf16/fp16 and TF32: tensor-core tiles
     triton.Config({"BLOCK_P": p, "BLOCK_O": o, "BLOCK_K": k}, num_warps=nw, num_stages=ns)
-    for p, o, k, nw, ns in [(64, 64, 32, 4, 3), (128, 64, 32, 4, 3), (64, 128, 32, 8, 3), (128, 128, 32, 8, 3)]
+    for p, o, k, nw, ns in [
+        (64, 64, 32, 4, 3),
+        (128, 64, 32, 4, 3),
+        (64, 128, 32, 8, 3),
+        (128, 128, 32, 8, 3),
+        (128, 128, 64, 8, 3),
+        (128, 64, 64, 4, 3),
+    ]
 ]
 _IEEE_CONFIGS = [  # float32 without TF32: FMA-lowered dots, small tiles (see convlstm.py)
     triton.Config({"BLOCK_P": p, "BLOCK_O": o, "BLOCK_K": k}, num_warps=nw, num_stages=ns)
