@@ -120,53 +120,6 @@ seconds = (time.perf_counter() - start) / iterations
 print(json.dumps({"n": n, "dtype": str(dtype), "tflops": 2 * n**3 / seconds / 1e12}))
 """
 
-KERNEL_TIMING = """
-import json, torch, sys
-sys.path.insert(0, "tests")
-from test_convlstm import random_step, relative_l2
-from cmrvsr_fast.ops.convlstm import convlstm_step, convlstm_step_ref
-from cmrvsr_fast import _ext
-device = "cuda" if torch.cuda.is_available() else "cpu"
-CUDA_TWIN = device == "cuda" and _ext.available()  # the CUDA C++ twins timed beside Triton
-shapes = [(2, 10, 64, 64, 64), (2, 1, 64, 128, 128)] if device == "cuda" else [(2, 1, 8, 6, 7)]
-rows = []
-for shape in shapes:
-    for dtype in ([torch.float32, torch.bfloat16] if device == "cuda" else [torch.float32]):
-        inputs, (h_ref, c_ref) = random_step(*shape, dtype=dtype)
-        inputs = [t.to(device) for t in inputs]
-        h, c = convlstm_step(*inputs, backend="triton")
-        row = {"shape": shape, "dtype": str(dtype), "rel_l2_h": relative_l2(h.cpu(), h_ref),
-               "rel_l2_c": relative_l2(c.cpu(), c_ref)}
-        if device == "cuda":
-            from triton.testing import do_bench
-            row["triton_ms"] = do_bench(lambda: convlstm_step(*inputs, backend="triton"))
-            row["reference_ms"] = do_bench(lambda: convlstm_step_ref(*inputs))
-            if CUDA_TWIN:
-                row["cuda_ms"] = do_bench(lambda: convlstm_step(*inputs, backend="cuda"))
-        rows.append(row)
-        print(json.dumps(row), flush=True)  # progress: a step stopped at its limit keeps its rows
-from test_phase_fusion import fusion_case
-from cmrvsr_fast.ops.phase_fusion import window_conv3x3, window_conv3x3_ref
-cases = [dict(frames=34, batch=10, features=64, height=64, width=64)] if device == "cuda" else [dict(frames=3, batch=1)]
-for case, dtype in [(case, dtype) for case in cases for dtype in (torch.float32, torch.bfloat16)]:
-    if device != "cuda" and dtype != torch.float32:
-        continue  # no bf16 under the interpreter
-    (x, table, w, bias, codes, maps), expected = fusion_case(**case)
-    inputs = [t.to(device) for t in (x.to(dtype), table, w.to(dtype), bias, codes, maps)]
-    out = window_conv3x3(*inputs, backend="triton")
-    row = {"op": "window_conv3x3", "case": case, "dtype": str(dtype)}
-    row["rel_l2"] = relative_l2(out.float().cpu(), expected)
-    if device == "cuda":
-        from triton.testing import do_bench
-        row["triton_ms"] = do_bench(lambda: window_conv3x3(*inputs, backend="triton"))
-        row["reference_ms"] = do_bench(lambda: window_conv3x3_ref(*inputs))
-        if CUDA_TWIN:
-            row["cuda_ms"] = do_bench(lambda: window_conv3x3(*inputs, backend="cuda"))
-    rows.append(row)
-    print(json.dumps(row), flush=True)
-print(json.dumps(rows))
-"""
-
 
 def local_cuda_arch() -> str:
     """The lent GPU's compute capability as CMRVSR_CUDA_ARCHS spells it ("90" on an H100), or the full default
@@ -309,7 +262,8 @@ def main() -> None:
     commands = benchmark_commands(python, args.out, args.cpu_rehearsal)
     interpret = {"TRITON_INTERPRET": "1"} if args.cpu_rehearsal else {}
     autotuning = {"TRITON_PRINT_AUTOTUNING": "1"}  # the chosen configs and the autotuning time, in the log
-    steps.append(run_step("kernels", [python, "-c", KERNEL_TIMING], left(0.2), args.out, {**interpret, **autotuning}))
+    kernels = [python, "benchmarks/kernel_timing.py", *(["--cpu-rehearsal"] if args.cpu_rehearsal else [])]
+    steps.append(run_step("kernels", kernels, left(0.2), args.out, {**interpret, **autotuning}))
     shares = {
         "bench_engine": 0.5,
         "profile": 0.35,

@@ -115,3 +115,39 @@ def test_float32_is_ieee_on_the_cpu_whatever_the_tf32_switch():
 
     torch.backends.cudnn.allow_tf32 = True  # the autouse fixture restores it
     assert ieee_float32(torch.zeros(1)) and not ieee_float32(torch.zeros(1, dtype=torch.bfloat16))
+
+
+NHWC_INTERPRETED = """
+import torch
+from test_convlstm import random_step
+from tolerances import relative_l2
+from cmrvsr_fast.kernels.convlstm_nhwc import convlstm_step_nhwc, pack_weights
+worst = 0.0
+for shape in [(2, 1, 8, 5, 7), (2, 2, 16, 9, 4), (1, 1, 20, 3, 3), (2, 1, 33, 6, 11)]:
+    (h, w, gx, c), (h_ref, c_ref) = random_step(*shape)
+    last = lambda t: t.permute(0, 1, 3, 4, 2).contiguous()  # (D, B, C, H, W) -> (D, B, H, W, C)
+    h_next, c_next = convlstm_step_nhwc(last(h), pack_weights(w), last(gx), last(c))
+    first = lambda t: t.permute(0, 1, 4, 2, 3)
+    worst = max(worst, relative_l2(first(h_next), h_ref), relative_l2(first(c_next), c_ref))
+assert worst <= 1e-5, worst
+print("worst", worst)
+"""
+
+
+def test_channels_last_variant_under_the_interpreter():
+    """The experimental channels-last step (kernels/convlstm_nhwc.py, timed beside the NCHW one by the device
+    check) computes the same step at awkward shapes."""
+    assert "worst" in run_under_triton_interpreter(NHWC_INTERPRETED)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_channels_last_variant_on_gpu(dtype):
+    pytest.importorskip("triton", reason="triton is not installed")
+    from cmrvsr_fast.kernels.convlstm_nhwc import convlstm_step_nhwc, pack_weights
+
+    (h, w, gx, c), (h_ref, c_ref) = random_step(2, 3, 64, 37, 53, dtype=dtype)
+    last = lambda t: t.permute(0, 1, 3, 4, 2).contiguous().cuda()  # noqa: E731
+    h_next, c_next = convlstm_step_nhwc(last(h), pack_weights(w.cuda()), last(gx), last(c))
+    h_next, c_next = (t.permute(0, 1, 4, 2, 3).cpu() for t in (h_next, c_next))
+    assert relative_l2(h_next, h_ref) <= TOLERANCE[dtype] and relative_l2(c_next, c_ref) <= TOLERANCE[dtype]

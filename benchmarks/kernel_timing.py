@@ -1,0 +1,117 @@
+"""The two fused ops alone: parity against their references and time per call, each backend side by side.
+
+    python benchmarks/kernel_timing.py [--cpu-rehearsal]
+
+On a GPU (a step of `make device-check`): the ConvLSTM step of both directions at F = 64 (10 cines at 64×64 and
+one at 128×128) and the window fusion (34 positions × 10 cines at 64×64), in fp32 and bf16, through Triton, the
+PyTorch reference, the CUDA C++ twins when the extension is built, and the experimental channels-last Triton step
+(kernels/convlstm_nhwc.py) on the same values; times are `triton.testing.do_bench` medians in ms. With
+--cpu-rehearsal the same code runs on the CPU at toy sizes in fp32 (Triton under TRITON_INTERPRET=1, timed with
+a wall clock) so that the GPU run meets no untested line. Prints one JSON row per measurement as it goes (a run
+stopped at its limit keeps them), then the list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the tests' inputs and references
+from cmrvsr_fast.kernels.convlstm_nhwc import convlstm_step_nhwc, pack_weights
+from test_convlstm import random_step
+from test_phase_fusion import fusion_case
+from tolerances import relative_l2
+
+from cmrvsr_fast import _ext
+from cmrvsr_fast.ops.convlstm import convlstm_step, convlstm_step_ref
+from cmrvsr_fast.ops.phase_fusion import window_conv3x3, window_conv3x3_ref
+
+
+def wall_clock_ms(fn, repeats: int = 3) -> float:
+    """The CPU rehearsal's stand-in for do_bench: median wall time of a few calls after one warm-up."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def channels_last(t: torch.Tensor) -> torch.Tensor:
+    return t.permute(0, 1, 3, 4, 2).contiguous()  # (D, B, C, H, W) -> (D, B, H, W, C)
+
+
+def step_rows(device: str, shapes: list[tuple], dtypes: list[torch.dtype], timer, cuda_twin: bool):
+    for shape in shapes:
+        for dtype in dtypes:
+            inputs, (h_ref, c_ref) = random_step(*shape, dtype=dtype)
+            inputs = [t.to(device) for t in inputs]
+            h, c = convlstm_step(*inputs, backend="triton")
+            row = {"op": "convlstm_step", "shape": list(shape), "dtype": str(dtype),
+                   "rel_l2_h": relative_l2(h.cpu(), h_ref), "rel_l2_c": relative_l2(c.cpu(), c_ref)}  # fmt: skip
+            row["triton_ms"] = timer(partial(convlstm_step, *inputs, backend="triton"))
+            row["reference_ms"] = timer(partial(convlstm_step_ref, *inputs))
+            if cuda_twin:
+                row["cuda_ms"] = timer(partial(convlstm_step, *inputs, backend="cuda"))
+            # The experimental channels-last step on the same values (the layout change is outside the timing).
+            h0, w, gx, c0 = inputs
+            nhwc = (channels_last(h0), pack_weights(w), channels_last(gx), channels_last(c0))
+            h_nhwc, _ = convlstm_step_nhwc(*nhwc)
+            row["rel_l2_h_nhwc"] = relative_l2(h_nhwc.permute(0, 1, 4, 2, 3).cpu(), h_ref)
+            row["triton_nhwc_ms"] = timer(partial(convlstm_step_nhwc, *nhwc))
+            yield row
+
+
+def fusion_rows(device: str, cases: list[dict], dtypes: list[torch.dtype], timer, cuda_twin: bool):
+    for case in cases:
+        for dtype in dtypes:
+            (x, table, w, bias, codes, maps), expected = fusion_case(**case)
+            inputs = [t.to(device) for t in (x.to(dtype), table, w.to(dtype), bias, codes, maps)]
+            out = window_conv3x3(*inputs, backend="triton")
+            row = {"op": "window_conv3x3", "case": case, "dtype": str(dtype),
+                   "rel_l2": relative_l2(out.float().cpu(), expected)}  # fmt: skip
+            row["triton_ms"] = timer(partial(window_conv3x3, *inputs, backend="triton"))
+            row["reference_ms"] = timer(partial(window_conv3x3_ref, *inputs))
+            if cuda_twin:
+                row["cuda_ms"] = timer(partial(window_conv3x3, *inputs, backend="cuda"))
+            yield row
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cpu-rehearsal", action="store_true", help="toy sizes on the CPU (TRITON_INTERPRET=1)")
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    if args.cpu_rehearsal:
+        device, timer, dtypes = "cpu", wall_clock_ms, [torch.float32]  # no bf16 under the interpreter
+        shapes, cases = [(2, 1, 8, 6, 7)], [dict(frames=3, batch=1)]
+    else:
+        from triton.testing import do_bench
+
+        device, timer, dtypes = "cuda", do_bench, [torch.float32, torch.bfloat16]
+        shapes = [(2, 10, 64, 64, 64), (2, 1, 64, 128, 128)]
+        cases = [dict(frames=34, batch=10, features=64, height=64, width=64)]
+    cuda_twin = device == "cuda" and _ext.available()
+    rows = []
+    measured = itertools.chain(step_rows(device, shapes, dtypes, timer, cuda_twin),
+                               fusion_rows(device, cases, dtypes, timer, cuda_twin))  # fmt: skip
+    for row in measured:  # printed as soon as measured
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()
