@@ -61,7 +61,12 @@ IEEE_PATHS = ("reference fp32 ieee",)
 # GPU: the compiled PyTorch pieces paired with one Triton kernel (Engine(backend={op: "triton"})), and the compiled
 # engine under a CUDA graph: the first H200 run had the compiled engine ahead of the all-Triton one.
 PAIRED_BACKENDS = {"triton-step": {"convlstm_step": "triton"}, "triton-fusion": {"window_conv3x3": "triton"}}
-HYBRID_PATHS = ("engine bf16 compiled triton-step", "engine bf16 compiled triton-fusion", "engine bf16 compiled graph")
+HYBRID_PATHS = (
+    "engine bf16 compiled triton-step",
+    "engine bf16 compiled triton-fusion",
+    "engine bf16 compiled graph",
+    "engine bf16 compiled dynamic",
+)  # the last: what `upscale --compile` runs (dynamic shapes)
 # The compiled reference: Inductor's max-autotune (GPU: minutes of autotuning, hence not in PATHS).
 AUTOTUNE_PATHS = ("reference fp32 compiled max-autotune",)
 ALL_PATHS = PATHS + KERNEL_PATHS + GRAPH_PATHS + IEEE_PATHS + HYBRID_PATHS + AUTOTUNE_PATHS
@@ -91,7 +96,8 @@ def build_runner(path: str, model: CMRVSR, lr: torch.Tensor, workdir: Path):
     dtype = torch.bfloat16 if "bf16" in path else torch.float32
     paired = next((PAIRED_BACKENDS[w] for w in words if w in PAIRED_BACKENDS), None)
     backend = paired or next((b for b in KERNEL_BACKENDS if b in words), "torch")
-    return Engine(model, dtype=dtype, compile=compiled, backend=backend, cuda_graph="graph" in words)
+    compile_mode = ("dynamic" if "dynamic" in words else True) if compiled else False
+    return Engine(model, dtype=dtype, compile=compile_mode, backend=backend, cuda_graph="graph" in words)
 
 
 def exported_runner(path: str, model: CMRVSR, lr: torch.Tensor, workdir: Path):
@@ -188,8 +194,8 @@ def run_path(spec: dict, workdir: Path, in_process: bool = False) -> tuple[dict,
         finally:
             # Each path compiles afresh, as in its own process: compiled functions are cached per code object,
             # and recompilations accumulated over paths would reach Dynamo's recompile limit.
-            torch._dynamo.reset()
-            with contextlib.suppress(Exception):  # after a sticky CUDA error this raises too: keep the first
+            with contextlib.suppress(Exception):  # after a sticky CUDA error these raise too: keep the first
+                torch._dynamo.reset()
                 torch.cuda.empty_cache()
     stem = f"{spec['slices']}_{spec['path'].replace(' ', '_')}"
     spec = {**spec, "output": str(workdir / f"{stem}.pt"), "result": str(workdir / f"{stem}.json")}

@@ -183,7 +183,8 @@ def benchmark_commands(python: str, out: Path, cpu_rehearsal: bool) -> dict[str,
         # max-autotune (the compiled baseline; minutes of autotuning, if time is left).
         bench += ["--in-process", "--slices", "10", "--budget-mb", "65536", "--stack-repeats", "3", "--paths",
                   "reference fp32", "reference fp32 compiled", "reference fp32 ieee", "engine bf16 compiled",
-                  "engine bf16 compiled triton-step", "engine bf16 compiled triton-fusion",
+                  "engine bf16 compiled dynamic", "engine bf16 compiled triton-step",
+                  "engine bf16 compiled triton-fusion",
                   "engine bf16 triton graph", "engine bf16 triton", "engine bf16 graph", "engine bf16",
                   "engine bf16 cuda graph", "engine fp32", "engine fp32 triton graph",
                   "engine bf16 compiled graph", "reference fp32 compiled max-autotune"]  # fmt: skip
@@ -263,7 +264,7 @@ def main() -> None:
     interpret = {"TRITON_INTERPRET": "1"} if args.cpu_rehearsal else {}
     autotuning = {"TRITON_PRINT_AUTOTUNING": "1"}  # the chosen configs and the autotuning time, in the log
     kernels = [python, "benchmarks/kernel_timing.py", *(["--cpu-rehearsal"] if args.cpu_rehearsal else [])]
-    steps.append(run_step("kernels", kernels, left(0.2), args.out, {**interpret, **autotuning}))
+    steps.append(run_step("kernels", kernels, left(0.25), args.out, {**interpret, **autotuning}))
     shares = {
         "bench_engine": 0.5,
         "profile": 0.35,

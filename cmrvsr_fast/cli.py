@@ -409,8 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--backend", default="torch", choices=["torch", "triton", "cuda", "auto"],
                     help="Engine backend: PyTorch ops, or the fused Triton / CUDA C++ kernels")  # fmt: skip
     up.add_argument("--compile", action="store_true",
-                    help="torch.compile the engine's per-step pieces (dynamic shapes: one compilation for the job, "
-                         "about 17 s on an H200), then the fastest GPU path measured; for long jobs")  # fmt: skip
+                    help="torch.compile the engine's per-step pieces for dynamic shapes (compiled once for the "
+                         "job); with static shapes the compiled engine was the fastest path measured on an H200, "
+                         "after ~17 s of compilation; for long jobs")  # fmt: skip
     up.add_argument("--format", choices=["dicom", "nifti"], help="output format (default: the input's)")
     up.add_argument("--ed", type=int, help="ED frame, 0-based, for every series (default: Info.cfg or frame 0)")
     up.add_argument("--es", type=int, help="ES frame, 0-based, for every series (default: Info.cfg or estimated)")

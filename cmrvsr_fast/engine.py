@@ -275,7 +275,10 @@ class Engine:
             gx_b = gx_b.reshape(length, batch, 4 * f, height, width)
             h = torch.zeros(batch, 2 * f, height, width, dtype=self.dtype, device=self.device)
             h = h.contiguous(memory_format=fmt)
+            # channels_last like every later cell state (the cell's output follows its gates' layout): a compiled
+            # step then sees one layout, not a first-step variant to compile again.
             c_f = torch.zeros(batch, f, height, width, dtype=torch.float32, device=self.device)
+            c_f = c_f.contiguous(memory_format=fmt)
             c_b = torch.zeros_like(c_f)
             out_f = torch.empty(length, batch, f, height, width, dtype=self.dtype, device=self.device)
             out_b = torch.empty_like(out_f)

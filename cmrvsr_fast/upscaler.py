@@ -156,9 +156,10 @@ def load(
     """An Upscaler for a .safetensors checkpoint (its card beside it), the embedded default, or an exported
     artifact (.onnx, .engine, .pt2 with its manifest beside it: onnxruntime, TensorRT, AOTInductor).
     precision: "auto" (bf16 where native, else fp32), "fp32", "bf16" or "fp16"; backend: the Engine's;
-    compile: torch.compile the Engine's per-step pieces for dynamic shapes — a one-off compilation (two: single
-    cines are specialised), then the fastest path measured on an H200 (bf16, static shapes there: 1.7× the eager
-    Engine on a 10-slice stack after about 17 s of compilation): for long jobs. Ignored for exported artifacts."""
+    compile: torch.compile the Engine's per-step pieces for dynamic shapes, compiled once for the job (with static
+    shapes, the compiled Engine was the fastest path measured on an H200: bf16, 1.7× the eager Engine on a 10-slice
+    stack, after about 17 s of compilation; dynamic shapes not yet timed there): for long jobs. Ignored for
+    exported artifacts."""
     path = Path(weights) if weights is not None else default_weights_path()
     if path.suffix in ARTIFACT_SUFFIXES:
         from .export.runners import card_from_manifest, load_runner  # onnxruntime/TensorRT only when asked for
