@@ -84,17 +84,25 @@ def _convlstm_step_kernel(
 
     tile = offs_f[None, :] * hw + offs_p[:, None]  # (P, F) inside one (direction, cine) block of F·H·W
     tile_mask = mask_p[:, None] & mask_f[None, :]
-    gx_base = gx_ptr + pid_db.to(tl.int64) * 4 * F * hw
-    gate_i = acc_i + tl.load(gx_base + tile, mask=tile_mask, other=0.0).to(tl.float32)
-    gate_f = acc_f + tl.load(gx_base + F * hw + tile, mask=tile_mask, other=0.0).to(tl.float32)
-    gate_o = acc_o + tl.load(gx_base + 2 * F * hw + tile, mask=tile_mask, other=0.0).to(tl.float32)
-    gate_g = acc_g + tl.load(gx_base + 3 * F * hw + tile, mask=tile_mask, other=0.0).to(tl.float32)
+    gx_tile = gx_ptr + pid_db.to(tl.int64) * 4 * F * hw + tile
     state = pid_db.to(tl.int64) * F * hw + tile
-    c = tl.load(c_ptr + state, mask=tile_mask, other=0.0)
+    cell_epilogue(acc_i, acc_f, acc_o, acc_g, gx_tile, F * hw, c_ptr + state, c_out_ptr + state, h_out_ptr + state,
+                  tile_mask)  # fmt: skip
+
+
+@triton.jit
+def cell_epilogue(acc_i, acc_f, acc_o, acc_g, gx_tile, gate_stride, c_tile, c_out_tile, h_out_tile, tile_mask):
+    """The cell update of one tile: gates = accumulators + hoisted gates (gate g at gx_tile + g · gate_stride);
+    c' = σ(f)·c + σ(i)·tanh(g), h' = σ(o)·tanh(c'); c in float32, h' in the output's dtype."""
+    gate_i = acc_i + tl.load(gx_tile, mask=tile_mask, other=0.0).to(tl.float32)
+    gate_f = acc_f + tl.load(gx_tile + gate_stride, mask=tile_mask, other=0.0).to(tl.float32)
+    gate_o = acc_o + tl.load(gx_tile + 2 * gate_stride, mask=tile_mask, other=0.0).to(tl.float32)
+    gate_g = acc_g + tl.load(gx_tile + 3 * gate_stride, mask=tile_mask, other=0.0).to(tl.float32)
+    c = tl.load(c_tile, mask=tile_mask, other=0.0)
     c_next = tl.sigmoid(gate_f) * c + tl.sigmoid(gate_i) * _tanh(gate_g)
     h_next = tl.sigmoid(gate_o) * _tanh(c_next)
-    tl.store(c_out_ptr + state, c_next, mask=tile_mask)
-    tl.store(h_out_ptr + state, h_next.to(h_out_ptr.dtype.element_ty), mask=tile_mask)
+    tl.store(c_out_tile, c_next, mask=tile_mask)
+    tl.store(h_out_tile, h_next.to(h_out_tile.dtype.element_ty), mask=tile_mask)
 
 
 _tuned = triton.autotune(configs=_CONFIGS, key=["F", "H", "W"])(_convlstm_step_kernel)

@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 
 from .conv_tiles import accumulate, ieee_float32
-from .convlstm import _tanh
+from .convlstm import cell_epilogue
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -89,16 +89,9 @@ def _step_kernel(
 
     tile_mask = mask_p[:, None] & mask_f[None, :]
     gx_tile = gx_ptr + pid_db.to(tl.int64) * hw * 4 * F + (offs_p * 4 * F)[:, None] + offs_f[None, :]
-    gate_i = acc_i + tl.load(gx_tile, mask=tile_mask, other=0.0).to(tl.float32)
-    gate_f = acc_f + tl.load(gx_tile + F, mask=tile_mask, other=0.0).to(tl.float32)
-    gate_o = acc_o + tl.load(gx_tile + 2 * F, mask=tile_mask, other=0.0).to(tl.float32)
-    gate_g = acc_g + tl.load(gx_tile + 3 * F, mask=tile_mask, other=0.0).to(tl.float32)
     state = pid_db.to(tl.int64) * hw * F + (offs_p * F)[:, None] + offs_f[None, :]
-    c = tl.load(c_ptr + state, mask=tile_mask, other=0.0)
-    c_next = tl.sigmoid(gate_f) * c + tl.sigmoid(gate_i) * _tanh(gate_g)
-    h_next = tl.sigmoid(gate_o) * _tanh(c_next)
-    tl.store(c_out_ptr + state, c_next, mask=tile_mask)
-    tl.store(h_out_ptr + state, h_next.to(h_out_ptr.dtype.element_ty), mask=tile_mask)
+    cell_epilogue(acc_i, acc_f, acc_o, acc_g, gx_tile, F, c_ptr + state, c_out_ptr + state, h_out_ptr + state,
+                  tile_mask)  # fmt: skip
 
 
 _tuned = triton.autotune(configs=_CONFIGS, key=["F", "H", "W"])(_step_kernel)
