@@ -214,6 +214,7 @@ def benchmark_commands(python: str, out: Path, cpu_rehearsal: bool) -> dict[str,
     # --path engine: the Engine with its best backend where it applies, eager models elsewhere; auto would compile
     # the other members with torch.compile, minutes that the device check does not have.
     fps = [python, "benchmarks/fps_vs_params.py", "--out", str(fps_json), "--repeats", "5", "--path", "engine"]
+    fps += [] if cpu_rehearsal else ["--in-process"]
     if cpu_rehearsal:
         fps += ["--members", "bicubic-x4", "lite-x4-no-ror", "--frames", "4", "--size", "12", "--repeats", "1"]
     return {"bench_engine": (bench, bench_json), "profile": (profile, profile_json),

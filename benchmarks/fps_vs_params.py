@@ -19,6 +19,7 @@ trained. Writes dated JSON and the Fig. 4a-style PNG under benchmarks/results/.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import statistics
@@ -93,8 +94,8 @@ def build_runner(model: torch.nn.Module, path: str, precision: str, device: torc
     return autocast_runner, f"{path} (autocast {precision})"
 
 
-def worker(spec: dict) -> None:
-    """Measure one member in this process and write its row (JSON) where `spec` says."""
+def measure_member(spec: dict) -> dict:
+    """Measure one member in this process: its row."""
     device = torch.device(spec["device"])
     torch.manual_seed(0)
     config = zoo.config_for(spec["name"])
@@ -141,12 +142,32 @@ def worker(spec: dict) -> None:
         "warmup_s": round(warmup_s, 2),
         "peak_memory_mb": round(peak, 1),
     }
-    Path(spec["result"]).write_text(json.dumps(row))
+    return row
 
 
-def measure(spec: dict, workdir: Path) -> dict:
+def worker(spec: dict) -> None:
+    """Measure one member in this (child) process and write its row (JSON) where `spec` says."""
+    Path(spec["result"]).write_text(json.dumps(measure_member(spec)))
+
+
+class MemberFailed(RuntimeError):
+    """One member could not be measured: recorded, the sweep goes on."""
+
+
+def measure(spec: dict, workdir: Path, in_process: bool = False) -> dict:
+    if in_process:  # a GPU: peak memory is reset per member, and a process start per member costs seconds
+        try:
+            return measure_member(spec)
+        except Exception as error:  # any failure of one member is recorded; the others go on
+            raise MemberFailed(f"{type(error).__name__}: {error}") from error
+        finally:
+            with contextlib.suppress(Exception):  # after a sticky CUDA error these raise too: keep the first
+                torch._dynamo.reset()
+                torch.cuda.empty_cache()
     spec = {**spec, "result": str(workdir / f"{spec['name']}.json")}
-    subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], check=True)
+    done = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise MemberFailed(f"exit {done.returncode}: {(done.stdout + done.stderr).strip()[-1200:]}")
     return json.loads(Path(spec["result"]).read_text())
 
 
@@ -239,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="result JSON (default: benchmarks/results/fps_vs_params_…); the "
                         "PNG goes beside it")  # fmt: skip
     parser.add_argument("--replot", type=Path, help="redraw the plot of a result JSON (beside it) and stop")
+    parser.add_argument("--in-process", action="store_true",
+                        help="every member in this process (GPU: peak memory is still per member)")  # fmt: skip
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parser
 
@@ -278,11 +301,18 @@ def main() -> None:
         },
         "complete": False,
         "rows": [],
+        "failed": [],
     }
     rows = result["rows"]
     with tempfile.TemporaryDirectory() as tmp:
         for index, name in enumerate(args.members, 1):
-            row = measure({**spec, "name": name}, Path(tmp))
+            try:
+                row = measure({**spec, "name": name}, Path(tmp), args.in_process)
+            except MemberFailed as failure:
+                result["failed"].append({"name": name, "error": str(failure)})
+                print(f"[{index}/{len(args.members)}] {name:<28} FAILED {str(failure)[-300:]}", flush=True)
+                write_result("fps_vs_params", hardware_kind(device), result, out, quiet=True)
+                continue
             print(
                 f"[{index}/{len(args.members)}] {name:<28} {row['parameters']:>10,} params "
                 f"{row['gflops_per_frame']:>9.2f} GFLOP/frame {row['fps']:>9.2f} FPS  {row['path']}",
@@ -296,6 +326,8 @@ def main() -> None:
     result["sweep_wall_s"] = round(time.perf_counter() - start, 1)
     write_result("fps_vs_params", hardware_kind(device), result, out, quiet=True)
     draw(result, out.with_suffix(".png"))
+    if result["failed"]:
+        raise SystemExit(f"{len(result['failed'])} member(s) failed: " + ", ".join(f["name"] for f in result["failed"]))
 
 
 def draw(result: dict, png: Path) -> None:
