@@ -25,14 +25,12 @@ import datetime as dt
 import json
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from measure import current_rss_mb, hardware_name, peak_rss_mb
+from measure import MeasurementFailed, current_rss_mb, hardware_name, in_a_child, in_this_process, peak_rss_mb
 from results_io import write_result
 
 from cmrvsr_fast import CMRVSR, ModelConfig
@@ -181,27 +179,12 @@ def worker(spec: dict) -> None:
     Path(spec["result"]).write_text(json.dumps(result))
 
 
-class PathFailed(RuntimeError):
-    """One path's worker process failed (a kernel fault, an unavailable backend): recorded, the others go on."""
-
-
 def run_path(spec: dict, workdir: Path, in_process: bool = False) -> tuple[dict, torch.Tensor]:
     if in_process:
-        try:
-            return measure_path(spec, workdir)
-        except Exception as error:  # any failure of one path is recorded; the others go on
-            raise PathFailed(f"{type(error).__name__}: {error}") from error
-        finally:
-            # Each path compiles afresh, as in its own process: compiled functions are cached per code object,
-            # and recompilations accumulated over paths would reach Dynamo's recompile limit.
-            with contextlib.suppress(Exception):  # after a sticky CUDA error these raise too: keep the first
-                torch._dynamo.reset()
-                torch.cuda.empty_cache()
+        return in_this_process(measure_path, spec, workdir)
     stem = f"{spec['slices']}_{spec['path'].replace(' ', '_')}"
     spec = {**spec, "output": str(workdir / f"{stem}.pt"), "result": str(workdir / f"{stem}.json")}
-    done = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise PathFailed(f"exit {done.returncode}: {(done.stdout + done.stderr).strip()[-1200:]}")
+    in_a_child(__file__, spec)
     return json.loads(Path(spec["result"]).read_text()), torch.load(spec["output"], weights_only=True)
 
 
@@ -270,7 +253,7 @@ def main() -> None:
                         "path": path, "budget_mb": args.budget_mb}  # fmt: skip
                 try:
                     timing, out = run_path(spec, Path(tmp), args.in_process)
-                except PathFailed as failure:
+                except MeasurementFailed as failure:
                     result["failed"].append({"slices": slices, "path": path, "error": str(failure)})
                     print(f"{slices:>2} × {path:>24}: FAILED {str(failure)[-400:]}", flush=True)
                     write_result("bench_engine", kind, result, args.out, quiet=True)

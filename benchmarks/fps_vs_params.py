@@ -19,18 +19,24 @@ trained. Writes dated JSON and the Fig. 4a-style PNG under benchmarks/results/.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from measure import current_rss_mb, hardware_kind, hardware_name, peak_rss_mb
+from measure import (
+    MeasurementFailed,
+    current_rss_mb,
+    hardware_kind,
+    hardware_name,
+    in_a_child,
+    in_this_process,
+    peak_rss_mb,
+)
 from results_io import RESULTS, write_result
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -150,24 +156,11 @@ def worker(spec: dict) -> None:
     Path(spec["result"]).write_text(json.dumps(measure_member(spec)))
 
 
-class MemberFailed(RuntimeError):
-    """One member could not be measured: recorded, the sweep goes on."""
-
-
 def measure(spec: dict, workdir: Path, in_process: bool = False) -> dict:
     if in_process:  # a GPU: peak memory is reset per member, and a process start per member costs seconds
-        try:
-            return measure_member(spec)
-        except Exception as error:  # any failure of one member is recorded; the others go on
-            raise MemberFailed(f"{type(error).__name__}: {error}") from error
-        finally:
-            with contextlib.suppress(Exception):  # after a sticky CUDA error these raise too: keep the first
-                torch._dynamo.reset()
-                torch.cuda.empty_cache()
+        return in_this_process(measure_member, spec)
     spec = {**spec, "result": str(workdir / f"{spec['name']}.json")}
-    done = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise MemberFailed(f"exit {done.returncode}: {(done.stdout + done.stderr).strip()[-1200:]}")
+    in_a_child(__file__, spec)
     return json.loads(Path(spec["result"]).read_text())
 
 
@@ -308,7 +301,7 @@ def main() -> None:
         for index, name in enumerate(args.members, 1):
             try:
                 row = measure({**spec, "name": name}, Path(tmp), args.in_process)
-            except MemberFailed as failure:
+            except MeasurementFailed as failure:
                 result["failed"].append({"name": name, "error": str(failure)})
                 print(f"[{index}/{len(args.members)}] {name:<28} FAILED {str(failure)[-300:]}", flush=True)
                 write_result("fps_vs_params", hardware_kind(device), result, out, quiet=True)

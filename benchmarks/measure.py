@@ -1,11 +1,43 @@
-"""What the benchmarks measure besides time: process memory and the hardware's name."""
+"""What the benchmarks measure besides time (process memory, the hardware's name), and where one measurement runs:
+in a child process of its own, or in this one (on a GPU, where a process start per measurement costs seconds)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import platform
 import resource
+import subprocess
+import sys
 
 import torch
+
+
+class MeasurementFailed(RuntimeError):
+    """One path or member could not be measured (a kernel fault, an unavailable backend): recorded, the others go
+    on."""
+
+
+def in_this_process(measure, *args):
+    """measure(*args), any failure as MeasurementFailed; afterwards Dynamo and the CUDA cache start afresh, as in a
+    process of its own (compiled functions are cached per code object: recompilations accumulated over
+    measurements would reach Dynamo's recompile limit)."""
+    try:
+        return measure(*args)
+    except Exception as error:  # any failure of one measurement is recorded; the others go on
+        raise MeasurementFailed(f"{type(error).__name__}: {error}") from error
+    finally:
+        with contextlib.suppress(Exception):  # after a sticky CUDA error these raise too: keep the first
+            torch._dynamo.reset()
+            torch.cuda.empty_cache()
+
+
+def in_a_child(script: str, spec: dict) -> None:
+    """`python script --worker SPEC` (which writes its results where the spec says); a failure as
+    MeasurementFailed with the end of the child's output."""
+    done = subprocess.run([sys.executable, script, "--worker", json.dumps(spec)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise MeasurementFailed(f"exit {done.returncode}: {(done.stdout + done.stderr).strip()[-1200:]}")
 
 
 def current_rss_mb() -> float:
