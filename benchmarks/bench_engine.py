@@ -63,6 +63,7 @@ HYBRID_PATHS = (
     "engine bf16 compiled triton-step",
     "engine bf16 compiled triton-fusion",
     "engine bf16 compiled graph",
+    "engine bf16 compiled triton-step graph",
     "engine bf16 compiled dynamic",
 )  # the last: what `upscale --compile` runs (dynamic shapes)
 # The compiled reference: Inductor's max-autotune (GPU: minutes of autotuning, hence not in PATHS).

@@ -7,14 +7,14 @@ failing step does not stop the others; a stopped step keeps the rows it wrote or
   1. build: an offline editable install with the CUDA extension (CMRVSR_BUILD_CUDA=1) for this GPU's arch;
   2. facts: GPU, compute capability, CUDA runtime, torch, triton, onnxruntime providers, the extension;
      then the bf16 matmul rate (cuBLAS, 8192³): the roofline the engine's TFLOP/s are compared with;
-  3. gpu tests: `pytest -m gpu` (verbose, durations, JUnit XML); when they fail, compute-sanitizer memcheck over
-     the CUDA C++ kernel tests;
+  3. gpu tests: `pytest -m gpu` (verbose, durations, JUnit XML; 4 workers with pytest-xdist); when one fails,
+     compute-sanitizer memcheck over the CUDA C++ kernel tests;
   4. kernels: both ops (Triton, PyTorch, the CUDA C++ twins) against their references, timed with do_bench;
   5. bench_engine: benchmarks/bench_engine.py on the 10-slice stack, 64×64 LR ×4, in one process: the reference
      (eager with PyTorch's default TF32, eager IEEE fp32, compiled; max-autotune last), the engine with every
      backend, with and without torch.compile and CUDA graphs, fp32 and bf16, compiled pieces paired with one
      Triton kernel; the issue's targets are computed from these rows;
-  6. profile: benchmarks/profile_engine.py (kernels ranked by device time for the reference and the engine);
+  6. profile: benchmarks/profile_engine.py (kernels ranked by device time for the fastest engine paths);
   7. bench_engine_1: one cine, 64×64 LR;
   8. bench_engine_128: one cine at 128×128 LR;
   9. the Fig. 4a sweep (benchmarks/fps_vs_params.py) over the zoo, with whatever time is left.
@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import importlib.util
 import json
 import os
 import platform
@@ -179,15 +180,16 @@ def benchmark_commands(python: str, out: Path, cpu_rehearsal: bool) -> dict[str,
         # (a Python and CUDA start per path cost ~6 s each in the second run, 2026-11-26). No ONNX Runtime row:
         # the image's onnxruntime runs on the CPU only, minutes per paper-x4 stack. Left to bench_engine.py: the
         # float32 kernel paths without graphs and the CUDA C++ path without one (as fast as with one there).
-        # Last: the compiled engine under a CUDA graph (a combination no GPU has run yet) and the reference under
-        # max-autotune (the issue's compiled baseline; minutes of autotuning, if time is left).
+        # First the references and the paths that were fastest in run 3 (2026-11-26: compiled pieces, with the
+        # Triton layer op for the recurrence); last the reference under max-autotune (the issue's compiled
+        # baseline; minutes of autotuning, if time is left).
         bench += ["--in-process", "--slices", "10", "--budget-mb", "65536", "--stack-repeats", "3", "--paths",
-                  "reference fp32", "reference fp32 compiled", "reference fp32 ieee", "engine bf16 compiled",
-                  "engine bf16 compiled dynamic", "engine bf16 compiled triton-step",
-                  "engine bf16 compiled triton-fusion",
-                  "engine bf16 triton graph", "engine bf16 triton", "engine bf16 graph", "engine bf16",
-                  "engine bf16 cuda graph", "engine fp32", "engine fp32 triton graph",
-                  "engine bf16 compiled graph", "reference fp32 compiled max-autotune"]  # fmt: skip
+                  "reference fp32", "reference fp32 compiled", "engine bf16 compiled triton-step",
+                  "engine bf16 compiled triton-step graph", "engine bf16 compiled", "engine bf16 triton graph",
+                  "engine bf16 triton", "engine bf16 compiled graph", "engine bf16",
+                  "engine bf16 compiled triton-fusion", "reference fp32 ieee", "engine bf16 compiled dynamic",
+                  "engine bf16 cuda graph", "engine fp32 triton graph", "engine fp32",
+                  "reference fp32 compiled max-autotune"]  # fmt: skip
         # One cine: where launch overhead, and so CUDA graphs, should matter most.
         single += ["--in-process", "--paths", "reference fp32", "reference fp32 compiled", "engine bf16 compiled",
                    "engine bf16 triton graph", "engine bf16 triton", "engine bf16 graph", "engine bf16",
@@ -197,6 +199,8 @@ def benchmark_commands(python: str, out: Path, cpu_rehearsal: bool) -> dict[str,
     # the kernels step's do_bench timings: they run on their own, not here.)
     profile_json = out / "profile_engine_device.json"
     profile = [python, "benchmarks/profile_engine.py", "--out", str(profile_json)]
+    if not cpu_rehearsal:  # run 3 profiled the reference and the eager engine; now the fastest paths
+        profile += ["--paths", "engine bf16 compiled triton-step", "engine bf16 compiled", "engine bf16 triton"]
     if cpu_rehearsal:
         profile += ["--preset", "lite-x4", "--frames", "4", "--size", "12", "--slices", "2", "--paths",
                     "reference fp32", "engine bf16"]  # fmt: skip
@@ -251,10 +255,13 @@ def main() -> None:
     junit = args.out / "gpu_tests.xml"
     marker = "gpu" if not args.cpu_rehearsal else "gpu or not gpu"
     test_files = [] if not args.cpu_rehearsal else ["tests/test_convlstm.py"]
-    steps.append(run_step("gpu_tests", [python, "-m", "pytest", "-v", "--durations=0", "-m", marker,
+    # Parallel workers where pytest-xdist is installed: the GPU tests' time is mostly Triton compiling its
+    # autotuning candidates on the CPU (run 3 stopped at its 90 s limit with two thirds done, 2026-11-26).
+    workers = ["-n", "4"] if importlib.util.find_spec("xdist") and not args.cpu_rehearsal else []
+    steps.append(run_step("gpu_tests", [python, "-m", "pytest", "-v", "--durations=0", "-m", marker, *workers,
                                         f"--junitxml={junit}", *test_files], left(0.3), args.out))  # fmt: skip
     sanitizer = shutil.which("compute-sanitizer")
-    if steps[-1]["status"] != "ok" and sanitizer and not args.cpu_rehearsal:
+    if steps[-1]["status"].startswith("failed") and sanitizer and not args.cpu_rehearsal:
         # A failing GPU test: memcheck names the first bad access of the CUDA C++ kernels (which nothing else can
         # see: a fault there only shows as a later error).
         kernel_tests = ["tests/test_convlstm.py", "tests/test_phase_fusion.py"]

@@ -4,8 +4,9 @@
 
 On a GPU (a step of `make device-check`): the ConvLSTM step of both directions at F = 64 (10 cines at 64×64 and
 one at 128×128) and the window fusion (34 positions × 10 cines at 64×64), in fp32 and bf16, through Triton, the
-PyTorch reference, the CUDA C++ twins when the extension is built, and the experimental channels-last Triton step
-(kernels/convlstm_nhwc.py) on the same values; times are `triton.testing.do_bench` medians in ms. With
+PyTorch reference, the CUDA C++ twins when the extension is built, and the channels-last Triton step
+(kernels/convlstm_nhwc.py) on the same values; then a whole layer's recurrence (42 frames, bf16) through the
+layer op, per step; times are `triton.testing.do_bench` medians in ms. With
 --cpu-rehearsal the same code runs on the CPU at toy sizes in fp32 (Triton under TRITON_INTERPRET=1, a wall clock
 for do_bench); only the GPU sizes, bf16, the CUDA C++ twins and do_bench itself are left to the GPU. Prints one
 JSON row per measurement as it goes (a run stopped at its limit keeps them), then the list.
@@ -26,12 +27,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the tests' inputs and references
 from cmrvsr_fast.kernels.convlstm_nhwc import convlstm_step_nhwc, pack_weights
-from test_convlstm import random_step
+from test_convlstm import random_layer, random_step
 from test_phase_fusion import fusion_case
 from tolerances import relative_l2
 
 from cmrvsr_fast import _ext
-from cmrvsr_fast.ops.convlstm import convlstm_step, convlstm_step_ref
+from cmrvsr_fast.ops.convlstm import convlstm_layer, convlstm_layer_ref, convlstm_step, convlstm_step_ref
 from cmrvsr_fast.ops.phase_fusion import window_conv3x3, window_conv3x3_ref
 
 
@@ -72,6 +73,24 @@ def step_rows(device: str, shapes: list[tuple], dtypes: list[torch.dtype], timer
             yield row
 
 
+def layer_rows(device: str, shapes: list[tuple], dtypes: list[torch.dtype], timer, cuda_twin: bool):
+    """The whole recurrence of one bidirectional layer (the Engine's unit): the Triton layer op (no copy per
+    step) against the same steps as PyTorch ops or CUDA C++ launches with the per-step stack and scatter; ms per
+    step (per frame)."""
+    for shape in shapes:
+        for dtype in dtypes:
+            gx, w = (t.to(device) for t in random_layer(*shape, dtype=dtype))
+            frames = shape[0]
+            out = convlstm_layer(gx, w, backend="triton")
+            row = {"op": "convlstm_layer", "shape": list(shape), "dtype": str(dtype),
+                   "rel_l2": relative_l2(out.float().cpu(), convlstm_layer_ref(gx, w).float().cpu())}  # fmt: skip
+            row["triton_ms_per_step"] = timer(partial(convlstm_layer, gx, w, backend="triton")) / frames
+            row["reference_ms_per_step"] = timer(partial(convlstm_layer_ref, gx, w)) / frames
+            if cuda_twin:
+                row["cuda_ms_per_step"] = timer(partial(convlstm_layer, gx, w, backend="cuda")) / frames
+            yield row
+
+
 def fusion_rows(device: str, cases: list[dict], dtypes: list[torch.dtype], timer, cuda_twin: bool):
     for case in cases:
         for dtype in dtypes:
@@ -98,6 +117,7 @@ def main() -> None:
     if args.cpu_rehearsal:
         device, timer, dtypes = "cpu", wall_clock_ms, [torch.float32]  # no bf16 under the interpreter
         shapes, cases = [(2, 1, 8, 6, 7)], [dict(frames=3, batch=1)]
+        layers, layer_dtypes = [(3, 1, 8, 6, 7)], dtypes
     else:
         from triton.testing import do_bench
 
@@ -108,10 +128,13 @@ def main() -> None:
 
         shapes = [(2, 10, 64, 64, 64), (2, 1, 64, 128, 128)]
         cases = [dict(frames=34, batch=10, features=64, height=64, width=64)]
+        layers, layer_dtypes = [(42, 10, 64, 64, 64)], [torch.bfloat16]  # a paper-x4 stack's layer, 42 frames
     cuda_twin = device == "cuda" and _ext.available()
     rows = []
-    # The stack's step, then the fusion, then the 128×128 step: a run stopped at its limit loses the least used.
+    # The stack's step and layer, then the fusion, then the 128×128 step: a run stopped at its limit loses the
+    # least used.
     measured = itertools.chain(step_rows(device, shapes[:1], dtypes, timer, cuda_twin),
+                               layer_rows(device, layers, layer_dtypes, timer, cuda_twin),
                                fusion_rows(device, cases, dtypes, timer, cuda_twin),
                                step_rows(device, shapes[1:], dtypes, timer, cuda_twin))  # fmt: skip
     for row in measured:  # printed as soon as measured

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .model import CMRVSR, cyclic_indices
-from .ops.convlstm import convlstm_step
+from .ops.convlstm import convlstm_layer
 from .ops.dispatch import resolve_backend
 from .ops.phase_fusion import window_conv3x3
 
@@ -135,6 +135,11 @@ class Engine:
                     "b_fwd": cast(fwd.conv.bias),
                     "b_bwd": cast(bwd.conv.bias),
                     "h_both": cast(torch.cat([wf[:, f:], wb[:, f:]], dim=0)),  # grouped: (8F, F, 3, 3)
+                    # The fused backends' layer op: both directions' input convolutions as one (8F output
+                    # channels; grouped over [h_fwd, h_bwd] after the first layer) and the recurrent pair.
+                    "x_both": cast(torch.cat([wf[:, :f], wb[:, :f]], dim=0)),
+                    "b_both": cast(torch.cat([fwd.conv.bias, bwd.conv.bias])),
+                    "h_pair": cast(torch.stack([wf[:, f:], wb[:, f:]])),  # (2, 4F, F, 3, 3)
                 }
             )
         frame, window = self.config.frame_channels, self.config.window
@@ -264,6 +269,8 @@ class Engine:
 
     def _bidirectional_lstm(self, features: Tensor) -> tuple[Tensor, Tensor]:
         """Last-layer h of the forward and backward ConvLSTM at every extended frame: two (E, B, F, H, W)."""
+        if self.backends["convlstm_step"] != "torch":
+            return self._fused_layers(features)
         length, batch, f, height, width = features.shape
         fmt = torch.channels_last
         seq_fwd = seq_bwd = features
@@ -282,10 +289,6 @@ class Engine:
             c_b = torch.zeros_like(c_f)
             out_f = torch.empty(length, batch, f, height, width, dtype=self.dtype, device=self.device)
             out_b = torch.empty_like(out_f)
-            if self.backends["convlstm_step"] != "torch":
-                self._fused_recurrence(layer["h_both"], gx_f, gx_b, out_f, out_b)
-                seq_fwd, seq_bwd = out_f, out_b
-                continue
             for k in range(length):
                 j = length - 1 - k  # the backward direction's frame
                 h, c_f, c_b = self._lstm_step(h, layer["h_both"], gx_f[k], gx_b[j], c_f, c_b)
@@ -293,17 +296,20 @@ class Engine:
             seq_fwd, seq_bwd = out_f, out_b
         return seq_fwd, seq_bwd
 
-    def _fused_recurrence(self, w_h: Tensor, gx_f: Tensor, gx_b: Tensor, out_f: Tensor, out_b: Tensor) -> None:
-        """The recurrence of one layer through the fused step op (both directions per launch)."""
-        length, batch, gates, height, width = gx_f.shape
-        f = gates // 4
-        w = w_h.reshape(2, 4 * f, f, 3, 3)
-        h = torch.zeros(2, batch, f, height, width, dtype=self.dtype, device=self.device)
-        c = torch.zeros(2, batch, f, height, width, dtype=torch.float32, device=self.device)
-        for k in range(length):
-            j = length - 1 - k
-            h, c = convlstm_step(h, w, torch.stack([gx_f[k], gx_b[j]]), c, backend=self.backends["convlstm_step"])
-            out_f[k], out_b[j] = h[0], h[1]
+    def _fused_layers(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        """The fused backends: per layer one convolution for both directions' hoisted gates, then the layer op
+        (Triton: one launch per step, reading its gates and h(t−1) from, and writing h(t) into, the sequence
+        buffers; no copy per step). Returns views into the last layer's (E, B, 2F, H, W) output."""
+        length, batch, f, height, width = features.shape
+        seq = features.reshape(length * batch, f, height, width).contiguous(memory_format=torch.channels_last)
+        out = features
+        for number, layer in enumerate(self.lstm):
+            # Layer 1 feeds both directions the same features; later layers feed each direction its own h.
+            gx = self._conv(seq, layer["x_both"], layer["b_both"], groups=1 if number == 0 else 2)
+            out = convlstm_layer(gx.reshape(length, batch, 8 * f, height, width), layer["h_pair"],
+                                 backend=self.backends["convlstm_step"])  # fmt: skip
+            seq = out.reshape(length * batch, 2 * f, height, width).contiguous(memory_format=torch.channels_last)
+        return out[:, :, :f], out[:, :, f:]
 
     def _lstm_step_eager(
         self, h: Tensor, w_h: Tensor, gx_f: Tensor, gx_b: Tensor, c_f: Tensor, c_b: Tensor
@@ -336,18 +342,17 @@ class Engine:
                                       [i - lo for i in needed], lo)  # fmt: skip
         contrib = self._conv(both.contiguous(memory_format=torch.channels_last), self.fuse_h)
         contrib = contrib.reshape(hi - lo, batch, window, frame, height, width)
-        refined = {}
-        for i in needed:
-            # Offsets whose frame lies outside the sequence contribute nothing (zero padding in time); a zero
-            # contribution and code keep the compiled function's shapes and control flow static.
-            terms, term_codes = [], []
-            for d in range(window):
-                j = i + d - half
-                inside = 0 <= j < length
-                terms.append(contrib[j - lo, :, d] if inside else torch.zeros_like(contrib[0, :, d]))
-                term_codes.append(codes[j] if inside else torch.zeros_like(codes[0]))
-            refined[i] = self._fuse_window(torch.stack(terms), torch.stack(term_codes), maps)
-        return refined
+        # Every needed frame i at once: frame j = i + d − half gives offset d's contribution. The needed frames
+        # are one run [first, last]; frames outside the sequence contribute nothing (zero padding in time), so
+        # the contributions and codes are padded to the run's reach, rarely more than nothing (warm-up ≥ half).
+        first, last = needed[0], needed[-1]
+        before, after = lo - (first - half), (last + half + 1) - hi
+        codes = codes[lo:hi]
+        if before or after:
+            contrib = F.pad(contrib.reshape(hi - lo, -1), (0, 0, before, after)).reshape(-1, *contrib.shape[1:])
+            codes = F.pad(codes, (0, 0, before, after))
+        fused = self._fuse_window(contrib, codes, maps)  # (last − first + 1, B, F, H, W)
+        return {i: fused[i - first] for i in needed}
 
     def _refine_fused(
         self, both: Tensor, codes: Tensor, maps: Tensor, positions: list[int], offset: int
@@ -366,13 +371,20 @@ class Engine:
         out = window_conv3x3(pre, own, self.proj_w[None], self.proj_b.float(), backend=self.backends["window_conv3x3"])
         return {p + offset: out[k] for k, p in enumerate(positions)}
 
-    def _fuse_window_eager(self, terms: Tensor, codes: Tensor, maps: Tensor) -> Tensor:
-        """Sum of the window's contributions (window, B, frame, H, W), their phase terms and the bias, in fp32,
-        then the projection convolution."""
-        phase_terms = codes.float()[:, :, None, None, None] * maps.float()[:, None]  # (window, B, frame, H, W)
-        acc = (terms.float() + phase_terms).sum(0) + self.fuse_b.float().view(1, -1, 1, 1)
-        pre = acc.to(self.dtype).contiguous(memory_format=torch.channels_last)
-        return self._conv(pre, self.proj_w, self.proj_b)
+    def _fuse_window_eager(self, contrib: Tensor, codes: Tensor, maps: Tensor) -> Tensor:
+        """contrib (N + window − 1, B, window, frame, H, W): each frame's contribution to each offset; codes
+        (N + window − 1, B). For the N frames in the middle: the sum over offsets of the contributions and
+        phase terms, plus the bias, in fp32, then the projection convolution over all N·B frames at once."""
+        window = maps.shape[0]
+        count, batch, _, frame, height, width = contrib.shape
+        count -= window - 1
+        acc = self.fuse_b.float().view(1, 1, -1, 1, 1)
+        for d in range(window):
+            phase_term = codes[d : d + count].float()[:, :, None, None, None] * maps[d].float()
+            acc = acc + contrib[d : d + count, :, d].float() + phase_term
+        pre = acc.to(self.dtype).reshape(count * batch, frame, height, width)
+        pre = pre.contiguous(memory_format=torch.channels_last)
+        return self._conv(pre, self.proj_w, self.proj_b).reshape(count, batch, -1, height, width)
 
     def _residual_update(self, features: Tensor, h_fwd: Tensor, h_bwd: Tensor, refined: dict[int, Tensor]) -> Tensor:
         n, half = self.config.warmup, self.config.half_window

@@ -49,3 +49,13 @@ def accumulate(acc, a, b, FP32_IEEE: tl.constexpr):
     else:
         acc += tl.dot(a, b)
     return acc
+
+
+def autotune(configs: list, key: list[str]):
+    """triton.autotune, keeping the chosen configurations on disk where this Triton can (`cache_results`): the
+    device check's steps run in separate processes and would otherwise autotune every key again (run 3 spent its
+    GPU-test and kernel steps' time limits largely autotuning, 2026-11-26)."""
+    import inspect
+
+    options = {"cache_results": True} if "cache_results" in inspect.signature(triton.autotune).parameters else {}
+    return triton.autotune(configs=configs, key=key, **options)

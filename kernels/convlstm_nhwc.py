@@ -1,14 +1,21 @@
-"""Triton, experimental: the fused ConvLSTM step (kernels/convlstm.py) in a channels-last layout.
+"""Triton: the fused ConvLSTM step (kernels/convlstm.py) in a channels-last layout, and a whole layer's
+recurrence through it without a copy per step.
 
-Not used by the Engine. The device check times it beside the NCHW kernel, so that one GPU run can say whether the
-layout is worth moving the Engine's recurrence to (GPU_NOTES.md). Why it might be: in NCHW the im2col tile of a
-K step is a gather, one shifted pixel run per (channel, tap) with a mask per element; here a K step is one tap and
-a chunk of channels, contiguous per pixel, under one mask per pixel — 16-byte loads — and the weights, packed once
-as (tap, input channel, gate · F + hidden channel), load contiguously along the output channels. The hoisted gates
-come channels-last from the Engine's channels-last input convolution, with no transposing copy.
+Why channels-last: in NCHW the im2col tile of a K step is a gather, one shifted pixel run per (channel, tap) with
+a mask per element; here a K step is one tap and a chunk of channels, contiguous per pixel, under one mask per
+pixel — 16-byte loads — and the weights, packed once as (tap, input channel, gate · F + hidden channel), load
+contiguously along the output channels. On an H200 (device check run 3, 2026-11-26) the bf16 step took 0.102 ms
+against the NCHW kernel's 0.155 ms and PyTorch's 0.591 (2 directions × 10 cines, F = 64, 64²).
 
-Layouts (contiguous): h (D, B, H, W, F); w (D, 9, F, 4F) from `pack_weights`; gx (D, B, H, W, 4F) with gate
-blocks (i, f, o, g); c (D, B, H, W, F) float32.
+Why a layer launcher: the Engine's hoisted gates come from one channels-last convolution over every frame, and
+a step reads its frame's gates, the previous hidden state and writes the new one in place, at offsets into those
+sequence buffers: no stack of the two directions' gates, no contiguous copy, no scatter of h into the outputs —
+in run 3 those copies cost about as much as the step kernel itself.
+
+Addressing (elements): a tensor with pixels `row` elements apart, (cine, y, x, channel) at
+base + cine · H·W·row + (y·W + x) · row + channel; direction d reads h(t−1) at h_ptr + h_off_d, its gates at
+gx_ptr + gx_off_d (gate blocks i, f, o, g, F channels each) and writes h(t) at h_out_ptr + out_off_d. The cell
+state c (D, B, H, W, F) float32 is read from c_ptr and written to c_out_ptr.
 """
 
 from __future__ import annotations
@@ -19,25 +26,22 @@ import torch
 import triton
 import triton.language as tl
 
-from .conv_tiles import accumulate, ieee_float32
+from .conv_tiles import accumulate, autotune, ieee_float32
 from .convlstm import cell_epilogue
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
+# bf16/fp16 and TF32 tiles. Run 3 (H200) chose (128, 64, 64, 8 warps) for bf16 and (128, 32|64, 32) for TF32 in
+# both layouts; the smaller tiles stay for GPUs with fewer SMs and for small images.
 _CONFIGS = [
     triton.Config({"BLOCK_P": p, "BLOCK_F": f, "BLOCK_K": k}, num_warps=w, num_stages=s)
-    for p, f, k, w, s in [
-        (64, 32, 32, 4, 3),
-        (128, 32, 32, 4, 3),
-        (128, 64, 32, 8, 3),
-        (128, 32, 64, 4, 3),
-        (128, 64, 64, 8, 3),
-    ]
+    for p, f, k, w, s in [(64, 32, 32, 4, 3), (128, 32, 32, 4, 3), (128, 64, 64, 8, 3)]
 ]
 _IEEE_CONFIGS = [
     triton.Config({"BLOCK_P": p, "BLOCK_F": f, "BLOCK_K": k}, num_warps=w, num_stages=s)
     for p, f, k, w, s in [(64, 32, 16, 4, 2), (32, 32, 16, 4, 2)]
 ]
+_KEY = ["F", "H", "W", "H_ROW", "GX_ROW", "FIRST"]
 
 
 def pack_weights(w: torch.Tensor) -> torch.Tensor:
@@ -49,13 +53,16 @@ def pack_weights(w: torch.Tensor) -> torch.Tensor:
 @triton.jit
 def _step_kernel(
     h_ptr, w_ptr, gx_ptr, c_ptr, h_out_ptr, c_out_ptr,
-    B, F, H, W,
-    FP32_IEEE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_K: tl.constexpr,
+    h_off0, h_off1, gx_off0, gx_off1, out_off0, out_off1,
+    B, F, H, W, H_ROW, GX_ROW,
+    FIRST: tl.constexpr, FP32_IEEE: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     pid_p = tl.program_id(0)
     pid_f = tl.program_id(1)
     pid_db = tl.program_id(2)  # direction · B + cine
     direction = pid_db // B
+    cine = (pid_db % B).to(tl.int64)
     hw = H * W
     offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
     offs_f = pid_f * BLOCK_F + tl.arange(0, BLOCK_F)
@@ -63,63 +70,103 @@ def _step_kernel(
     mask_f = offs_f < F
     y = offs_p // W
     x = offs_p % W
-    h_base = h_ptr + pid_db.to(tl.int64) * hw * F
-    w_base = w_ptr + direction.to(tl.int64) * 9 * F * 4 * F
 
     acc_i = tl.zeros((BLOCK_P, BLOCK_F), dtype=tl.float32)
     acc_f = tl.zeros((BLOCK_P, BLOCK_F), dtype=tl.float32)
     acc_o = tl.zeros((BLOCK_P, BLOCK_F), dtype=tl.float32)
     acc_g = tl.zeros((BLOCK_P, BLOCK_F), dtype=tl.float32)
-    chunks = tl.cdiv(F, BLOCK_K)
-    for step in range(0, 9 * chunks):  # one tap and one chunk of input channels per step
-        tap = step // chunks
-        offs_c = (step % chunks) * BLOCK_K + tl.arange(0, BLOCK_K)
-        mask_c = offs_c < F
-        yy = y + (tap // 3 - 1)
-        xx = x + (tap % 3 - 1)
-        inside = mask_p & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
-        a = tl.load(h_base + ((yy * W + xx) * F)[:, None] + offs_c[None, :],
-                    mask=inside[:, None] & mask_c[None, :], other=0.0)  # fmt: skip
-        rows = w_base + (tap * F + offs_c)[:, None] * (4 * F) + offs_f[None, :]
-        mask_w = mask_c[:, None] & mask_f[None, :]
-        acc_i = accumulate(acc_i, a, tl.load(rows, mask=mask_w, other=0.0), FP32_IEEE)
-        acc_f = accumulate(acc_f, a, tl.load(rows + F, mask=mask_w, other=0.0), FP32_IEEE)
-        acc_o = accumulate(acc_o, a, tl.load(rows + 2 * F, mask=mask_w, other=0.0), FP32_IEEE)
-        acc_g = accumulate(acc_g, a, tl.load(rows + 3 * F, mask=mask_w, other=0.0), FP32_IEEE)
+    if not FIRST:  # h(t−1) = 0 at the first step: the gates are the hoisted ones alone
+        h_off = h_off0 + direction * (h_off1 - h_off0)
+        h_base = h_ptr + h_off.to(tl.int64) + cine * hw * H_ROW
+        w_base = w_ptr + direction.to(tl.int64) * 9 * F * 4 * F
+        chunks = tl.cdiv(F, BLOCK_K)
+        for step in range(0, 9 * chunks):  # one tap and one chunk of input channels per step
+            tap = step // chunks
+            offs_c = (step % chunks) * BLOCK_K + tl.arange(0, BLOCK_K)
+            mask_c = offs_c < F
+            yy = y + (tap // 3 - 1)
+            xx = x + (tap % 3 - 1)
+            inside = mask_p & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
+            a = tl.load(h_base + ((yy * W + xx) * H_ROW)[:, None] + offs_c[None, :],
+                        mask=inside[:, None] & mask_c[None, :], other=0.0)  # fmt: skip
+            rows = w_base + (tap * F + offs_c)[:, None] * (4 * F) + offs_f[None, :]
+            mask_w = mask_c[:, None] & mask_f[None, :]
+            acc_i = accumulate(acc_i, a, tl.load(rows, mask=mask_w, other=0.0), FP32_IEEE)
+            acc_f = accumulate(acc_f, a, tl.load(rows + F, mask=mask_w, other=0.0), FP32_IEEE)
+            acc_o = accumulate(acc_o, a, tl.load(rows + 2 * F, mask=mask_w, other=0.0), FP32_IEEE)
+            acc_g = accumulate(acc_g, a, tl.load(rows + 3 * F, mask=mask_w, other=0.0), FP32_IEEE)
 
     tile_mask = mask_p[:, None] & mask_f[None, :]
-    gx_tile = gx_ptr + pid_db.to(tl.int64) * hw * 4 * F + (offs_p * 4 * F)[:, None] + offs_f[None, :]
+    gx_off = gx_off0 + direction * (gx_off1 - gx_off0)
+    gx_tile = gx_ptr + gx_off.to(tl.int64) + cine * hw * GX_ROW + (offs_p * GX_ROW)[:, None] + offs_f[None, :]
+    out_off = out_off0 + direction * (out_off1 - out_off0)
+    h_out_tile = h_out_ptr + out_off.to(tl.int64) + cine * hw * H_ROW + (offs_p * H_ROW)[:, None] + offs_f[None, :]
     state = pid_db.to(tl.int64) * hw * F + (offs_p * F)[:, None] + offs_f[None, :]
-    cell_epilogue(acc_i, acc_f, acc_o, acc_g, gx_tile, F, c_ptr + state, c_out_ptr + state, h_out_ptr + state,
+    cell_epilogue(acc_i, acc_f, acc_o, acc_g, gx_tile, F, c_ptr + state, c_out_ptr + state, h_out_tile,
                   tile_mask)  # fmt: skip
 
 
-_tuned = triton.autotune(configs=_CONFIGS, key=["F", "H", "W"])(_step_kernel)
-_tuned_ieee = triton.autotune(configs=_IEEE_CONFIGS, key=["F", "H", "W"])(_step_kernel)
+_tuned = autotune(_CONFIGS, _KEY)(_step_kernel)
+_tuned_ieee = autotune(_IEEE_CONFIGS, _KEY)(_step_kernel)
+
+
+def _launch(args: tuple, directions: int, batch: int, features: int, height: int, width: int, first: bool,
+            ieee: bool) -> None:  # fmt: skip
+    if INTERPRET:  # autotuning is meaningless (and slow) under the CPU interpreter
+        grid = (triton.cdiv(height * width, 32), triton.cdiv(features, 16), directions * batch)
+        _step_kernel[grid](*args, FIRST=first, FP32_IEEE=ieee, BLOCK_P=32, BLOCK_F=16, BLOCK_K=16)
+        return
+
+    def grid(meta):
+        return (triton.cdiv(height * width, meta["BLOCK_P"]), triton.cdiv(features, meta["BLOCK_F"]),
+                directions * batch)  # fmt: skip
+
+    (_tuned_ieee if ieee else _tuned)[grid](*args, FIRST=first, FP32_IEEE=ieee)
 
 
 def convlstm_step_nhwc(
     h: torch.Tensor, w_packed: torch.Tensor, gx: torch.Tensor, c: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One step of every direction, channels-last (layouts above); returns (h', c') in new tensors."""
+    """One step of D ≤ 2 directions, channels-last: h (D, B, H, W, F), w_packed (D, 9, F, 4F) from
+    `pack_weights`, gx (D, B, H, W, 4F), c (D, B, H, W, F) float32, all contiguous; returns new (h', c')."""
     directions, batch, height, width, features = h.shape
-    expected = {"w_packed": (w_packed, (directions, 9, features, 4 * features)),
+    expected = {"h": (h, tuple(h.shape)), "w_packed": (w_packed, (directions, 9, features, 4 * features)),
                 "gx": (gx, (directions, batch, height, width, 4 * features)), "c": (c, tuple(h.shape))}  # fmt: skip
     for name, (tensor, shape) in expected.items():
         if tuple(tensor.shape) != shape or not tensor.is_contiguous():
             raise ValueError(f"convlstm_step_nhwc: {name} must be contiguous {shape}, got {tuple(tensor.shape)}")
-    h, c_out = h.contiguous(), torch.empty_like(c)
-    h_out = torch.empty_like(h)
-    ieee = ieee_float32(h)
-    args = (h, w_packed, gx, c, h_out, c_out, batch, features, height, width)
-    if INTERPRET:
-        grid = (triton.cdiv(height * width, 32), triton.cdiv(features, 16), directions * batch)
-        _step_kernel[grid](*args, FP32_IEEE=ieee, BLOCK_P=32, BLOCK_F=16, BLOCK_K=16)
-    else:
-
-        def grid(meta):
-            return (triton.cdiv(height * width, meta["BLOCK_P"]), triton.cdiv(features, meta["BLOCK_F"]),
-                    directions * batch)  # fmt: skip
-
-        (_tuned_ieee if ieee else _tuned)[grid](*args, FP32_IEEE=ieee)
+    if directions > 2:
+        raise ValueError(f"convlstm_step_nhwc: at most 2 directions, got {directions}")
+    h_out, c_out = torch.empty_like(h), torch.empty_like(c)
+    block = batch * height * width * features  # one direction's (B, H, W, F)
+    offsets = (0, block, 0, 4 * block, 0, block)  # h, gx, out: direction 1 follows direction 0
+    args = (h, w_packed, gx, c, h_out, c_out, *offsets, batch, features, height, width, features, 4 * features)
+    _launch(args, directions, batch, features, height, width, False, ieee_float32(h))
     return h_out, c_out
+
+
+def convlstm_layer_nhwc(gx: torch.Tensor, w_packed: torch.Tensor) -> torch.Tensor:
+    """The recurrence of one bidirectional layer over E frames: gx (E, B, H, W, 8F) contiguous, the hoisted gates
+    of the forward (channels 0…4F) and backward (4F…8F) directions; w_packed (2, 9, F, 4F). Returns h of both
+    directions at every frame, (E, B, H, W, 2F): forward channels 0…F, backward F…2F (the backward direction runs
+    from the last frame). One launch per step for both directions; c lives in two float32 buffers, read from one
+    and written to the other (an autotuner's repeated launch then recomputes the same values)."""
+    frames, batch, height, width, gates = gx.shape
+    features = gates // 8
+    if gates != 8 * features or not gx.is_contiguous():
+        raise ValueError(f"convlstm_layer_nhwc: gx must be contiguous (E, B, H, W, 8F), got {tuple(gx.shape)}")
+    if tuple(w_packed.shape) != (2, 9, features, 4 * features) or not w_packed.is_contiguous():
+        raise ValueError(f"convlstm_layer_nhwc: w_packed must be contiguous (2, 9, {features}, {4 * features}), "
+                         f"got {tuple(w_packed.shape)}")  # fmt: skip
+    out = torch.empty(frames, batch, height, width, 2 * features, dtype=gx.dtype, device=gx.device)
+    cells = torch.zeros(2, 2, batch, height, width, features, dtype=torch.float32, device=gx.device)
+    frame_h, frame_gx = batch * height * width * 2 * features, batch * height * width * gates
+    ieee = ieee_float32(gx)
+    for k in range(frames):
+        j = frames - 1 - k  # the backward direction's frame
+        h_offsets = (0, 0) if k == 0 else ((k - 1) * frame_h, (j + 1) * frame_h + features)
+        offsets = (*h_offsets, k * frame_gx, j * frame_gx + 4 * features, k * frame_h, j * frame_h + features)
+        args = (out, w_packed, gx, cells[k % 2], out, cells[(k + 1) % 2], *offsets, batch, features, height, width,
+                2 * features, gates)  # fmt: skip
+        _launch(args, 2, batch, features, height, width, k == 0, ieee)
+    return out

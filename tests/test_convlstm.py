@@ -10,7 +10,7 @@ from tolerances import RELATIVE_L2 as TOLERANCE
 from tolerances import TF32_RELATIVE_L2, relative_l2
 
 from cmrvsr_fast.model import ConvLSTMCell
-from cmrvsr_fast.ops.convlstm import convlstm_step, convlstm_step_ref
+from cmrvsr_fast.ops.convlstm import convlstm_layer, convlstm_layer_ref, convlstm_step, convlstm_step_ref
 from cmrvsr_fast.ops.dispatch import resolve_backend
 
 
@@ -151,3 +151,67 @@ def test_channels_last_variant_on_gpu(dtype):
     h_next, c_next = convlstm_step_nhwc(last(h), pack_weights(w.cuda()), last(gx), last(c))
     h_next, c_next = (t.permute(0, 1, 4, 2, 3).cpu() for t in (h_next, c_next))
     assert relative_l2(h_next, h_ref) <= TOLERANCE[dtype] and relative_l2(c_next, c_ref) <= TOLERANCE[dtype]
+
+
+def random_layer(frames, batch, features, height, width, dtype=torch.float32, seed=0):
+    """Hoisted gates of both directions, (E, B, 8F, H, W) channels-last per frame as the Engine's convolution
+    makes them, and the two directions' recurrent weights."""
+    generator = torch.Generator().manual_seed(seed)
+    gx = torch.randn(frames * batch, 8 * features, height, width, generator=generator)
+    gx = gx.contiguous(memory_format=torch.channels_last).reshape(frames, batch, 8 * features, height, width)
+    w = 0.1 * torch.randn(2, 4 * features, features, 3, 3, generator=generator)
+    return gx.to(dtype), w.to(dtype)
+
+
+def test_layer_reference_is_the_two_directions_stepped_through_the_sequence():
+    """convlstm_layer_ref against the model's own cells run forward over the frames and backward from the last."""
+    frames, batch, f, height, width = 4, 2, 6, 5, 7
+    gx, w = random_layer(frames, batch, f, height, width)
+    out = convlstm_layer_ref(gx, w)
+    for direction, order in ((0, range(frames)), (1, range(frames - 1, -1, -1))):
+        h = torch.zeros(batch, f, height, width)
+        c = torch.zeros(batch, f, height, width)
+        for e in order:
+            gates = gx[e, :, 4 * f * direction : 4 * f * (direction + 1)].float()
+            gates = gates + torch.nn.functional.conv2d(h, w[direction], padding=1)
+            i, fg, o, g = gates.split(f, dim=1)
+            c = torch.sigmoid(fg) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            assert relative_l2(out[e, :, f * direction : f * (direction + 1)], h) <= TOLERANCE[torch.float32]
+    with pytest.raises(ValueError, match="w has shape"):
+        convlstm_layer(gx, w[:, :8])
+
+
+LAYER_INTERPRETED = """
+import torch
+from test_convlstm import random_layer
+from tolerances import relative_l2
+from cmrvsr_fast.ops.convlstm import convlstm_layer, convlstm_layer_ref
+worst = 0.0
+for shape in [(4, 2, 8, 5, 7), (3, 1, 20, 3, 3), (2, 1, 33, 6, 11), (1, 2, 4, 2, 2)]:
+    gx, w = random_layer(*shape)
+    out = convlstm_layer(gx, w, backend="triton")
+    assert out.shape == (shape[0], shape[1], 2 * shape[2], *shape[3:])
+    worst = max(worst, relative_l2(out, convlstm_layer_ref(gx, w)))
+assert worst <= 1e-5, worst
+print("worst", worst)
+"""
+
+
+def test_layer_kernel_under_the_interpreter():
+    """The channels-last layer launcher (kernels/convlstm_nhwc.py: per-step offsets into the sequence buffers,
+    h(t−1) read from the output it writes, ping-pong cell states) against the reference loop at awkward shapes,
+    one frame included."""
+    assert "worst" in run_under_triton_interpreter(LAYER_INTERPRETED)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_layer_on_gpu(dtype, backend):
+    if backend == "triton":
+        pytest.importorskip("triton", reason="triton is not installed")
+    gx, w = random_layer(5, 3, 64, 37, 53, dtype=dtype)
+    expected = convlstm_layer_ref(gx.float(), w.float())
+    out = convlstm_layer(gx.cuda(), w.cuda(), backend=backend)
+    assert relative_l2(out.cpu(), expected) <= TOLERANCE[dtype]

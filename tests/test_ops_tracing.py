@@ -11,12 +11,16 @@ import torch
 from test_convlstm import random_step
 from test_phase_fusion import fusion_case
 from tolerances import relative_l2
-from cmrvsr_fast.ops.convlstm import convlstm_step
+from cmrvsr_fast.ops.convlstm import convlstm_layer, convlstm_layer_ref, convlstm_step
 from cmrvsr_fast.ops.phase_fusion import window_conv3x3
 
 class Step(torch.nn.Module):
     def forward(self, h, w, gx, c):
         return convlstm_step(h, w, gx, c, backend="triton")
+
+class Layer(torch.nn.Module):
+    def forward(self, gx, w):
+        return convlstm_layer(gx, w, backend="triton")
 
 class Fusion(torch.nn.Module):
     def forward(self, x, frame, w, bias, codes, maps):
@@ -24,7 +28,11 @@ class Fusion(torch.nn.Module):
 
 step_args, (h_ref, _) = random_step(2, 1, 8, 5, 7)
 fusion_args, expected = fusion_case(frames=3, batch=1)
+torch.manual_seed(0)
+layer_args = (torch.randn(3, 1, 32, 4, 5), 0.1 * torch.randn(2, 16, 4, 3, 3))
+layer_ref = convlstm_layer_ref(*layer_args)
 cases = [(Step(), tuple(step_args), "cmrvsr.convlstm_step", lambda out: relative_l2(out[0], h_ref)),
+         (Layer(), layer_args, "cmrvsr.convlstm_layer", lambda out: relative_l2(out, layer_ref)),
          (Fusion(), tuple(fusion_args), "cmrvsr.window_conv3x3", lambda out: relative_l2(out, expected))]
 for module, args, op, error in cases:
     exported = torch.export.export(module, args)
@@ -33,6 +41,7 @@ for module, args, op, error in cases:
     assert error(exported.module()(*args)) <= 1e-5
     assert error(torch.compile(module, fullgraph=True)(*args)) <= 1e-5
 torch.library.opcheck(torch.ops.cmrvsr.convlstm_step.default, tuple(step_args))
+torch.library.opcheck(torch.ops.cmrvsr.convlstm_layer.default, layer_args)
 torch.library.opcheck(torch.ops.cmrvsr.window_conv3x3.default, (*fusion_args, None))
 print("traced")
 """
