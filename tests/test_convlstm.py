@@ -154,32 +154,38 @@ def test_channels_last_variant_on_gpu(dtype):
 
 
 def random_layer(frames, batch, features, height, width, dtype=torch.float32, seed=0):
-    """Hoisted gates of both directions, (E, B, 8F, H, W) channels-last per frame as the Engine's convolution
-    makes them, and the two directions' recurrent weights."""
+    """Each direction's hoisted gates, (E, B, 4F, H, W) channels-last per frame as the Engine's convolutions make
+    them, and the two directions' recurrent weights."""
     generator = torch.Generator().manual_seed(seed)
-    gx = torch.randn(frames * batch, 8 * features, height, width, generator=generator)
-    gx = gx.contiguous(memory_format=torch.channels_last).reshape(frames, batch, 8 * features, height, width)
+
+    def gates():
+        gx = torch.randn(frames * batch, 4 * features, height, width, generator=generator)
+        return gx.contiguous(memory_format=torch.channels_last).reshape(frames, batch, 4 * features, height, width)
+
+    gx_fwd, gx_bwd = gates(), gates()
     w = 0.1 * torch.randn(2, 4 * features, features, 3, 3, generator=generator)
-    return gx.to(dtype), w.to(dtype)
+    return gx_fwd.to(dtype), gx_bwd.to(dtype), w.to(dtype)
 
 
 def test_layer_reference_is_the_two_directions_stepped_through_the_sequence():
-    """convlstm_layer_ref against the model's own cells run forward over the frames and backward from the last."""
+    """convlstm_layer_ref against the model's own cell equations run forward over the frames and backward from
+    the last."""
     frames, batch, f, height, width = 4, 2, 6, 5, 7
-    gx, w = random_layer(frames, batch, f, height, width)
-    out = convlstm_layer_ref(gx, w)
-    for direction, order in ((0, range(frames)), (1, range(frames - 1, -1, -1))):
+    gx_fwd, gx_bwd, w = random_layer(frames, batch, f, height, width)
+    outputs = convlstm_layer_ref(gx_fwd, gx_bwd, w)
+    for direction, gx, order in ((0, gx_fwd, range(frames)), (1, gx_bwd, range(frames - 1, -1, -1))):
         h = torch.zeros(batch, f, height, width)
         c = torch.zeros(batch, f, height, width)
         for e in order:
-            gates = gx[e, :, 4 * f * direction : 4 * f * (direction + 1)].float()
-            gates = gates + torch.nn.functional.conv2d(h, w[direction], padding=1)
+            gates = gx[e].float() + torch.nn.functional.conv2d(h, w[direction], padding=1)
             i, fg, o, g = gates.split(f, dim=1)
             c = torch.sigmoid(fg) * c + torch.sigmoid(i) * torch.tanh(g)
             h = torch.sigmoid(o) * torch.tanh(c)
-            assert relative_l2(out[e, :, f * direction : f * (direction + 1)], h) <= TOLERANCE[torch.float32]
+            assert relative_l2(outputs[direction][e], h) <= TOLERANCE[torch.float32]
     with pytest.raises(ValueError, match="w has shape"):
-        convlstm_layer(gx, w[:, :8])
+        convlstm_layer(gx_fwd, gx_bwd, w[:, :8])
+    with pytest.raises(ValueError, match="must both be"):
+        convlstm_layer(gx_fwd, gx_bwd[:2], w)
 
 
 LAYER_INTERPRETED = """
@@ -189,19 +195,21 @@ from tolerances import relative_l2
 from cmrvsr_fast.ops.convlstm import convlstm_layer, convlstm_layer_ref
 worst = 0.0
 for shape in [(4, 2, 8, 5, 7), (3, 1, 20, 3, 3), (2, 1, 33, 6, 11), (1, 2, 4, 2, 2)]:
-    gx, w = random_layer(*shape)
-    out = convlstm_layer(gx, w, backend="triton")
-    assert out.shape == (shape[0], shape[1], 2 * shape[2], *shape[3:])
-    worst = max(worst, relative_l2(out, convlstm_layer_ref(gx, w)))
+    inputs = random_layer(*shape)
+    outputs = convlstm_layer(*inputs, backend="triton")
+    expected = convlstm_layer_ref(*inputs)
+    for out, ref in zip(outputs, expected):
+        assert out.shape == (shape[0], shape[1], shape[2], *shape[3:])
+        worst = max(worst, relative_l2(out, ref))
 assert worst <= 1e-5, worst
 print("worst", worst)
 """
 
 
 def test_layer_kernel_under_the_interpreter():
-    """The channels-last layer launcher (kernels/convlstm_nhwc.py: per-step offsets into the sequence buffers,
-    h(t−1) read from the output it writes, ping-pong cell states) against the reference loop at awkward shapes,
-    one frame included."""
+    """The channels-last layer launcher (kernels/convlstm_nhwc.py: per-step offsets into each direction's
+    sequence buffers, h(t−1) read from the output it writes, ping-pong cell states) against the reference loop
+    at awkward shapes, one frame included."""
     assert "worst" in run_under_triton_interpreter(LAYER_INTERPRETED)
 
 
@@ -211,7 +219,8 @@ def test_layer_kernel_under_the_interpreter():
 def test_layer_on_gpu(dtype, backend):
     if backend == "triton":
         pytest.importorskip("triton", reason="triton is not installed")
-    gx, w = random_layer(5, 3, 64, 37, 53, dtype=dtype)
-    expected = convlstm_layer_ref(gx.float(), w.float())
-    out = convlstm_layer(gx.cuda(), w.cuda(), backend=backend)
-    assert relative_l2(out.cpu(), expected) <= TOLERANCE[dtype]
+    inputs = random_layer(5, 3, 64, 37, 53, dtype=dtype)
+    expected = convlstm_layer_ref(*(t.float() for t in inputs))
+    outputs = convlstm_layer(*(t.cuda() for t in inputs), backend=backend)
+    for out, ref in zip(outputs, expected, strict=True):
+        assert relative_l2(out.float().cpu(), ref) <= TOLERANCE[dtype]

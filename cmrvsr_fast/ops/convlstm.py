@@ -7,17 +7,13 @@ convlstm_step(h, w, gx, c) for D directions at once (D = 2 in the Engine):
     c  (D, B, F, H, W)   cell state, float32
 returns (h', c'): h' in the compute dtype, c' float32.
 
-convlstm_layer(gx, w) runs the whole recurrence of one bidirectional layer (what the Engine needs):
-    gx  (E, B, 8F, H, W)  hoisted gates of every frame, forward direction's channels 0…4F, backward's 4F…8F
-    w   (2, 4F, F, 3, 3)  recurrent weights of the two directions
-returns (E, B, 2F, H, W): h of the forward direction (channels 0…F) and of the backward one (F…2F, run from the
-last frame) at every frame. Triton runs it with no copy per step (kernels/convlstm_nhwc.py; gx channels-last
-per frame, as the Engine's convolution makes it, and the output channels-last too); the other backends loop
+convlstm_layer(gx_fwd, gx_bwd, w) runs the whole recurrence of one bidirectional layer (what the Engine needs):
+    gx_fwd, gx_bwd  (E, B, 4F, H, W)  each direction's hoisted gates at every frame
+    w               (2, 4F, F, 3, 3)  recurrent weights of the two directions
+returns (h_fwd, h_bwd), each (E, B, F, H, W): the forward direction's h at every frame and the backward one's (run
+from the last frame). Triton runs it with no copy per step (kernels/convlstm_nhwc.py; gx channels-last per
+frame, as the Engine's convolutions make them, and the outputs channels-last too); the other backends loop
 convlstm_step.
-
-Backends: "reference" (PyTorch, any device), "triton" (kernels/convlstm.py: CUDA tensors, or CPU tensors under
-TRITON_INTERPRET=1), "cuda" (csrc/convlstm.cu through cmrvsr_fast._C, CUDA tensors). "auto" picks Triton, then
-CUDA C++, and logs once why it fell back to the reference.
 """
 
 from __future__ import annotations
@@ -62,45 +58,52 @@ def convlstm_step(h: Tensor, w: Tensor, gx: Tensor, c: Tensor, backend: str = "a
     return convlstm_step_ref(h, w, gx, c)
 
 
-def convlstm_layer_ref(gx: Tensor, w: Tensor) -> Tensor:
+def convlstm_layer_ref(gx_fwd: Tensor, gx_bwd: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     """The layer as a loop of reference steps."""
-    return _layer_by_steps(gx, w, convlstm_step_ref)
+    return _layer_by_steps(gx_fwd, gx_bwd, w, convlstm_step_ref)
+
+
+def _frames_last(t: Tensor) -> Tensor:
+    return t.permute(0, 1, 3, 4, 2).contiguous()  # (E, B, C, H, W) -> (E, B, H, W, C); no copy if channels-last
 
 
 @torch.library.custom_op("cmrvsr::convlstm_layer", mutates_args=())
-def _convlstm_layer_op(gx: Tensor, w: Tensor) -> Tensor:
+def _convlstm_layer_op(gx_fwd: Tensor, gx_bwd: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     from cmrvsr_fast.kernels.convlstm_nhwc import convlstm_layer_nhwc, pack_weights
 
-    out = convlstm_layer_nhwc(gx.permute(0, 1, 3, 4, 2).contiguous(), pack_weights(w))
-    return out.permute(0, 1, 4, 2, 3)
+    h_fwd, h_bwd = convlstm_layer_nhwc(_frames_last(gx_fwd), _frames_last(gx_bwd), pack_weights(w))
+    return h_fwd.permute(0, 1, 4, 2, 3), h_bwd.permute(0, 1, 4, 2, 3)
 
 
 @_convlstm_layer_op.register_fake
-def _(gx: Tensor, w: Tensor) -> Tensor:
-    frames, batch, gates, height, width = gx.shape
-    return gx.new_empty(frames, batch, height, width, gates // 4).permute(0, 1, 4, 2, 3)
+def _(gx_fwd: Tensor, gx_bwd: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    frames, batch, gates, height, width = gx_fwd.shape
+    return tuple(gx_fwd.new_empty(frames, batch, height, width, gates // 4).permute(0, 1, 4, 2, 3) for _ in "fb")
 
 
-def convlstm_layer(gx: Tensor, w: Tensor, backend: str = "auto") -> Tensor:
-    _check_layer(gx, w)
-    chosen = resolve_backend(backend, gx.device, "convlstm_layer", cuda_twin=True)
+def convlstm_layer(gx_fwd: Tensor, gx_bwd: Tensor, w: Tensor, backend: str = "auto") -> tuple[Tensor, Tensor]:
+    _check_layer(gx_fwd, gx_bwd, w)
+    chosen = resolve_backend(backend, gx_fwd.device, "convlstm_layer", cuda_twin=True)
     if chosen == "triton":
-        return _convlstm_layer_op(gx, w)
-    return _layer_by_steps(gx, w, _convlstm_step_cuda if chosen == "cuda" else convlstm_step_ref)
+        return _convlstm_layer_op(gx_fwd, gx_bwd, w)
+    return _layer_by_steps(gx_fwd, gx_bwd, w, _convlstm_step_cuda if chosen == "cuda" else convlstm_step_ref)
 
 
-def _layer_by_steps(gx: Tensor, w: Tensor, step) -> Tensor:
+def _layer_by_steps(gx_fwd: Tensor, gx_bwd: Tensor, w: Tensor, step) -> tuple[Tensor, Tensor]:
     """The layer through a step function: the two directions' gates stacked and their h scattered per step."""
-    frames, batch, gates, height, width = gx.shape
-    f = gates // 8
-    h = gx.new_zeros(2, batch, f, height, width)
-    c = torch.zeros(2, batch, f, height, width, dtype=torch.float32, device=gx.device)
-    out = gx.new_empty(frames, batch, 2 * f, height, width)
+    frames, batch, gates, height, width = gx_fwd.shape
+    f = gates // 4
+    h = gx_fwd.new_zeros(2, batch, f, height, width)
+    c = torch.zeros(2, batch, f, height, width, dtype=torch.float32, device=gx_fwd.device)
+    out_fwd, out_bwd = (
+        gx_fwd.new_empty(frames, batch, f, height, width),
+        gx_fwd.new_empty(frames, batch, f, height, width),
+    )
     for k in range(frames):
         j = frames - 1 - k  # the backward direction's frame
-        h, c = step(h, w, torch.stack([gx[k, :, : 4 * f], gx[j, :, 4 * f :]]), c)
-        out[k, :, :f], out[j, :, f:] = h[0], h[1]
-    return out
+        h, c = step(h, w, torch.stack([gx_fwd[k], gx_bwd[j]]), c)
+        out_fwd[k], out_bwd[j] = h[0], h[1]
+    return out_fwd, out_bwd
 
 
 DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}  # csrc/convlstm.h
@@ -139,11 +142,12 @@ def _check(h: Tensor, w: Tensor, gx: Tensor, c: Tensor) -> None:
         raise ValueError(f"convlstm_step: h, w and gx must share a dtype, got {h.dtype}, {w.dtype}, {gx.dtype}")
 
 
-def _check_layer(gx: Tensor, w: Tensor) -> None:
-    if gx.dim() != 5 or gx.shape[2] % 8:
-        raise ValueError(f"convlstm_layer: gx must be (E, B, 8F, H, W), got {tuple(gx.shape)}")
-    f = gx.shape[2] // 8
+def _check_layer(gx_fwd: Tensor, gx_bwd: Tensor, w: Tensor) -> None:
+    if gx_fwd.dim() != 5 or gx_fwd.shape[2] % 4 or gx_bwd.shape != gx_fwd.shape:
+        raise ValueError(f"convlstm_layer: gx_fwd and gx_bwd must both be (E, B, 4F, H, W), got "
+                         f"{tuple(gx_fwd.shape)} and {tuple(gx_bwd.shape)}")  # fmt: skip
+    f = gx_fwd.shape[2] // 4
     if tuple(w.shape) != (2, 4 * f, f, 3, 3):
         raise ValueError(f"convlstm_layer: w has shape {tuple(w.shape)}, expected {(2, 4 * f, f, 3, 3)}")
-    if w.dtype != gx.dtype:
-        raise ValueError(f"convlstm_layer: gx and w must share a dtype, got {gx.dtype}, {w.dtype}")
+    if w.dtype != gx_fwd.dtype or gx_bwd.dtype != gx_fwd.dtype:
+        raise ValueError(f"convlstm_layer: gx and w must share a dtype, got {gx_fwd.dtype}, {gx_bwd.dtype}, {w.dtype}")
