@@ -31,6 +31,9 @@ _CONFIGS = [  # bf16/fp16 and TF32: tensor-core tiles
         (128, 64, 64, 8, 3),  # run 3's choice for bf16: K = 9·F = 576 at F = 64 in nine steps of 64
     ]
 ]
+# TF32 (float32 inputs on the tensor cores): 4-byte tiles, so not the largest 16-bit one (294912 bytes of shared
+# memory at three stages, over sm_90's 232448: tests/test_triton_compile.py).
+_TF32_CONFIGS = [c for c in _CONFIGS if c.kwargs["BLOCK_F"] * c.kwargs["BLOCK_K"] < 64 * 64]
 # IEEE float32: Triton lowers these dots to FMAs unrolled over the tile; small tiles keep the code (and its
 # compile time) small, and no tensor core would help them anyway.
 _IEEE_CONFIGS = [
@@ -104,6 +107,7 @@ def cell_epilogue(acc_i, acc_f, acc_o, acc_g, gx_tile, gate_stride, c_tile, c_ou
 
 
 _tuned = autotune(_CONFIGS, ["F", "H", "W"])(_convlstm_step_kernel)
+_tuned_tf32 = autotune(_TF32_CONFIGS, ["F", "H", "W"])(_convlstm_step_kernel)
 _tuned_ieee = autotune(_IEEE_CONFIGS, ["F", "H", "W"])(_convlstm_step_kernel)
 
 
@@ -128,5 +132,6 @@ def convlstm_step(
             return (triton.cdiv(height * width, meta["BLOCK_P"]), triton.cdiv(features, meta["BLOCK_F"]),
                     directions * batch)  # fmt: skip
 
-        (_tuned_ieee if ieee else _tuned)[grid](*args, FP32_IEEE=ieee)
+        tuned = _tuned_ieee if ieee else _tuned_tf32 if h.dtype == torch.float32 else _tuned
+        tuned[grid](*args, FP32_IEEE=ieee)
     return h_out, c_out

@@ -39,6 +39,8 @@ _CONFIGS = [
     triton.Config({"BLOCK_P": p, "BLOCK_F": f, "BLOCK_K": k}, num_warps=w, num_stages=s)
     for p, f, k, w, s in [(64, 32, 32, 4, 3), (128, 32, 32, 4, 3), (128, 64, 64, 8, 3)]
 ]
+# TF32: 4-byte tiles, so not the largest 16-bit one (over sm_90's shared memory: tests/test_triton_compile.py).
+_TF32_CONFIGS = [c for c in _CONFIGS if c.kwargs["BLOCK_F"] * c.kwargs["BLOCK_K"] < 64 * 64]
 _IEEE_CONFIGS = [
     triton.Config({"BLOCK_P": p, "BLOCK_F": f, "BLOCK_K": k}, num_warps=w, num_stages=s)
     for p, f, k, w, s in [(64, 32, 16, 4, 2), (32, 32, 16, 4, 2)]
@@ -114,6 +116,7 @@ def _step_kernel(
 
 
 _tuned = autotune(_CONFIGS, _KEY)(_step_kernel)
+_tuned_tf32 = autotune(_TF32_CONFIGS, _KEY)(_step_kernel)
 _tuned_ieee = autotune(_IEEE_CONFIGS, _KEY)(_step_kernel)
 
 
@@ -128,7 +131,8 @@ def _launch(args: tuple, directions: int, batch: int, features: int, height: int
         return (triton.cdiv(height * width, meta["BLOCK_P"]), triton.cdiv(features, meta["BLOCK_F"]),
                 directions * batch)  # fmt: skip
 
-    (_tuned_ieee if ieee else _tuned)[grid](*args, FIRST=first, FP32_IEEE=ieee)
+    tuned = _tuned_ieee if ieee else _tuned_tf32 if args[0].dtype == torch.float32 else _tuned
+    tuned[grid](*args, FIRST=first, FP32_IEEE=ieee)
 
 
 def convlstm_step_nhwc(

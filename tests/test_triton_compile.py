@@ -1,0 +1,100 @@
+"""The Triton kernels compile for the GPUs the product targets, with no GPU: Triton's compiler runs ahead of time
+here for sm_90 (H100/H200) and sm_80 (A100), every autotuning configuration of every kernel, and each must fit
+the target's shared memory. The interpreter tests check the arithmetic; this checks what only a GPU build would
+otherwise show (a configuration that cannot compile or launch, a missing tensor-core path)."""
+
+from __future__ import annotations
+
+import pytest
+
+triton = pytest.importorskip("triton", reason="triton is not installed")
+
+from cmrvsr_fast.kernels import convlstm, convlstm_nhwc, phase_fusion  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+SHARED_MEMORY = {90: 232448, 80: 166912}  # bytes per block, opt-in maximum (CUDA programming guide)
+
+
+def signature(kernel, pointers: dict[str, str], constexprs: dict) -> dict[str, str]:
+    """Every argument's type: the named pointer types, int32 for the other run-time scalars."""
+    return {name: pointers.get(name, "constexpr" if name in constexprs else "i32") for name in kernel.arg_names}
+
+
+def step_case(dtype: str, ieee: bool) -> tuple:
+    pointers = {name: f"*{dtype}" for name in ("h_ptr", "w_ptr", "gx_ptr", "h_out_ptr")}
+    pointers |= {"c_ptr": "*fp32", "c_out_ptr": "*fp32"}
+    return convlstm._convlstm_step_kernel, pointers, {"FP32_IEEE": ieee}
+
+
+def nhwc_case(dtype: str, ieee: bool, first: bool) -> tuple:
+    names = ("h0_ptr", "h1_ptr", "w_ptr", "gx0_ptr", "gx1_ptr", "out0_ptr", "out1_ptr")
+    pointers = {name: f"*{dtype}" for name in names} | {"c_ptr": "*fp32", "c_out_ptr": "*fp32"}
+    pointers |= {"gx_off0": "i64", "gx_off1": "i64"}  # a stack's gate offsets pass 2³¹ at 128² (int64 there)
+    return convlstm_nhwc._step_kernel, pointers, {"FIRST": first, "FP32_IEEE": ieee}
+
+
+def fusion_case(dtype: str, ieee: bool) -> tuple:
+    pointers = {name: f"*{dtype}" for name in ("x_ptr", "w_ptr", "residual_ptr", "out_ptr")}
+    pointers |= {"frame_ptr": "*i32", "bias_ptr": "*fp32", "codes_ptr": "*fp32", "maps_ptr": "*fp32"}
+    return phase_fusion._window_conv_kernel, pointers, {"HAS_PHASE": True, "HAS_RESIDUAL": True, "FP32_IEEE": ieee}
+
+
+def largest(configs: list) -> list:
+    """The configuration with the most shared memory (tile sizes × stages): where a limit is hit first."""
+
+    def size(config) -> int:
+        outputs = config.kwargs.get("BLOCK_F", config.kwargs.get("BLOCK_O"))
+        return config.num_stages * config.kwargs["BLOCK_P"] * config.kwargs["BLOCK_K"] * outputs
+
+    return [max(configs, key=size)]
+
+
+def cases():
+    """(kernel, pointer types, constexpr switches, configurations) for each dtype path the ops take: every bf16
+    configuration (the product's path), the largest one of the others (compiling takes ~2 s each)."""
+    for dtype, kind in (("bf16", ""), ("fp16", ""), ("fp32", "TF32_"), ("fp32", "IEEE_")):
+        ieee = kind == "IEEE_"
+        pick = (lambda configs: configs) if dtype == "bf16" else largest
+        suffix = {"": "", "TF32_": "-tf32", "IEEE_": "-ieee"}[kind]
+        yield f"step-{dtype}{suffix}", *step_case(dtype, ieee), pick(getattr(convlstm, f"_{kind}CONFIGS"))
+        yield f"nhwc-{dtype}{suffix}", *nhwc_case(dtype, ieee, False), pick(getattr(convlstm_nhwc, f"_{kind}CONFIGS"))
+        fusion_configs = phase_fusion._IEEE_CONFIGS if ieee else phase_fusion._CONFIGS  # TF32 fits: one table
+        yield f"fusion-{dtype}{suffix}", *fusion_case(dtype, ieee), pick(fusion_configs)
+    yield "nhwc-first-bf16", *nhwc_case("bf16", False, True), largest(convlstm_nhwc._CONFIGS)
+
+
+CASES = list(cases())
+
+
+def compile_for(arch: int, kernel, pointers: dict, switches: dict, config) -> object:
+    constexprs = {**switches, **config.kwargs}
+    source = ASTSource(fn=kernel, signature=signature(kernel, pointers, constexprs), constexprs=constexprs)
+    options = {"num_warps": config.num_warps, "num_stages": config.num_stages}
+    try:
+        return triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
+    except RuntimeError as error:  # no ptxas: Triton's wheel ships one, a source build may not
+        if "ptxas" in str(error).lower() and "not found" in str(error).lower():
+            pytest.skip(f"Triton cannot compile for CUDA here: {error}")
+        raise
+
+
+@pytest.mark.parametrize(("name", "kernel", "pointers", "switches", "configs"), CASES, ids=[c[0] for c in CASES])
+def test_every_autotuning_configuration_compiles_for_hopper(name, kernel, pointers, switches, configs):
+    for config in configs:
+        compiled = compile_for(90, kernel, pointers, switches, config)
+        shared = compiled.metadata.shared
+        # A configuration over the limit only costs autotuning time (Triton skips it), but it is a mistake here:
+        # run 3 spent compile time on a TF32 tile needing 294912 bytes (2026-11-26); the table keeps under it.
+        assert shared <= SHARED_MEMORY[90], f"{name} {config}: {shared} bytes of shared memory"
+        ptx = compiled.asm["ptx"]
+        if not switches["FP32_IEEE"] and not switches.get("FIRST"):
+            assert "wgmma.mma_async" in ptx, f"{name} {config}: no Hopper tensor-core instruction in the PTX"
+
+
+@pytest.mark.parametrize("name", ["step-bf16", "nhwc-bf16", "fusion-bf16"])
+def test_the_tensor_core_kernels_compile_for_ampere(name):
+    _, kernel, pointers, switches, configs = next(c for c in CASES if c[0] == name)
+    compiled = compile_for(80, kernel, pointers, switches, configs[0])
+    assert compiled.metadata.shared <= SHARED_MEMORY[80]
+    assert "mma.sync" in compiled.asm["ptx"]
