@@ -271,6 +271,11 @@ def run_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# Named pairings of the Engine's per-op backends: the Triton recurrence with the (compiled) PyTorch fusion was the
+# fastest path on an H200 (device check run 4, 2026-11-26: 0.172 s per 10-slice stack, 1.77× the reference).
+PAIRED_BACKENDS = {"triton-step": {"convlstm_step": "triton"}}
+
+
 def run_upscale_command(args: argparse.Namespace) -> int:
     options = upscale_job.Options(
         output_format=args.format,
@@ -284,7 +289,8 @@ def run_upscale_command(args: argparse.Namespace) -> int:
 
     def make_upscaler():
         try:
-            upscaler = load(args.weights, device=args.device, precision=args.precision, backend=args.backend,
+            backend = PAIRED_BACKENDS.get(args.backend, args.backend)
+            upscaler = load(args.weights, device=args.device, precision=args.precision, backend=backend,
                             compile=args.compile)  # fmt: skip
         except BackendUnavailable as error:
             raise UsageError(f"--backend {args.backend}: {error}") from None
@@ -406,8 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--weights", help="a .safetensors checkpoint or an exported .onnx/.engine/.pt2 (default: lite-x4)")
     up.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     up.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    up.add_argument("--backend", default="torch", choices=["torch", "triton", "cuda", "auto"],
-                    help="Engine backend: PyTorch ops, or the fused Triton / CUDA C++ kernels")  # fmt: skip
+    up.add_argument("--backend", default="torch", choices=["torch", "triton", "cuda", "auto", *PAIRED_BACKENDS],
+                    help="Engine backend: PyTorch ops, or the fused Triton / CUDA C++ kernels; triton-step: the "
+                         "Triton ConvLSTM recurrence with PyTorch ops elsewhere (with --compile the fastest path "
+                         "measured on an H200)")  # fmt: skip
     up.add_argument("--compile", action="store_true",
                     help="torch.compile the engine's per-step pieces for dynamic shapes (compiled once for the "
                          "job); with static shapes the compiled engine was the fastest path measured on an H200, "

@@ -8,7 +8,7 @@ mapping to the training scale (0–255, then the card's mean/std) and back is it
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
 
@@ -71,7 +71,7 @@ class Upscaler:
         card: ModelCard,
         device: torch.device,
         precision: str = "auto",
-        backend: str = "torch",
+        backend: str | Mapping[str, str] = "torch",
         compile: bool = False,
     ) -> None:
         self.model, self.card, self.device = model.to(device).eval(), card, device
@@ -150,7 +150,7 @@ def load(
     weights: str | Path | None = None,
     device: str | torch.device = "auto",
     precision: str = "auto",
-    backend: str = "torch",
+    backend: str | Mapping[str, str] = "torch",
     compile: bool = False,
 ) -> Upscaler:
     """An Upscaler for a .safetensors checkpoint (its card beside it), the embedded default, or an exported

@@ -196,7 +196,7 @@ def test_refused_before_any_work(tmp_path, capsys, case):
         assert code == 0 and (output / "keep.txt").read_text() == "mine"
 
 
-def test_scale_mismatch_and_bad_shard_are_usage_errors(tmp_path, capsys):
+def test_scale_mismatch_and_bad_shard_are_usage_errors(tmp_path, capsys, monkeypatch):
     write_cine_series(tmp_path / "scanner", slices=1, frames=8)
     code, text = run(capsys, tmp_path / "scanner", tmp_path / "out", "--scale", "2")
     assert code == 2 and "×4 model" in text
@@ -205,6 +205,9 @@ def test_scale_mismatch_and_bad_shard_are_usage_errors(tmp_path, capsys):
     # A kernel backend that cannot run on this device: one line, exit 2, nothing written.
     code, text = run(capsys, tmp_path / "scanner", tmp_path / "out", "--backend", "cuda")
     assert code == 2 and "--backend cuda: backend 'cuda' was asked for" in text and not (tmp_path / "out").exists()
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    code, text = run(capsys, tmp_path / "scanner", tmp_path / "out", "--backend", "triton-step")
+    assert code == 2 and "backend 'triton' was asked for" in text and not (tmp_path / "out").exists()
 
 
 def test_interrupted_run_leaves_no_half_written_series(tmp_path, capsys, monkeypatch):
