@@ -412,10 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--weights", help="a .safetensors checkpoint or an exported .onnx/.engine/.pt2 (default: lite-x4)")
     up.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     up.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    up.add_argument("--backend", default="torch", choices=["torch", "triton", "cuda", "auto", *PAIRED_BACKENDS],
-                    help="Engine backend: PyTorch ops, or the fused Triton / CUDA C++ kernels; triton-step: the "
-                         "Triton ConvLSTM recurrence with PyTorch ops elsewhere (with --compile the fastest path "
-                         "measured on an H200)")  # fmt: skip
+    up.add_argument("--backend", default="auto", choices=["auto", "torch", "triton", "cuda", *PAIRED_BACKENDS],
+                    help="Engine backend: auto (default) takes per op the fastest measured that runs here — on a "
+                         "GPU with Triton the Triton ConvLSTM recurrence and cuDNN elsewhere, on a CPU PyTorch ops; "
+                         "torch: PyTorch ops; triton / cuda: both fused kernels; triton-step: the Triton recurrence "
+                         "with PyTorch ops elsewhere, failing where Triton cannot run")  # fmt: skip
     up.add_argument("--compile", action="store_true",
                     help="torch.compile the engine's per-step pieces for dynamic shapes (compiled once for the "
                          "job); with static shapes the compiled engine was the fastest path measured on an H200, "

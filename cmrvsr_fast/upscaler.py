@@ -71,7 +71,7 @@ class Upscaler:
         card: ModelCard,
         device: torch.device,
         precision: str = "auto",
-        backend: str | Mapping[str, str] = "torch",
+        backend: str | Mapping[str, str] = "auto",
         compile: bool = False,
     ) -> None:
         self.model, self.card, self.device = model.to(device).eval(), card, device
@@ -150,7 +150,7 @@ def load(
     weights: str | Path | None = None,
     device: str | torch.device = "auto",
     precision: str = "auto",
-    backend: str | Mapping[str, str] = "torch",
+    backend: str | Mapping[str, str] = "auto",
     compile: bool = False,
 ) -> Upscaler:
     """An Upscaler for a .safetensors checkpoint (its card beside it), the embedded default, or an exported

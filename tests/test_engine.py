@@ -50,6 +50,22 @@ def test_aligned_frame_channels_change_nothing(dtype: torch.dtype, monkeypatch: 
             assert relative_l2(engine(lr, phase), model(lr, phase)) <= RELATIVE_L2[dtype]
 
 
+def test_auto_takes_the_fastest_measured_backend_per_op(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Device check run 4 (H200): the Triton layer op for the recurrence, cuDNN for the window fusion; the CPU
+    keeps PyTorch ops (the interpreter is a testing aid), and a GPU without Triton falls back with the reason."""
+    import cmrvsr_fast.engine as engine_module
+
+    gpu = torch.device("cuda")
+    assert engine_module.auto_backend("window_conv3x3", gpu) == ("torch", None)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    chosen, reason = engine_module.auto_backend("convlstm_step", torch.device("cpu"))
+    assert chosen == "torch" and "GPU" in reason
+    monkeypatch.setattr(engine_module, "triton_unavailable_reason", lambda device: None)
+    assert engine_module.auto_backend("convlstm_step", gpu) == ("triton", None)
+    monkeypatch.setattr(engine_module, "triton_unavailable_reason", lambda device: "triton is not installed")
+    assert engine_module.auto_backend("convlstm_step", gpu) == ("torch", "PyTorch ops (triton is not installed)")
+
+
 def test_engine_stages_and_chunking(tiny_config: ModelConfig) -> None:
     model = make_model(tiny_config).eval()
     lr, phase = make_inputs(5, 6, 4, 4)
