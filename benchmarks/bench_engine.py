@@ -48,7 +48,7 @@ PATHS = (
     "aoti fp32",
     "aoti bf16",
 )
-KERNEL_BACKENDS = ("triton", "cuda")
+KERNEL_BACKENDS = ("triton", "cuda", "auto")  # auto: the Upscaler's default (Engine's per-op fastest measured)
 # Engine paths with the fused kernels (GPU only; `make device-check` asks for them with --paths).
 KERNEL_PATHS = tuple(f"engine {dtype} {backend}" for backend in KERNEL_BACKENDS for dtype in ("fp32", "bf16"))
 # GPU only: the Engine's whole schedule captured as a CUDA graph, with each backend.

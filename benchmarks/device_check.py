@@ -172,7 +172,7 @@ def benchmark_commands(python: str, out: Path, cpu_rehearsal: bool) -> dict[str,
     if cpu_rehearsal:
         toy = ["--preset", "lite-x4", "--frames", "4", "--size", "12", "--repeats", "1"]
         bench += [*toy, "--slices", "2", "--paths", "reference fp32", "reference fp32 compiled", "engine fp32",
-                  "engine bf16", "engine bf16 compiled", "onnxruntime fp32"]  # fmt: skip
+                  "engine bf16", "engine bf16 auto", "engine bf16 compiled", "onnxruntime fp32"]  # fmt: skip
         single += [*toy, "--paths", "reference fp32", "engine bf16"]
     else:
         # The 10-slice stack (the targets) in one pass (the CPU's 4 GiB pass budget would split it into
@@ -185,15 +185,15 @@ def benchmark_commands(python: str, out: Path, cpu_rehearsal: bool) -> dict[str,
         # baseline; minutes of autotuning, if time is left).
         bench += ["--in-process", "--slices", "10", "--budget-mb", "65536", "--stack-repeats", "3", "--paths",
                   "reference fp32", "reference fp32 compiled", "engine bf16 compiled triton-step",
-                  "engine bf16 compiled triton-step graph", "engine bf16 compiled", "engine bf16 triton graph",
-                  "engine bf16 triton", "engine bf16 compiled graph", "engine bf16",
+                  "engine bf16 auto", "engine bf16 compiled triton-step graph", "engine bf16 compiled",
+                  "engine bf16 triton graph", "engine bf16 triton", "engine bf16 compiled graph", "engine bf16",
                   "engine bf16 compiled triton-fusion", "reference fp32 ieee", "engine bf16 compiled dynamic",
                   "engine bf16 cuda graph", "engine fp32 triton graph", "engine fp32",
                   "reference fp32 compiled max-autotune"]  # fmt: skip
         # One cine: where launch overhead, and so CUDA graphs, should matter most.
-        single += ["--in-process", "--paths", "reference fp32", "reference fp32 compiled", "engine bf16 compiled",
-                   "engine bf16 triton graph", "engine bf16 triton", "engine bf16 graph", "engine bf16",
-                   "engine bf16 cuda graph"]  # fmt: skip
+        single += ["--in-process", "--paths", "reference fp32", "reference fp32 compiled", "engine bf16 auto",
+                   "engine bf16 compiled", "engine bf16 triton graph", "engine bf16 triton", "engine bf16 graph",
+                   "engine bf16", "engine bf16 cuda graph"]  # fmt: skip
     # Where the time goes: kernels ranked by device time for the reference and the engine (eager, torch and
     # Triton backends) on the stack. (The pytest micro-benchmarks, `pytest benchmarks/ --benchmark-only`, repeat
     # the kernels step's do_bench timings: they run on their own, not here.)
