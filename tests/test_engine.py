@@ -66,6 +66,16 @@ def test_auto_takes_the_fastest_measured_backend_per_op(monkeypatch: pytest.Monk
     assert engine_module.auto_backend("convlstm_step", gpu) == ("torch", "PyTorch ops (triton is not installed)")
 
 
+@pytest.mark.parametrize("factor", [2, 3])
+def test_channels_last_pixel_shuffle_is_pixel_shuffle(factor: int) -> None:
+    from cmrvsr_fast.engine import pixel_shuffle_channels_last
+
+    x = torch.randn(2, 5 * factor * factor, 3, 4).contiguous(memory_format=torch.channels_last)
+    out = pixel_shuffle_channels_last(x, factor)
+    assert torch.equal(out, torch.nn.functional.pixel_shuffle(x, factor))
+    assert out.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_engine_stages_and_chunking(tiny_config: ModelConfig) -> None:
     model = make_model(tiny_config).eval()
     lr, phase = make_inputs(5, 6, 4, 4)
