@@ -37,7 +37,13 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # both layouts; the smaller tiles stay for GPUs with fewer SMs and for small images.
 _CONFIGS = [
     triton.Config({"BLOCK_P": p, "BLOCK_F": f, "BLOCK_K": k}, num_warps=w, num_stages=s)
-    for p, f, k, w, s in [(64, 32, 32, 4, 3), (128, 32, 32, 4, 3), (128, 64, 64, 8, 3)]
+    for p, f, k, w, s in [
+        (64, 32, 32, 4, 3),
+        (128, 32, 32, 4, 3),
+        (128, 64, 64, 8, 3),  # run 4's choice for bf16: 255 registers, 147 KB of shared memory, one CTA per SM
+        (64, 32, 64, 4, 3),  # ~157 registers, 72 KB: up to three CTAs per SM (ptxas, tests/test_triton_compile.py)
+        (128, 32, 64, 8, 3),  # ~165 registers, 96 KB: one CTA per SM, with half the accumulators of the above
+    ]
 ]
 # TF32: 4-byte tiles, so not the largest 16-bit one (over sm_90's shared memory: tests/test_triton_compile.py).
 _TF32_CONFIGS = [c for c in _CONFIGS if c.kwargs["BLOCK_F"] * c.kwargs["BLOCK_K"] < 64 * 64]
