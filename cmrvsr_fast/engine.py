@@ -4,7 +4,8 @@ What differs from model.py, and why:
 - InBlock runs once per centre frame; warm-up frames reuse the features of the frames they copy.
 - ConvLSTM runs layer by layer. conv(concat[x, h]) = conv_x(x) + conv_h(h), so each layer's input-to-gates
   convolution is hoisted out of the recurrence and run for all frames at once; only conv_h stays sequential.
-- Both directions advance together: one grouped convolution (groups = 2) per step.
+- Both directions advance together: one grouped convolution (groups = 2) per step on PyTorch ops, or one launch
+  per step of the fused layer op (Triton: reading and writing the sequence buffers in place, no copy per step).
 - Phase fusion never builds the window·(2F+1)-channel concatenation. The big convolution is a sum over window
   offsets d of 129-channel convolutions; one per-frame convolution computes every offset's contribution of
   [hF, hB] at once, and the phase channel, being spatially constant, contributes P_j times a fixed map per d
@@ -60,6 +61,8 @@ def auto_backend(op: str, device: torch.device) -> tuple[str, str | None]:
         return "torch", None  # cuDNN's convolutions beat both fusion kernels (above)
     if device.type != "cuda":
         return "torch", f"PyTorch ops on {device} (the Triton kernels pay off on a GPU)"
+    if torch.cuda.get_device_capability(device) < (8, 0):  # bf16 tensor-core dots, and what was measured
+        return "torch", f"PyTorch ops (the Triton kernels target compute capability 8.0 and newer; {device} is older)"
     reason = triton_unavailable_reason(device)
     return ("triton", None) if reason is None else ("torch", f"PyTorch ops ({reason})")
 
@@ -119,7 +122,7 @@ class Engine:
         self.max_batch = max_batch
         self.memory_budget_mb = memory_budget_mb
         # A named backend that cannot run raises; "auto" takes the fastest measured that runs and logs why once.
-        # The recurrence runs through convlstm_step, the fusion and projection through window_conv3x3, each with
+        # The recurrence runs through convlstm_layer, the fusion and projection through window_conv3x3, each with
         # its kernel backend (Triton or the CUDA C++ twins) or PyTorch ops; one name sets both, a mapping each
         # (unnamed ops: PyTorch) — so that a benchmark can pair the best implementation of each op.
         self.backends = {op: self._resolve(op, per_op.get(op, "torch")) for op in FUSED_OPS}
@@ -269,12 +272,14 @@ class Engine:
     def working_set_bytes(self, frames: int, height: int, width: int) -> int:
         """An upper estimate of the memory one cine needs in a pass: per extended frame, both directions'
         hoisted gates (2·4F) and hidden sequences (2·2F, input and output) in the engine dtype, the window
-        contributions (window·(2F+1)) and the fused features (F), plus the upsampled output in float32."""
+        contributions (window·(2F+1), aligned on a GPU) and the fused features (F), the window sums in float32 and
+        in the engine dtype, plus the upsampled output in float32."""
         cfg, item = self.config, torch.tensor([], dtype=self.dtype).element_size()
         extended = frames + 2 * cfg.warmup
-        per_frame = (2 * 4 + 2 * 2 * 2 + 1) * cfg.features + cfg.window * cfg.frame_channels
+        frame = cfg.frame_channels + self.frame_pad
+        per_frame = ((2 * 4 + 2 * 2 * 2 + 1) * cfg.features + cfg.window * frame + frame) * item + frame * 4
         upsampled = frames * cfg.scale**2 * height * width * (cfg.features + 1) * 4
-        return extended * per_frame * height * width * item + upsampled
+        return extended * per_frame * height * width + upsampled
 
     def cines_per_pass(self, frames: int, height: int, width: int, cines: int = 1 << 30) -> int:
         if self.max_batch is not None:
@@ -325,11 +330,7 @@ class Engine:
         fmt = torch.channels_last
         seq_fwd = seq_bwd = features
         for layer in self.lstm:
-            flat = (length * batch, f, height, width)
-            gx_f = self._conv(seq_fwd.reshape(flat).contiguous(memory_format=fmt), layer["x_fwd"], layer["b_fwd"])
-            gx_b = self._conv(seq_bwd.reshape(flat).contiguous(memory_format=fmt), layer["x_bwd"], layer["b_bwd"])
-            gx_f = gx_f.reshape(length, batch, 4 * f, height, width)
-            gx_b = gx_b.reshape(length, batch, 4 * f, height, width)
+            gx_f, gx_b = self._hoisted_gates(layer, seq_fwd, seq_bwd)
             h = torch.zeros(batch, 2 * f, height, width, dtype=self.dtype, device=self.device)
             h = h.contiguous(memory_format=fmt)
             # channels_last like every later cell state (the cell's output follows its gates' layout): a compiled
@@ -352,18 +353,21 @@ class Engine:
         plain convolutions: run 4 timed cuDNN's grouped bf16 convolution over [h_fwd, h_bwd] at 4.6 ms, two plain
         ones at 2.6 ms each, plus layout transforms), then the layer op (Triton: one launch per step, reading its
         gates and h(t−1) from, and writing h(t) into, the sequence buffers; no copy per step)."""
-        length, batch, f, height, width = features.shape
-        flat = (length * batch, f, height, width)
         seq_fwd = seq_bwd = features
         for layer in self.lstm:
-            gx_f = self._conv(seq_fwd.reshape(flat).contiguous(memory_format=torch.channels_last), layer["x_fwd"],
-                              layer["b_fwd"])  # fmt: skip
-            gx_b = self._conv(seq_bwd.reshape(flat).contiguous(memory_format=torch.channels_last), layer["x_bwd"],
-                              layer["b_bwd"])  # fmt: skip
-            seq_fwd, seq_bwd = convlstm_layer(gx_f.reshape(length, batch, 4 * f, height, width),
-                                              gx_b.reshape(length, batch, 4 * f, height, width), layer["h_pair"],
-                                              backend=self.backends["convlstm_step"])  # fmt: skip
+            gx_f, gx_b = self._hoisted_gates(layer, seq_fwd, seq_bwd)
+            seq_fwd, seq_bwd = convlstm_layer(gx_f, gx_b, layer["h_pair"], backend=self.backends["convlstm_step"])
         return seq_fwd, seq_bwd
+
+    def _hoisted_gates(self, layer: dict, seq_fwd: Tensor, seq_bwd: Tensor) -> tuple[Tensor, Tensor]:
+        """Each direction's input-to-gates convolution plus bias over all frames: two (E, B, 4F, H, W), each
+        frame channels-last."""
+        length, batch, f, height, width = seq_fwd.shape
+        gates = []
+        for seq, w, b in ((seq_fwd, layer["x_fwd"], layer["b_fwd"]), (seq_bwd, layer["x_bwd"], layer["b_bwd"])):
+            gx = self._conv(flat_frames(seq).contiguous(memory_format=torch.channels_last), w, b)
+            gates.append(gx.reshape(length, batch, 4 * f, height, width))
+        return gates[0], gates[1]
 
     def _lstm_step_eager(
         self, h: Tensor, w_h: Tensor, gx_f: Tensor, gx_b: Tensor, c_f: Tensor, c_b: Tensor
@@ -393,16 +397,18 @@ class Engine:
         if self.backends["window_conv3x3"] != "torch":
             return self._refine_fused(both.reshape(hi - lo, batch, 2 * f, height, width), codes[lo:hi], maps,
                                       first - lo, count)  # fmt: skip
-        contrib = self._conv(both, self.fuse_h_aligned)
-        contrib = contrib.reshape(hi - lo, batch, window, -1, height, width)
+        contrib = self._conv(both, self.fuse_h_aligned)  # (frames · B, window · frame, H, W), channels-last
         # Frame i takes offset d's contribution from frame j = i + d − half. Frames outside the sequence
-        # contribute nothing (zero padding in time): the contributions and codes are padded with zeros to the
-        # run's reach (rarely needed: only when the warm-up is shorter than half the window).
+        # contribute nothing (zero padding in time): the contributions and codes are padded with zero frames to
+        # the run's reach (rarely needed: only when the warm-up is shorter than half the window).
         before, after = lo - (first - half), (first + count + half) - hi
         codes = codes[lo:hi]
         if before or after:
-            contrib = F.pad(contrib.reshape(hi - lo, -1), (0, 0, before, after)).reshape(-1, *contrib.shape[1:])
+            zeros = [contrib.new_zeros(n * batch, *contrib.shape[1:]).contiguous(memory_format=torch.channels_last)
+                     for n in (before, after)]  # fmt: skip
+            contrib = torch.cat([part for part in (zeros[0], contrib, zeros[1]) if part.shape[0]])  # channels-last
             codes = F.pad(codes, (0, 0, before, after))
+        contrib = contrib.reshape(-1, batch, window, contrib.shape[1] // window, height, width)
         return self._fuse_window(contrib, codes, self.aligned_phase_maps(maps))
 
     def _refine_fused(self, both: Tensor, codes: Tensor, maps: Tensor, start: int, count: int) -> Tensor:

@@ -3,9 +3,10 @@ recurrence through it without a copy per step.
 
 Why channels-last: in NCHW the im2col tile of a K step is a gather, one shifted pixel run per (channel, tap) with
 a mask per element; here a K step is one tap and a chunk of channels, contiguous per pixel, under one mask per
-pixel — 16-byte loads — and the weights, packed once as (tap, input channel, gate · F + hidden channel), load
-contiguously along the output channels. On an H200 (device check run 3, 2026-11-26) the bf16 step took 0.102 ms
-against the NCHW kernel's 0.155 ms and PyTorch's 0.591 (2 directions × 10 cines, F = 64, 64²).
+pixel — 16-byte loads — and the weights, packed as (tap, input channel, gate · F + hidden channel) (a 0.6 MB
+permutation per layer call at F = 64), load contiguously along the output channels. On an H200 (device check
+run 3, 2026-11-26) the bf16 step took 0.102 ms against the NCHW kernel's 0.155 ms and PyTorch's 0.591 (2
+directions × 10 cines, F = 64, 64²).
 
 Why a layer launcher: the Engine's hoisted gates come from a channels-last convolution over every frame (one per
 direction), and a step reads its frame's gates and the previous hidden state and writes the new one at offsets
@@ -51,7 +52,7 @@ _IEEE_CONFIGS = [
     triton.Config({"BLOCK_P": p, "BLOCK_F": f, "BLOCK_K": k}, num_warps=w, num_stages=s)
     for p, f, k, w, s in [(64, 32, 16, 4, 2), (32, 32, 16, 4, 2)]
 ]
-_KEY = ["F", "H", "W", "H_ROW", "GX_ROW", "FIRST"]
+_KEY = ["B", "F", "H", "W", "H_ROW", "GX_ROW", "FIRST"]  # B: the grid scales with the cines
 
 
 def pack_weights(w: torch.Tensor) -> torch.Tensor:

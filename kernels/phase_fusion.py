@@ -83,7 +83,7 @@ _IEEE_CONFIGS = [  # float32 without TF32: FMA-lowered dots, small tiles (see co
     triton.Config({"BLOCK_P": p, "BLOCK_O": o, "BLOCK_K": k}, num_warps=nw, num_stages=ns)
     for p, o, k, nw, ns in [(64, 32, 16, 4, 2), (64, 64, 16, 4, 2)]
 ]
-_KEY = ["C", "OUT_CH", "H", "W", "WINDOW"]
+_KEY = ["B", "C", "OUT_CH", "H", "W", "WINDOW"]  # B: the grid scales with the cines
 _tuned = autotune(_CONFIGS, _KEY)(_window_conv_kernel)
 _tuned_ieee = autotune(_IEEE_CONFIGS, _KEY)(_window_conv_kernel)
 

@@ -135,8 +135,8 @@ print("worst", worst)
 
 
 def test_channels_last_variant_under_the_interpreter():
-    """The experimental channels-last step (kernels/convlstm_nhwc.py, timed beside the NCHW one by the device
-    check) computes the same step at awkward shapes."""
+    """The channels-last step (kernels/convlstm_nhwc.py, the layer op's kernel, timed beside the NCHW one by the
+    device check) computes the same step at awkward shapes."""
     assert "worst" in run_under_triton_interpreter(NHWC_INTERPRETED)
 
 
@@ -173,6 +173,8 @@ def test_layer_reference_is_the_two_directions_stepped_through_the_sequence():
     frames, batch, f, height, width = 4, 2, 6, 5, 7
     gx_fwd, gx_bwd, w = random_layer(frames, batch, f, height, width)
     outputs = convlstm_layer_ref(gx_fwd, gx_bwd, w)
+    for out in outputs:  # each frame channels-last, as the Triton op's outputs are
+        assert out.reshape(-1, *out.shape[2:]).is_contiguous(memory_format=torch.channels_last)
     for direction, gx, order in ((0, gx_fwd, range(frames)), (1, gx_bwd, range(frames - 1, -1, -1))):
         h = torch.zeros(batch, f, height, width)
         c = torch.zeros(batch, f, height, width)

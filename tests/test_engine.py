@@ -36,18 +36,26 @@ def test_engine_matches_the_reference(config: ModelConfig, shape, dtype: torch.d
     assert relative_l2(out, reference) <= RELATIVE_L2[dtype]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_aligned_frame_channels_change_nothing(dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_aligned_frame_channels_change_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     """On a GPU the PyTorch path pads the 2F + 1 frame channels with zero weights to a multiple of 8; forced on
-    here (paper-x4's 129 → 136, and an odd config with warm-up < half the window), it matches the reference."""
-    monkeypatch.setattr(Engine, "ALIGN_FRAME_CHANNELS_ON", ("cuda", "cpu"))
+    here (paper-x4's 129 → 136, and an odd config with warm-up < half the window): the padding weights and maps
+    are zero, and the result is the unpadded engine's (fp32) and the reference's (bf16)."""
     for config, shape in (CASES[4], CASES[1]):
         model = make_model(config).eval()
         lr, phase = make_inputs(*shape)
-        engine = Engine(model, dtype=dtype)
-        assert engine.frame_pad == (-config.frame_channels) % 8 and engine.frame_pad > 0
+        plain = Engine(model)
+        with monkeypatch.context() as patch:
+            patch.setattr(Engine, "ALIGN_FRAME_CHANNELS_ON", ("cuda", "cpu"))
+            aligned, aligned_bf16 = Engine(model), Engine(model, dtype=torch.bfloat16)
+        frame, pad, window = config.frame_channels, aligned.frame_pad, config.window
+        assert pad == (-frame) % 8 and pad > 0 and plain.frame_pad == 0
+        fuse = aligned.fuse_h_aligned.reshape(window, frame + pad, *aligned.fuse_h_aligned.shape[1:])
+        assert not fuse[:, frame:].any() and not aligned.fuse_b_aligned[frame:].any()
+        assert not aligned.proj_w_aligned[:, frame:].any()
+        assert not aligned.aligned_phase_maps(aligned.phase_maps(*shape[2:]))[:, frame:].any()
         with torch.no_grad():
-            assert relative_l2(engine(lr, phase), model(lr, phase)) <= RELATIVE_L2[dtype]
+            assert relative_l2(aligned(lr, phase), plain(lr, phase)) <= 1e-6
+            assert relative_l2(aligned_bf16(lr, phase), model(lr, phase)) <= RELATIVE_L2[torch.bfloat16]
 
 
 def test_auto_takes_the_fastest_measured_backend_per_op(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -57,9 +65,12 @@ def test_auto_takes_the_fastest_measured_backend_per_op(monkeypatch: pytest.Monk
 
     gpu = torch.device("cuda")
     assert engine_module.auto_backend("window_conv3x3", gpu) == ("torch", None)
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
     chosen, reason = engine_module.auto_backend("convlstm_step", torch.device("cpu"))
     assert chosen == "torch" and "GPU" in reason
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 0))
+    chosen, reason = engine_module.auto_backend("convlstm_step", gpu)
+    assert chosen == "torch" and "compute capability 8.0" in reason
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     monkeypatch.setattr(engine_module, "triton_unavailable_reason", lambda device: None)
     assert engine_module.auto_backend("convlstm_step", gpu) == ("triton", None)
     monkeypatch.setattr(engine_module, "triton_unavailable_reason", lambda device: "triton is not installed")

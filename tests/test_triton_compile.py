@@ -1,8 +1,10 @@
 """The Triton kernels compile for the GPUs the product targets, with no GPU: Triton's compiler runs ahead of time
-here for sm_90 (H100/H200) and sm_80 (A100), with the arguments specialised as the JIT specialises paper-x4's;
-each configuration must fit the target's shared memory, and on Hopper run its K loop software-pipelined into
-wgmma tensor-core instructions. The interpreter tests check the arithmetic; this checks what only a GPU build would
-otherwise show (a configuration that cannot compile or launch, a missing tensor-core path)."""
+here for sm_90 (H100/H200) and sm_80 (A100), with the arguments specialised as the JIT specialises paper-x4's.
+On Hopper each configuration must fit the shared memory and run its K loop software-pipelined into wgmma
+tensor-core instructions; on Ampere the first (smallest) configuration of each tensor-core kernel compiles to
+mma.sync (larger ones may exceed sm_80's shared memory: Triton's autotuner skips those there). The interpreter
+tests check the arithmetic; this checks what only a GPU build would otherwise show (a configuration that cannot
+compile or launch, a missing tensor-core path)."""
 
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ def step_case(dtype: str, ieee: bool) -> tuple:
 def nhwc_case(dtype: str, ieee: bool, first: bool) -> tuple:
     names = ("h0_ptr", "h1_ptr", "w_ptr", "gx0_ptr", "gx1_ptr", "out0_ptr", "out1_ptr")
     pointers = {name: f"*{dtype}" for name in names} | {"c_ptr": "*fp32", "c_out_ptr": "*fp32"}
-    pointers |= {"gx_off0": "i64", "gx_off1": "i64"}  # a stack's gate offsets pass 2³¹ at 128² (int64 there)
+    pointers |= {"gx_off0": "i64", "gx_off1": "i64"}  # long stacks at 128² pass 2³¹ (Triton passes int64 then)
     return convlstm_nhwc._step_kernel, pointers, {"FIRST": first, "FP32_IEEE": ieee}
 
 

@@ -95,10 +95,10 @@ def _layer_by_steps(gx_fwd: Tensor, gx_bwd: Tensor, w: Tensor, step) -> tuple[Te
     f = gates // 4
     h = gx_fwd.new_zeros(2, batch, f, height, width)
     c = torch.zeros(2, batch, f, height, width, dtype=torch.float32, device=gx_fwd.device)
-    out_fwd, out_bwd = (
-        gx_fwd.new_empty(frames, batch, f, height, width),
-        gx_fwd.new_empty(frames, batch, f, height, width),
-    )
+    # Each frame channels-last, as the Triton op's outputs and the Engine's other tensors are.
+    out_fwd = torch.empty(frames * batch, f, height, width, dtype=gx_fwd.dtype, device=gx_fwd.device,
+                          memory_format=torch.channels_last).reshape(frames, batch, f, height, width)  # fmt: skip
+    out_bwd = torch.empty_like(out_fwd)
     for k in range(frames):
         j = frames - 1 - k  # the backward direction's frame
         h, c = step(h, w, torch.stack([gx_fwd[k], gx_bwd[j]]), c)
