@@ -22,6 +22,15 @@ def ieee_float32(x: torch.Tensor) -> bool:
 
 
 @triton.jit
+def output_tile(H, W, OUT, BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr):
+    """This program's tile of BLOCK_P pixels (grid axis 0) × BLOCK_O output channels (axis 1): the pixel and
+    channel offsets, their masks, and the pixels' rows and columns."""
+    offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_o = tl.program_id(1) * BLOCK_O + tl.arange(0, BLOCK_O)
+    return offs_p, offs_o, offs_p < H * W, offs_o < OUT, offs_p // W, offs_p % W
+
+
+@triton.jit
 def im2col_tile(base, offs_k, mask_k, y, x, mask_p, H, W):
     """(P, K) values of a (C, H, W) block at `base`: column k = channel · 9 + tap of the 3×3 window of pixels
     (y, x); zero outside the image (the convolution's zero padding) and for k past the end (mask_k)."""

@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .conv_tiles import accumulate, autotune, ieee_float32, im2col_tile, weight_rows
+from .conv_tiles import accumulate, autotune, ieee_float32, im2col_tile, output_tile, weight_rows
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -53,17 +53,10 @@ def _convlstm_step_kernel(
     B, F, H, W, K9,
     FP32_IEEE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
-    pid_p = tl.program_id(0)
-    pid_f = tl.program_id(1)
     pid_db = tl.program_id(2)  # direction · B + cine
     direction = pid_db // B
     hw = H * W
-    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_f = pid_f * BLOCK_F + tl.arange(0, BLOCK_F)
-    mask_p = offs_p < hw
-    mask_f = offs_f < F
-    y = offs_p // W
-    x = offs_p % W
+    offs_p, offs_f, mask_p, mask_f, y, x = output_tile(H, W, F, BLOCK_P, BLOCK_F)
     h_base = h_ptr + pid_db.to(tl.int64) * F * hw
     w_base = w_ptr + direction.to(tl.int64) * 4 * F * K9
     gate_stride = F * K9  # one gate's (F, F, 3, 3) block

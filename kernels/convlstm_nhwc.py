@@ -29,7 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .conv_tiles import accumulate, autotune, ieee_float32
+from .conv_tiles import accumulate, autotune, ieee_float32, output_tile
 from .convlstm import cell_epilogue
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -69,18 +69,11 @@ def _step_kernel(
     FIRST: tl.constexpr, FP32_IEEE: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
-    pid_p = tl.program_id(0)
-    pid_f = tl.program_id(1)
     pid_db = tl.program_id(2)  # direction · B + cine
     direction = pid_db // B
     cine = (pid_db % B).to(tl.int64)
     hw = H * W
-    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_f = pid_f * BLOCK_F + tl.arange(0, BLOCK_F)
-    mask_p = offs_p < hw
-    mask_f = offs_f < F
-    y = offs_p // W
-    x = offs_p % W
+    offs_p, offs_f, mask_p, mask_f, y, x = output_tile(H, W, F, BLOCK_P, BLOCK_F)
 
     acc_i = tl.zeros((BLOCK_P, BLOCK_F), dtype=tl.float32)
     acc_f = tl.zeros((BLOCK_P, BLOCK_F), dtype=tl.float32)

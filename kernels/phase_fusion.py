@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .conv_tiles import accumulate, autotune, ieee_float32, im2col_tile, weight_rows
+from .conv_tiles import accumulate, autotune, ieee_float32, im2col_tile, output_tile, weight_rows
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -33,18 +33,11 @@ def _window_conv_kernel(
     HAS_PHASE: tl.constexpr, HAS_RESIDUAL: tl.constexpr, FP32_IEEE: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
-    pid_p = tl.program_id(0)
-    pid_o = tl.program_id(1)
     pid_nb = tl.program_id(2)  # position · B + cine
     position = pid_nb // B
     cine = pid_nb % B
     hw = H * W
-    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_o = pid_o * BLOCK_O + tl.arange(0, BLOCK_O)
-    mask_p = offs_p < hw
-    mask_o = offs_o < OUT_CH
-    y = offs_p // W
-    x = offs_p % W
+    offs_p, offs_o, mask_p, mask_o, y, x = output_tile(H, W, OUT_CH, BLOCK_P, BLOCK_O)
     acc = tl.zeros((BLOCK_P, BLOCK_O), dtype=tl.float32)
     for d in range(0, WINDOW):
         frame = tl.load(frame_ptr + position * WINDOW + d)
