@@ -35,7 +35,7 @@ from results_io import write_result
 
 from cmrvsr_fast import CMRVSR, ModelConfig
 from cmrvsr_fast.cost import inference_flops
-from cmrvsr_fast.engine import Engine
+from cmrvsr_fast.engine import PAIRED_BACKENDS, Engine
 
 PATHS = (
     "reference fp32",
@@ -58,7 +58,6 @@ GRAPH_PATHS = ("engine bf16 graph", "engine bf16 triton graph", "engine bf16 cud
 IEEE_PATHS = ("reference fp32 ieee",)
 # GPU: the compiled PyTorch pieces paired with one Triton kernel (Engine(backend={op: "triton"})), and the compiled
 # engine under a CUDA graph: the first H200 run had the compiled engine ahead of the all-Triton one.
-PAIRED_BACKENDS = {"triton-step": {"convlstm_step": "triton"}, "triton-fusion": {"window_conv3x3": "triton"}}
 HYBRID_PATHS = (
     "engine bf16 compiled triton-step",
     "engine bf16 compiled triton-fusion",

@@ -24,6 +24,7 @@ from .config import PRESETS, ModelConfig
 from .data.datasets import phantom_records
 from .data.phantom import generate
 from .data.readers import CineRecord, DataError, read_acdc, read_dsb, read_folder
+from .engine import PAIRED_BACKENDS
 from .evaluate import evaluate, format_table
 from .model import CMRVSR
 from .ops.dispatch import BackendUnavailable
@@ -271,11 +272,6 @@ def run_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# Named pairings of the Engine's per-op backends: the Triton recurrence with the (compiled) PyTorch fusion was the
-# fastest path on an H200 (device check run 4, 2026-11-26: 0.172 s per 10-slice stack, 1.77× the reference).
-PAIRED_BACKENDS = {"triton-step": {"convlstm_step": "triton"}}
-
-
 def run_upscale_command(args: argparse.Namespace) -> int:
     options = upscale_job.Options(
         output_format=args.format,
@@ -412,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--weights", help="a .safetensors checkpoint or an exported .onnx/.engine/.pt2 (default: lite-x4)")
     up.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     up.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    up.add_argument("--backend", default="auto", choices=["auto", "torch", "triton", "cuda", *PAIRED_BACKENDS],
+    up.add_argument("--backend", default="auto", choices=["auto", "torch", "triton", "cuda", "triton-step"],
                     help="Engine backend: auto (default) takes per op the fastest measured that runs here — on a "
                          "GPU with Triton the Triton ConvLSTM recurrence and cuDNN elsewhere, on a CPU PyTorch ops; "
                          "torch: PyTorch ops; triton / cuda: both fused kernels; triton-step: the Triton recurrence "

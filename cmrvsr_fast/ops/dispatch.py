@@ -41,6 +41,13 @@ def cuda_unavailable_reason(device: torch.device) -> str | None:
     return None
 
 
+def log_once(message: str) -> None:
+    """Log why a fallback was taken, once per distinct message (the ops and the Engine resolve per call)."""
+    if message not in _LOGGED:
+        _LOGGED.add(message)
+        log.info("%s", message)
+
+
 def resolve_backend(backend: str, device: torch.device, op: str = "op", cuda_twin: bool = False) -> str:
     """The backend that runs `op`; cuda_twin: whether the op has a CUDA C++ kernel. "auto" prefers Triton, then
     CUDA C++, then the reference."""
@@ -58,7 +65,5 @@ def resolve_backend(backend: str, device: torch.device, op: str = "op", cuda_twi
         if reasons[candidate] is None:
             return candidate
     reason = "; ".join(f"{name}: {text}" for name, text in reasons.items())
-    if reason not in _LOGGED:
-        _LOGGED.add(reason)
-        log.info("%s: using the PyTorch reference (%s)", op, reason)
+    log_once(f"{op}: using the PyTorch reference ({reason})")
     return "reference"
