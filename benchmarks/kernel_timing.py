@@ -2,14 +2,15 @@
 
     python benchmarks/kernel_timing.py [--cpu-rehearsal]
 
-On a GPU (a step of `make device-check`): the ConvLSTM step of both directions at F = 64 (10 cines at 64×64 and
-one at 128×128) and the window fusion (34 positions × 10 cines at 64×64), in fp32 and bf16, through Triton, the
-PyTorch reference, the CUDA C++ twins when the extension is built, and the channels-last Triton step
-(kernels/convlstm_nhwc.py) on the same values; then a whole layer's recurrence (42 frames, bf16) through the
-layer op, per step; times are `triton.testing.do_bench` medians in ms. With
---cpu-rehearsal the same code runs on the CPU at toy sizes in fp32 (Triton under TRITON_INTERPRET=1, a wall clock
-for do_bench); only the GPU sizes, bf16, the CUDA C++ twins and do_bench itself are left to the GPU. Prints one
-JSON row per measurement as it goes (a run stopped at its limit keeps them), then the list.
+On a GPU (a step of `make device-check`): the ConvLSTM step of both directions at F = 64 (10 cines at 64×64 and one
+at 128×128) and the window fusion (34 positions × 10 cines at 64×64), in fp32 and bf16, through Triton, the PyTorch
+reference, the CUDA C++ twins when the extension is built, and the channels-last Triton step
+(kernels/convlstm_nhwc.py) on the same values; then a whole layer's recurrence (42 frames, bf16) through the layer
+op, per step; then the channels-last step under each of its autotuning configurations in turn; times are
+`triton.testing.do_bench` medians in ms. With --cpu-rehearsal the same code runs on the CPU at toy sizes in fp32
+(Triton under TRITON_INTERPRET=1, a wall clock for do_bench); only the GPU sizes, bf16, the CUDA C++ twins and
+do_bench itself are left to the GPU. Prints one JSON row per measurement as it goes (a run stopped at its limit
+keeps them), then the list.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the tests' inputs and references
-from cmrvsr_fast.kernels.convlstm_nhwc import convlstm_step_nhwc, pack_weights
+import triton
+from cmrvsr_fast.kernels.convlstm_nhwc import _CONFIGS, INTERPRETER_CONFIG, convlstm_step_nhwc, pack_weights
 from test_convlstm import random_layer, random_step
 from test_phase_fusion import fusion_case
 from tolerances import relative_l2
@@ -70,6 +72,23 @@ def step_rows(device: str, shapes: list[tuple], dtypes: list[torch.dtype], timer
             row["rel_l2_h_nhwc"] = relative_l2(h_nhwc.permute(0, 1, 4, 2, 3).cpu(), h_ref)
             row["rel_l2_c_nhwc"] = relative_l2(c_nhwc.permute(0, 1, 4, 2, 3).cpu(), c_ref)
             row["triton_nhwc_ms"] = timer(partial(convlstm_step_nhwc, *nhwc))
+            yield row
+
+
+def tile_rows(device: str, shapes: list[tuple], dtypes: list[torch.dtype], timer, configs: list):
+    """The channels-last step under each autotuning configuration in turn, side by side on the same values: what
+    the autotuner chose between (GATES_FIRST, the hoisted gates loaded before or after the K loop, included)."""
+    for shape, dtype in itertools.product(shapes, dtypes):
+        inputs, (h_ref, c_ref) = random_step(*shape, dtype=dtype)
+        h0, w, gx, c0 = (t.to(device) for t in inputs)
+        nhwc = (channels_last(h0), pack_weights(w), channels_last(gx), channels_last(c0))
+        for config in configs:
+            h, c = convlstm_step_nhwc(*nhwc, config=config)
+            row = {"op": "convlstm_step_nhwc_tile", "shape": list(shape), "dtype": str(dtype),
+                   "config": {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages},
+                   "rel_l2_h": relative_l2(h.permute(0, 1, 4, 2, 3).float().cpu(), h_ref),
+                   "rel_l2_c": relative_l2(c.permute(0, 1, 4, 2, 3).cpu(), c_ref)}  # fmt: skip
+            row["ms"] = timer(partial(convlstm_step_nhwc, *nhwc, config=config))
             yield row
 
 
@@ -119,6 +138,7 @@ def main() -> None:
         device, timer, dtypes = "cpu", wall_clock_ms, [torch.float32]  # no bf16 under the interpreter
         shapes, cases = [(2, 1, 8, 6, 7)], [dict(frames=3, batch=1)]
         layers, layer_dtypes = [(3, 1, 8, 6, 7)], dtypes
+        tiles = [triton.Config({**INTERPRETER_CONFIG, "GATES_FIRST": first}) for first in (False, True)]
     else:
         from triton.testing import do_bench
 
@@ -130,12 +150,14 @@ def main() -> None:
         shapes = [(2, 10, 64, 64, 64), (2, 1, 64, 128, 128)]
         cases = [dict(frames=34, batch=10, features=64, height=64, width=64)]
         layers, layer_dtypes = [(42, 10, 64, 64, 64)], [torch.bfloat16]  # a paper-x4 stack's layer, 42 frames
+        tiles = _CONFIGS  # the bf16 table
     cuda_twin = device == "cuda" and _ext.available()
     rows = []
-    # The stack's step and layer, then the fusion, then the 128×128 step: a run stopped at its limit loses the
-    # least used.
+    # The stack's step and layer, the step's tiles, then the fusion, then the 128×128 step: a run stopped at its
+    # limit loses the least used.
     measured = itertools.chain(step_rows(device, shapes[:1], dtypes, timer, cuda_twin),
                                layer_rows(device, layers, layer_dtypes, timer, cuda_twin),
+                               tile_rows(device, shapes[:1], layer_dtypes, timer, tiles),
                                fusion_rows(device, cases, dtypes, timer, cuda_twin),
                                step_rows(device, shapes[1:], dtypes, timer, cuda_twin))  # fmt: skip
     for row in measured:  # printed as soon as measured

@@ -85,18 +85,31 @@ def _convlstm_step_kernel(
 
 
 @triton.jit
-def cell_epilogue(acc_i, acc_f, acc_o, acc_g, gx_tile, gate_stride, c_tile, c_out_tile, h_out_tile, tile_mask):
-    """The cell update of one tile: gates = accumulators + hoisted gates (gate g at gx_tile + g · gate_stride);
-    c' = σ(f)·c + σ(i)·tanh(g), h' = σ(o)·tanh(c'); c in float32, h' in the output's dtype."""
-    gate_i = acc_i + tl.load(gx_tile, mask=tile_mask, other=0.0).to(tl.float32)
-    gate_f = acc_f + tl.load(gx_tile + gate_stride, mask=tile_mask, other=0.0).to(tl.float32)
-    gate_o = acc_o + tl.load(gx_tile + 2 * gate_stride, mask=tile_mask, other=0.0).to(tl.float32)
-    gate_g = acc_g + tl.load(gx_tile + 3 * gate_stride, mask=tile_mask, other=0.0).to(tl.float32)
+def hoisted_gates(gx_tile, gate_stride, tile_mask):
+    """The hoisted gates of one tile as four float32 tiles (i, f, o, g; gate g at gx_tile + g · gate_stride)."""
+    gate_i = tl.load(gx_tile, mask=tile_mask, other=0.0).to(tl.float32)
+    gate_f = tl.load(gx_tile + gate_stride, mask=tile_mask, other=0.0).to(tl.float32)
+    gate_o = tl.load(gx_tile + 2 * gate_stride, mask=tile_mask, other=0.0).to(tl.float32)
+    gate_g = tl.load(gx_tile + 3 * gate_stride, mask=tile_mask, other=0.0).to(tl.float32)
+    return gate_i, gate_f, gate_o, gate_g
+
+
+@triton.jit
+def cell_update(gate_i, gate_f, gate_o, gate_g, c_tile, c_out_tile, h_out_tile, tile_mask):
+    """c' = σ(f)·c + σ(i)·tanh(g), h' = σ(o)·tanh(c') from the complete gates; c in float32, h' in the output's
+    dtype."""
     c = tl.load(c_tile, mask=tile_mask, other=0.0)
     c_next = tl.sigmoid(gate_f) * c + tl.sigmoid(gate_i) * _tanh(gate_g)
     h_next = tl.sigmoid(gate_o) * _tanh(c_next)
     tl.store(c_out_tile, c_next, mask=tile_mask)
     tl.store(h_out_tile, h_next.to(h_out_tile.dtype.element_ty), mask=tile_mask)
+
+
+@triton.jit
+def cell_epilogue(acc_i, acc_f, acc_o, acc_g, gx_tile, gate_stride, c_tile, c_out_tile, h_out_tile, tile_mask):
+    """The cell update of one tile: gates = accumulators + hoisted gates (gate g at gx_tile + g · gate_stride)."""
+    gx_i, gx_f, gx_o, gx_g = hoisted_gates(gx_tile, gate_stride, tile_mask)
+    cell_update(acc_i + gx_i, acc_f + gx_f, acc_o + gx_o, acc_g + gx_g, c_tile, c_out_tile, h_out_tile, tile_mask)
 
 
 # B in the key: the grid (and so the best tile) scales with the cines, and the choices are kept on disk.

@@ -30,28 +30,35 @@ import triton
 import triton.language as tl
 
 from .conv_tiles import accumulate, autotune, ieee_float32, output_tile
-from .convlstm import cell_epilogue
+from .convlstm import cell_update, hoisted_gates
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 # bf16/fp16 and TF32 tiles. Run 3 (H200) chose (128, 64, 64, 8 warps) for bf16 and (128, 32|64, 32) for TF32 in
-# both layouts; the smaller tiles stay for GPUs with fewer SMs and for small images.
+# both layouts; the smaller tiles stay for GPUs with fewer SMs and for small images. GATES_FIRST: whether the
+# accumulators start as the hoisted gates (loaded before the K loop, beside its first copies) or get them added
+# after it (loads the epilogue waits for); offered for the two tiles that run 4's choice and ptxas favour, so that
+# the autotuner measures both on the GPU (not yet timed: added 2026-11-26 after run 4).
 _CONFIGS = [
-    triton.Config({"BLOCK_P": p, "BLOCK_F": f, "BLOCK_K": k}, num_warps=w, num_stages=s)
-    for p, f, k, w, s in [
-        (64, 32, 32, 4, 3),
-        (128, 32, 32, 4, 3),
-        (128, 64, 64, 8, 3),  # run 4's choice for bf16: 255 registers, 147 KB of shared memory, one CTA per SM
-        (64, 32, 64, 4, 3),  # ~157 registers, 72 KB: up to three CTAs per SM (ptxas, tests/test_triton_compile.py)
-        (128, 32, 64, 8, 3),  # ~165 registers, 96 KB: one CTA per SM, with half the accumulators of the above
+    triton.Config({"BLOCK_P": p, "BLOCK_F": f, "BLOCK_K": k, "GATES_FIRST": first}, num_warps=w, num_stages=s)
+    for p, f, k, w, s, first in [
+        (64, 32, 32, 4, 3, False),
+        (128, 32, 32, 4, 3, False),
+        (128, 64, 64, 8, 3, False),  # run 4's choice for bf16: 255 registers, 147 KB of shared memory, one CTA/SM
+        (64, 32, 64, 4, 3, False),  # ~157 registers, 72 KB: up to three CTAs per SM (ptxas, test_triton_compile.py)
+        (128, 32, 64, 8, 3, False),  # ~165 registers, 96 KB: one CTA per SM, with half the accumulators of the above
+        (128, 64, 64, 8, 3, True),
+        (64, 32, 64, 4, 3, True),
     ]
 ]
 # TF32: 4-byte tiles, so not the largest 16-bit one (over sm_90's shared memory: tests/test_triton_compile.py).
 _TF32_CONFIGS = [c for c in _CONFIGS if c.kwargs["BLOCK_F"] * c.kwargs["BLOCK_K"] < 64 * 64]
 _IEEE_CONFIGS = [
-    triton.Config({"BLOCK_P": p, "BLOCK_F": f, "BLOCK_K": k}, num_warps=w, num_stages=s)
+    triton.Config({"BLOCK_P": p, "BLOCK_F": f, "BLOCK_K": k, "GATES_FIRST": False}, num_warps=w, num_stages=s)
     for p, f, k, w, s in [(64, 32, 16, 4, 2), (32, 32, 16, 4, 2)]
 ]
+# Under the interpreter (CPU tests): one small tile, no autotuning; the tests set GATES_FIRST both ways.
+INTERPRETER_CONFIG = {"BLOCK_P": 32, "BLOCK_F": 16, "BLOCK_K": 16, "GATES_FIRST": False}
 _KEY = ["B", "F", "H", "W", "H_ROW", "GX_ROW", "FIRST"]  # B: the grid scales with the cines
 
 
@@ -67,7 +74,7 @@ def _step_kernel(
     h_off0, h_off1, gx_off0, gx_off1, out_off0, out_off1,
     B, F, H, W, H_ROW, GX_ROW,
     FIRST: tl.constexpr, FP32_IEEE: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_K: tl.constexpr, GATES_FIRST: tl.constexpr,
 ):  # fmt: skip
     pid_db = tl.program_id(2)  # direction · B + cine
     direction = pid_db // B
@@ -75,10 +82,6 @@ def _step_kernel(
     hw = H * W
     offs_p, offs_f, mask_p, mask_f, y, x = output_tile(H, W, F, BLOCK_P, BLOCK_F)
 
-    acc_i = tl.zeros((BLOCK_P, BLOCK_F), dtype=tl.float32)
-    acc_f = tl.zeros((BLOCK_P, BLOCK_F), dtype=tl.float32)
-    acc_o = tl.zeros((BLOCK_P, BLOCK_F), dtype=tl.float32)
-    acc_g = tl.zeros((BLOCK_P, BLOCK_F), dtype=tl.float32)
     if direction == 0:  # each direction's tensors: h(t−1), the hoisted gates, h(t)
         h_ptr = h0_ptr + h_off0.to(tl.int64)
         gx_ptr = gx0_ptr + gx_off0.to(tl.int64)
@@ -87,6 +90,16 @@ def _step_kernel(
         h_ptr = h1_ptr + h_off1.to(tl.int64)
         gx_ptr = gx1_ptr + gx_off1.to(tl.int64)
         out_ptr = out1_ptr + out_off1.to(tl.int64)
+    tile_mask = mask_p[:, None] & mask_f[None, :]
+    gx_base = gx_ptr + cine * hw * GX_ROW
+    if GATES_FIRST:  # the accumulators start as the hoisted gates: their loads overlap the K loop's first copies
+        gx_tile = gx_base + (offs_p * GX_ROW)[:, None] + offs_f[None, :]
+        acc_i, acc_f, acc_o, acc_g = hoisted_gates(gx_tile, F, tile_mask)
+    else:  # ... or are added after the K loop (an autotuning choice: which is faster is the GPU's to say)
+        acc_i = tl.zeros((BLOCK_P, BLOCK_F), dtype=tl.float32)
+        acc_f = tl.zeros((BLOCK_P, BLOCK_F), dtype=tl.float32)
+        acc_o = tl.zeros((BLOCK_P, BLOCK_F), dtype=tl.float32)
+        acc_g = tl.zeros((BLOCK_P, BLOCK_F), dtype=tl.float32)
     if not FIRST:  # h(t−1) = 0 at the first step: the gates are the hoisted ones alone
         h_base = h_ptr + cine * hw * H_ROW
         w_base = w_ptr + direction.to(tl.int64) * 9 * F * 4 * F
@@ -107,12 +120,13 @@ def _step_kernel(
             acc_o = accumulate(acc_o, a, tl.load(rows + 2 * F, mask=mask_w, other=0.0), FP32_IEEE)
             acc_g = accumulate(acc_g, a, tl.load(rows + 3 * F, mask=mask_w, other=0.0), FP32_IEEE)
 
-    tile_mask = mask_p[:, None] & mask_f[None, :]
-    gx_tile = gx_ptr + cine * hw * GX_ROW + (offs_p * GX_ROW)[:, None] + offs_f[None, :]
+    if not GATES_FIRST:  # (the gate pointers computed here, not kept in registers through the K loop)
+        gx_tile = gx_base + (offs_p * GX_ROW)[:, None] + offs_f[None, :]
+        gx_i, gx_f, gx_o, gx_g = hoisted_gates(gx_tile, F, tile_mask)
+        acc_i, acc_f, acc_o, acc_g = acc_i + gx_i, acc_f + gx_f, acc_o + gx_o, acc_g + gx_g
     h_out_tile = out_ptr + cine * hw * H_ROW + (offs_p * H_ROW)[:, None] + offs_f[None, :]
     state = pid_db.to(tl.int64) * hw * F + (offs_p * F)[:, None] + offs_f[None, :]
-    cell_epilogue(acc_i, acc_f, acc_o, acc_g, gx_tile, F, c_ptr + state, c_out_ptr + state, h_out_tile,
-                  tile_mask)  # fmt: skip
+    cell_update(acc_i, acc_f, acc_o, acc_g, c_ptr + state, c_out_ptr + state, h_out_tile, tile_mask)
 
 
 _tuned = autotune(_CONFIGS, _KEY)(_step_kernel)
@@ -121,10 +135,16 @@ _tuned_ieee = autotune(_IEEE_CONFIGS, _KEY)(_step_kernel)
 
 
 def _launch(args: tuple, directions: int, batch: int, features: int, height: int, width: int, first: bool,
-            ieee: bool) -> None:  # fmt: skip
-    if INTERPRET:  # autotuning is meaningless (and slow) under the CPU interpreter
-        grid = (triton.cdiv(height * width, 32), triton.cdiv(features, 16), directions * batch)
-        _step_kernel[grid](*args, FIRST=first, FP32_IEEE=ieee, BLOCK_P=32, BLOCK_F=16, BLOCK_K=16)
+            ieee: bool, config: triton.Config | None = None) -> None:  # fmt: skip
+    """Autotuned on a GPU; one given configuration (tests, per-tile timing) or the interpreter's small tile."""
+    if config is None and INTERPRET:  # autotuning is meaningless (and slow) under the CPU interpreter
+        config = triton.Config(INTERPRETER_CONFIG)
+    if config is not None:
+        blocks = config.kwargs
+        grid = (triton.cdiv(height * width, blocks["BLOCK_P"]), triton.cdiv(features, blocks["BLOCK_F"]),
+                directions * batch)  # fmt: skip
+        _step_kernel[grid](*args, FIRST=first, FP32_IEEE=ieee, **blocks, num_warps=config.num_warps,
+                           num_stages=config.num_stages)  # fmt: skip
         return
 
     def grid(meta):
@@ -136,10 +156,11 @@ def _launch(args: tuple, directions: int, batch: int, features: int, height: int
 
 
 def convlstm_step_nhwc(
-    h: torch.Tensor, w_packed: torch.Tensor, gx: torch.Tensor, c: torch.Tensor
+    h: torch.Tensor, w_packed: torch.Tensor, gx: torch.Tensor, c: torch.Tensor, config: triton.Config | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One step of D ≤ 2 directions, channels-last: h (D, B, H, W, F), w_packed (D, 9, F, 4F) from
-    `pack_weights`, gx (D, B, H, W, 4F), c (D, B, H, W, F) float32, all contiguous; returns new (h', c')."""
+    `pack_weights`, gx (D, B, H, W, 4F), c (D, B, H, W, F) float32, all contiguous; returns new (h', c').
+    `config`: one of the autotuning configurations instead of the autotuner's choice (tests, per-tile timing)."""
     directions, batch, height, width, features = h.shape
     expected = {"h": (h, tuple(h.shape)), "w_packed": (w_packed, (directions, 9, features, 4 * features)),
                 "gx": (gx, (directions, batch, height, width, 4 * features)), "c": (c, tuple(h.shape))}  # fmt: skip
@@ -153,7 +174,7 @@ def convlstm_step_nhwc(
     offsets = (0, block, 0, 4 * block, 0, block)  # h, gx, out: direction 1 follows direction 0
     args = (h, h, w_packed, gx, gx, c, h_out, h_out, c_out, *offsets, batch, features, height, width, features,
             4 * features)  # fmt: skip
-    _launch(args, directions, batch, features, height, width, False, ieee_float32(h))
+    _launch(args, directions, batch, features, height, width, False, ieee_float32(h), config)
     return h_out, c_out
 
 

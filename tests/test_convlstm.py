@@ -118,12 +118,16 @@ def test_float32_is_ieee_on_the_cpu_whatever_the_tf32_switch():
 
 
 NHWC_INTERPRETED = """
+import itertools
 import torch
 from test_convlstm import random_step
 from tolerances import relative_l2
+from cmrvsr_fast.kernels import convlstm_nhwc
 from cmrvsr_fast.kernels.convlstm_nhwc import convlstm_step_nhwc, pack_weights
 worst = 0.0
-for shape in [(2, 1, 8, 5, 7), (2, 2, 16, 9, 4), (1, 1, 20, 3, 3), (2, 1, 33, 6, 11)]:
+shapes = [(2, 1, 8, 5, 7), (2, 2, 16, 9, 4), (1, 1, 20, 3, 3), (2, 1, 33, 6, 11)]
+for gates_first, shape in itertools.product((False, True), shapes):  # the hoisted gates added after or before
+    convlstm_nhwc.INTERPRETER_CONFIG["GATES_FIRST"] = gates_first
     (h, w, gx, c), (h_ref, c_ref) = random_step(*shape)
     last = lambda t: t.permute(0, 1, 3, 4, 2).contiguous()  # (D, B, C, H, W) -> (D, B, H, W, C)
     h_next, c_next = convlstm_step_nhwc(last(h), pack_weights(w), last(gx), last(c))
@@ -151,6 +155,23 @@ def test_channels_last_variant_on_gpu(dtype):
     h_next, c_next = convlstm_step_nhwc(last(h), pack_weights(w.cuda()), last(gx), last(c))
     h_next, c_next = (t.permute(0, 1, 4, 2, 3).cpu() for t in (h_next, c_next))
     assert relative_l2(h_next, h_ref) <= TOLERANCE[dtype] and relative_l2(c_next, c_ref) <= TOLERANCE[dtype]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("tile", range(7))
+def test_every_channels_last_tile_on_gpu(tile):
+    """Each autotuning configuration of the channels-last step launched directly (the autotuner runs only the one
+    it picks; the others, GATES_FIRST ones included, must be right too)."""
+    pytest.importorskip("triton", reason="triton is not installed")
+    from cmrvsr_fast.kernels.convlstm_nhwc import _CONFIGS, convlstm_step_nhwc, pack_weights
+
+    assert len(_CONFIGS) == 7  # the parametrisation covers every configuration
+    (h, w, gx, c), (h_ref, c_ref) = random_step(2, 3, 64, 37, 53, dtype=torch.bfloat16)
+    last = lambda t: t.permute(0, 1, 3, 4, 2).contiguous().cuda()  # noqa: E731
+    h_next, c_next = convlstm_step_nhwc(last(h), pack_weights(w.cuda()), last(gx), last(c), config=_CONFIGS[tile])
+    h_next, c_next = (t.permute(0, 1, 4, 2, 3).cpu() for t in (h_next, c_next))
+    tolerance = TOLERANCE[torch.bfloat16]
+    assert relative_l2(h_next, h_ref) <= tolerance and relative_l2(c_next, c_ref) <= tolerance
 
 
 def random_layer(frames, batch, features, height, width, dtype=torch.float32, seed=0):
@@ -191,12 +212,16 @@ def test_layer_reference_is_the_two_directions_stepped_through_the_sequence():
 
 
 LAYER_INTERPRETED = """
+import itertools
 import torch
 from test_convlstm import random_layer
 from tolerances import relative_l2
+from cmrvsr_fast.kernels import convlstm_nhwc
 from cmrvsr_fast.ops.convlstm import convlstm_layer, convlstm_layer_ref
 worst = 0.0
-for shape in [(4, 2, 8, 5, 7), (3, 1, 20, 3, 3), (2, 1, 33, 6, 11), (1, 2, 4, 2, 2)]:
+shapes = [(4, 2, 8, 5, 7), (3, 1, 20, 3, 3), (2, 1, 33, 6, 11), (1, 2, 4, 2, 2)]
+for gates_first, shape in itertools.product((False, True), shapes):
+    convlstm_nhwc.INTERPRETER_CONFIG["GATES_FIRST"] = gates_first
     inputs = random_layer(*shape)
     outputs = convlstm_layer(*inputs, backend="triton")
     expected = convlstm_layer_ref(*inputs)
