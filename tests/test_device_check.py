@@ -45,6 +45,38 @@ def test_every_benchmark_command_parses(device_check, tmp_path: Path, cpu_rehear
         }
         assert wanted <= set(bench.paths)
         assert parsed["bench_engine_128"].size == 128
+        assert bench.paths[-1] == device_check.MAX_AUTOTUNE  # no warm cache: minutes of autotuning, so last
+
+
+@pytest.mark.parametrize("cpu_rehearsal", [False, True], ids=["on-a-gpu", "cpu-rehearsal"])
+def test_the_autotune_warmup_compiles_what_the_stack_benchmark_measures(device_check, tmp_path, cpu_rehearsal):
+    """The background warm-up runs the max-autotune reference on the stack benchmark's own shapes and pass budget
+    (else Inductor's caches would hold other graphs); once it has finished, the benchmark measures that path
+    right after the default-mode compiled reference."""
+    bench_engine = importlib.import_module("bench_engine")
+    warmup = bench_engine.build_parser().parse_args(
+        device_check.autotune_warmup_command("python", tmp_path, cpu_rehearsal)[2:]
+    )
+    command, _ = device_check.benchmark_commands("python", tmp_path, cpu_rehearsal, max_autotune_warm=True)[
+        "bench_engine"
+    ]
+    bench = bench_engine.build_parser().parse_args(command[2:])
+    assert warmup.paths == [device_check.MAX_AUTOTUNE] and device_check.MAX_AUTOTUNE in bench.paths
+    same = ("preset", "frames", "size", "slices", "budget_mb", "device")
+    assert {k: getattr(warmup, k) for k in same} == {k: getattr(bench, k) for k in same}
+    if not cpu_rehearsal:
+        assert bench.paths[:3] == ["reference fp32", "reference fp32 compiled", device_check.MAX_AUTOTUNE]
+        assert bench.in_process and warmup.in_process
+
+
+def test_a_background_step_is_stopped_at_its_limit_and_keeps_its_output(device_check, tmp_path) -> None:
+    sleeper = [sys.executable, "-c", "import time; print('{\"started\": 1}', flush=True); time.sleep(60)"]
+    job = device_check.start_background("sleeper", sleeper, tmp_path)
+    step = device_check.finish_background(job, wait_s=2)
+    assert step["status"].startswith("stopped after") and step["seconds"] < 30
+    assert step["json_lines"] == [{"started": 1}] and job["process"].returncode is not None
+    quick = device_check.start_background("quick", [sys.executable, "-c", "print('done')"], tmp_path)
+    assert device_check.finish_background(quick, wait_s=30)["status"] == "ok"
 
 
 def test_targets_compare_the_best_bf16_path_of_the_largest_stack(device_check) -> None:
