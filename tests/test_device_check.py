@@ -44,7 +44,7 @@ def test_every_benchmark_command_parses(device_check, tmp_path: Path, cpu_rehear
             "engine bf16 cuda graph",
         }
         assert wanted <= set(bench.paths)
-        assert parsed["bench_engine_128"].size == 128
+        assert parsed["bench_engine_128"].size == 128 and parsed["bench_engine_128"].slices == [10, 1]
         assert bench.paths[-1] == device_check.MAX_AUTOTUNE  # no warm cache: minutes of autotuning, so last
 
 
