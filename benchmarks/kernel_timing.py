@@ -28,7 +28,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the tests' inputs and references
 import triton
-from cmrvsr_fast.kernels.convlstm_nhwc import _CONFIGS, INTERPRETER_CONFIG, convlstm_step_nhwc, pack_weights
+from cmrvsr_fast.kernels.convlstm_nhwc import (
+    _CONFIGS,
+    _TMA_CONFIGS,
+    INTERPRETER_CONFIG,
+    convlstm_step_nhwc,
+    pack_weights,
+    tma_applies,
+)
 from test_convlstm import random_layer, random_step
 from test_phase_fusion import fusion_case
 from tolerances import relative_l2
@@ -82,12 +89,14 @@ def tile_rows(device: str, shapes: list[tuple], dtypes: list[torch.dtype], timer
         inputs, (h_ref, c_ref) = random_step(*shape, dtype=dtype)
         h0, w, gx, c0 = (t.to(device) for t in inputs)
         nhwc = (channels_last(h0), pack_weights(w), channels_last(gx), channels_last(c0))
+        tma = tma_applies(nhwc[0], nhwc[1], shape[2], [0, h0[0].numel()])  # else a TMA tile runs pointer loads
         for config in configs:
             h, c = convlstm_step_nhwc(*nhwc, config=config)
             row = {"op": "convlstm_step_nhwc_tile", "shape": list(shape), "dtype": str(dtype),
                    "config": {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages},
                    "rel_l2_h": relative_l2(h.permute(0, 1, 4, 2, 3).float().cpu(), h_ref),
-                   "rel_l2_c": relative_l2(c.permute(0, 1, 4, 2, 3).cpu(), c_ref)}  # fmt: skip
+                   "rel_l2_c": relative_l2(c.permute(0, 1, 4, 2, 3).cpu(), c_ref),
+                   "tma_applied": config.kwargs["TMA"] and tma}  # fmt: skip
             row["ms"] = timer(partial(convlstm_step_nhwc, *nhwc, config=config))
             yield row
 
@@ -138,7 +147,8 @@ def main() -> None:
         device, timer, dtypes = "cpu", wall_clock_ms, [torch.float32]  # no bf16 under the interpreter
         shapes, cases = [(2, 1, 8, 6, 7)], [dict(frames=3, batch=1)]
         layers, layer_dtypes = [(3, 1, 8, 6, 7)], dtypes
-        tiles = [triton.Config({**INTERPRETER_CONFIG, "GATES_FIRST": first}) for first in (False, True)]
+        tiles = [triton.Config({**INTERPRETER_CONFIG, "GATES_FIRST": first, "TMA": tma})
+                 for first, tma in itertools.product((False, True), (False, True))]  # fmt: skip
     else:
         from triton.testing import do_bench
 
@@ -150,7 +160,7 @@ def main() -> None:
         shapes = [(2, 10, 64, 64, 64), (2, 1, 64, 128, 128)]
         cases = [dict(frames=34, batch=10, features=64, height=64, width=64)]
         layers, layer_dtypes = [(42, 10, 64, 64, 64)], [torch.bfloat16]  # a paper-x4 stack's layer, 42 frames
-        tiles = _CONFIGS  # the bf16 table
+        tiles = _CONFIGS + _TMA_CONFIGS  # the bf16 tables; the TMA tiles last (not yet run on a GPU)
     cuda_twin = device == "cuda" and _ext.available()
     rows = []
     # The stack's step and layer, the step's tiles, then the fusion, then the 128×128 step: a run stopped at its

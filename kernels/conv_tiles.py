@@ -31,6 +31,17 @@ def output_tile(H, W, OUT, BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr):
 
 
 @triton.jit
+def patch_tile(H, W, OUT, BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_W: tl.constexpr):
+    """As output_tile, for a patch of BLOCK_P // BLOCK_W rows × BLOCK_W columns of pixels (grid axis 0 runs over
+    the patches row by row): the pixels' flat offsets y·W + x, the channels, their masks, rows and columns."""
+    patches_x = tl.cdiv(W, BLOCK_W)
+    y = (tl.program_id(0) // patches_x) * (BLOCK_P // BLOCK_W) + tl.arange(0, BLOCK_P) // BLOCK_W
+    x = (tl.program_id(0) % patches_x) * BLOCK_W + tl.arange(0, BLOCK_P) % BLOCK_W
+    offs_o = tl.program_id(1) * BLOCK_O + tl.arange(0, BLOCK_O)
+    return y * W + x, offs_o, (y < H) & (x < W), offs_o < OUT, y, x
+
+
+@triton.jit
 def im2col_tile(base, offs_k, mask_k, y, x, mask_p, H, W):
     """(P, K) values of a (C, H, W) block at `base`: column k = channel · 9 + tap of the 3×3 window of pixels
     (y, x); zero outside the image (the convolution's zero padding) and for k past the end (mask_k)."""

@@ -29,10 +29,17 @@ import torch
 import triton
 import triton.language as tl
 
-from .conv_tiles import accumulate, autotune, ieee_float32, output_tile
+from .conv_tiles import accumulate, autotune, ieee_float32, output_tile, patch_tile
 from .convlstm import cell_update, hoisted_gates
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _config(p: int, f: int, k: int, warps: int, stages: int, gates_first: bool, tma: bool = False) -> triton.Config:
+    """A tile of p pixels (a p/16 × 16 patch for TMA) × f hidden channels (× 4 gates), K steps of k."""
+    blocks = {"BLOCK_P": p, "BLOCK_F": f, "BLOCK_K": k, "GATES_FIRST": gates_first, "TMA": tma, "BLOCK_W": 16}
+    return triton.Config(blocks, num_warps=warps, num_stages=stages)
+
 
 # bf16/fp16 and TF32 tiles. Run 3 (H200) chose (128, 64, 64, 8 warps) for bf16 and (128, 32|64, 32) for TF32 in
 # both layouts; the smaller tiles stay for GPUs with fewer SMs and for small images. GATES_FIRST: whether the
@@ -40,8 +47,8 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # after it (loads the epilogue waits for); offered for the two tiles that run 4's choice and ptxas favour, so that
 # the autotuner measures both on the GPU (not yet timed: added 2026-11-26 after run 4).
 _CONFIGS = [
-    triton.Config({"BLOCK_P": p, "BLOCK_F": f, "BLOCK_K": k, "GATES_FIRST": first}, num_warps=w, num_stages=s)
-    for p, f, k, w, s, first in [
+    _config(*tile)
+    for tile in [
         (64, 32, 32, 4, 3, False),
         (128, 32, 32, 4, 3, False),
         (128, 64, 64, 8, 3, False),  # run 4's choice for bf16: 255 registers, 147 KB of shared memory, one CTA/SM
@@ -51,14 +58,22 @@ _CONFIGS = [
         (64, 32, 64, 4, 3, True),
     ]
 ]
+# Hopper's tensor-memory accelerator (TMA): the program's pixels are a BLOCK_P // BLOCK_W × BLOCK_W patch, so a
+# K step's activations are one box of h — the patch shifted by the tap, one chunk of channels — that TMA copies
+# into shared memory, filling the pixels outside the image (the convolution's zero padding) with zeros: no
+# per-pixel addresses or masks in registers; the weights load as boxes too. Compiled for sm_90 here (CPU): 130-255
+# registers, no spills, 66-131 KB of shared memory; but Triton 3.9 takes the (1, rows, 16, K) box through
+# registers for the (pixels, K) dot (wgmma with A in registers) where the pointer tiles feed wgmma from shared
+# memory, so which is faster is for a GPU to say. Not yet run on one (added 2026-11-26 after run 4): the
+# autotuner offers them only when CMRVSR_TRITON_TMA=1; the device check times and tests each one explicitly.
+_TMA_CONFIGS = [_config(*tile, tma=True) for tile in [(128, 64, 64, 8, 3, True), (128, 32, 64, 8, 3, True),
+                                                      (64, 32, 64, 4, 3, True)]]  # fmt: skip
+TMA_IN_AUTOTUNING = os.environ.get("CMRVSR_TRITON_TMA") == "1"
 # TF32: 4-byte tiles, so not the largest 16-bit one (over sm_90's shared memory: tests/test_triton_compile.py).
 _TF32_CONFIGS = [c for c in _CONFIGS if c.kwargs["BLOCK_F"] * c.kwargs["BLOCK_K"] < 64 * 64]
-_IEEE_CONFIGS = [
-    triton.Config({"BLOCK_P": p, "BLOCK_F": f, "BLOCK_K": k, "GATES_FIRST": False}, num_warps=w, num_stages=s)
-    for p, f, k, w, s in [(64, 32, 16, 4, 2), (32, 32, 16, 4, 2)]
-]
-# Under the interpreter (CPU tests): one small tile, no autotuning; the tests set GATES_FIRST both ways.
-INTERPRETER_CONFIG = {"BLOCK_P": 32, "BLOCK_F": 16, "BLOCK_K": 16, "GATES_FIRST": False}
+_IEEE_CONFIGS = [_config(64, 32, 16, 4, 2, False), _config(32, 32, 16, 4, 2, False)]
+# Under the interpreter (CPU tests): one small tile, no autotuning; the tests set GATES_FIRST and TMA both ways.
+INTERPRETER_CONFIG = {"BLOCK_P": 32, "BLOCK_F": 16, "BLOCK_K": 16, "GATES_FIRST": False, "TMA": False, "BLOCK_W": 8}
 _KEY = ["B", "F", "H", "W", "H_ROW", "GX_ROW", "FIRST"]  # B: the grid scales with the cines
 
 
@@ -75,12 +90,16 @@ def _step_kernel(
     B, F, H, W, H_ROW, GX_ROW,
     FIRST: tl.constexpr, FP32_IEEE: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_K: tl.constexpr, GATES_FIRST: tl.constexpr,
+    TMA: tl.constexpr, BLOCK_W: tl.constexpr,
 ):  # fmt: skip
     pid_db = tl.program_id(2)  # direction · B + cine
     direction = pid_db // B
     cine = (pid_db % B).to(tl.int64)
     hw = H * W
-    offs_p, offs_f, mask_p, mask_f, y, x = output_tile(H, W, F, BLOCK_P, BLOCK_F)
+    if TMA:  # a patch of BLOCK_P // BLOCK_W rows × BLOCK_W columns
+        offs_p, offs_f, mask_p, mask_f, y, x = patch_tile(H, W, F, BLOCK_P, BLOCK_F, BLOCK_W)
+    else:  # BLOCK_P consecutive pixels
+        offs_p, offs_f, mask_p, mask_f, y, x = output_tile(H, W, F, BLOCK_P, BLOCK_F)
 
     if direction == 0:  # each direction's tensors: h(t−1), the hoisted gates, h(t)
         h_ptr = h0_ptr + h_off0.to(tl.int64)
@@ -100,7 +119,31 @@ def _step_kernel(
         acc_f = tl.zeros((BLOCK_P, BLOCK_F), dtype=tl.float32)
         acc_o = tl.zeros((BLOCK_P, BLOCK_F), dtype=tl.float32)
         acc_g = tl.zeros((BLOCK_P, BLOCK_F), dtype=tl.float32)
-    if not FIRST:  # h(t−1) = 0 at the first step: the gates are the hoisted ones alone
+    if not FIRST and TMA:  # h(t−1) = 0 at the first step: the gates are the hoisted ones alone
+        # h(t−1) of this direction as (cine, y, x, channel) boxes of the patch; the weights as (row, column) boxes,
+        # row (direction · 9 + tap) · F + input channel. Boxes reaching past the image or past F come back zero
+        # (the convolution's padding); past F the weight rows belong to the next tap, but meet zero activations.
+        patch_rows: tl.constexpr = BLOCK_P // BLOCK_W
+        h_desc = tl.make_tensor_descriptor(h_ptr, shape=[B, H, W, F], strides=[hw * H_ROW, W * H_ROW, H_ROW, 1],
+                                           block_shape=[1, patch_rows, BLOCK_W, BLOCK_K])  # fmt: skip
+        w_desc = tl.make_tensor_descriptor(w_ptr, shape=[tl.num_programs(2) // B * 9 * F, 4 * F], strides=[4 * F, 1],
+                                           block_shape=[BLOCK_K, BLOCK_F])  # fmt: skip
+        patches_x = tl.cdiv(W, BLOCK_W)
+        y0 = (tl.program_id(0) // patches_x) * patch_rows
+        x0 = (tl.program_id(0) % patches_x) * BLOCK_W
+        f0 = tl.program_id(1) * BLOCK_F
+        image = pid_db % B
+        chunks = tl.cdiv(F, BLOCK_K)
+        for step in range(0, 9 * chunks):  # one tap and one chunk of input channels per step
+            tap = step // chunks
+            c0 = (step % chunks) * BLOCK_K
+            a = h_desc.load([image, y0 + tap // 3 - 1, x0 + tap % 3 - 1, c0]).reshape(BLOCK_P, BLOCK_K)
+            row = (direction * 9 + tap) * F + c0
+            acc_i = accumulate(acc_i, a, w_desc.load([row, f0]), FP32_IEEE)
+            acc_f = accumulate(acc_f, a, w_desc.load([row, F + f0]), FP32_IEEE)
+            acc_o = accumulate(acc_o, a, w_desc.load([row, 2 * F + f0]), FP32_IEEE)
+            acc_g = accumulate(acc_g, a, w_desc.load([row, 3 * F + f0]), FP32_IEEE)
+    elif not FIRST:
         h_base = h_ptr + cine * hw * H_ROW
         w_base = w_ptr + direction.to(tl.int64) * 9 * F * 4 * F
         chunks = tl.cdiv(F, BLOCK_K)
@@ -130,28 +173,63 @@ def _step_kernel(
 
 
 _tuned = autotune(_CONFIGS, _KEY)(_step_kernel)
+_tuned_with_tma = autotune(_CONFIGS + _TMA_CONFIGS, _KEY)(_step_kernel)
 _tuned_tf32 = autotune(_TF32_CONFIGS, _KEY)(_step_kernel)
 _tuned_ieee = autotune(_IEEE_CONFIGS, _KEY)(_step_kernel)
 
 
+def tma_applies(h: torch.Tensor, w_packed: torch.Tensor, row: int, frame_offsets: list[int]) -> bool:
+    """Whether the TMA tiles can read these tensors: every h base (tensor + element offset) and the weights
+    16-byte aligned, rows of h and of the weights a multiple of 16 bytes (16-bit elements: F a multiple of 8).
+    (The autotuner offers the TMA tiles for 16-bit dtypes only; a given configuration runs in any dtype.)"""
+    size = h.element_size()
+    bases = [h.data_ptr() + offset * size for offset in frame_offsets] + [w_packed.data_ptr()]
+    rows = (row * size, w_packed.shape[-1] * size)
+    return all(base % 16 == 0 for base in bases) and all(length % 16 == 0 for length in rows)
+
+
+def _tma_scratch(size: int, alignment: int, stream: int | None) -> torch.Tensor:
+    """Global memory for the descriptors the TMA tiles build on the device (Triton asks at each launch)."""
+    return torch.empty(size, dtype=torch.int8, device="cuda")
+
+
+def _ensure_tma_allocator() -> None:
+    """Give Triton an allocator for the TMA descriptors unless the process already set one (Triton's default
+    raises at launch)."""
+    from triton.runtime import _allocation
+
+    if isinstance(_allocation._allocator.get(), _allocation.NullAllocator):
+        triton.set_allocator(_tma_scratch)
+
+
 def _launch(args: tuple, directions: int, batch: int, features: int, height: int, width: int, first: bool,
-            ieee: bool, config: triton.Config | None = None) -> None:  # fmt: skip
-    """Autotuned on a GPU; one given configuration (tests, per-tile timing) or the interpreter's small tile."""
-    if config is None and INTERPRET:  # autotuning is meaningless (and slow) under the CPU interpreter
-        config = triton.Config(INTERPRETER_CONFIG)
-    if config is not None:
-        blocks = config.kwargs
-        grid = (triton.cdiv(height * width, blocks["BLOCK_P"]), triton.cdiv(features, blocks["BLOCK_F"]),
-                directions * batch)  # fmt: skip
-        _step_kernel[grid](*args, FIRST=first, FP32_IEEE=ieee, **blocks, num_warps=config.num_warps,
-                           num_stages=config.num_stages)  # fmt: skip
-        return
+            ieee: bool, tma: bool, config: triton.Config | None = None) -> None:  # fmt: skip
+    """Autotuned on a GPU; one given configuration (tests, per-tile timing) or the interpreter's small tile. `tma`:
+    whether the TMA tiles may run (tma_applies; a TMA configuration where it is false runs with pointer loads)."""
 
     def grid(meta):
-        return (triton.cdiv(height * width, meta["BLOCK_P"]), triton.cdiv(features, meta["BLOCK_F"]),
-                directions * batch)  # fmt: skip
+        pixels = (triton.cdiv(height, meta["BLOCK_P"] // meta["BLOCK_W"]) * triton.cdiv(width, meta["BLOCK_W"])
+                  if meta["TMA"] else triton.cdiv(height * width, meta["BLOCK_P"]))  # fmt: skip
+        return pixels, triton.cdiv(features, meta["BLOCK_F"]), directions * batch
 
-    tuned = _tuned_ieee if ieee else _tuned_tf32 if args[0].dtype == torch.float32 else _tuned
+    if config is None and INTERPRET:  # autotuning is meaningless (and slow) under the CPU interpreter
+        config = triton.Config(dict(INTERPRETER_CONFIG))
+    if config is not None:
+        blocks = {**config.kwargs, "TMA": config.kwargs["TMA"] and tma}
+        if blocks["TMA"] and not INTERPRET:
+            _ensure_tma_allocator()
+        _step_kernel[grid(blocks)](*args, FIRST=first, FP32_IEEE=ieee, **blocks, num_warps=config.num_warps,
+                                   num_stages=config.num_stages)  # fmt: skip
+        return
+    if ieee:
+        tuned = _tuned_ieee
+    elif args[0].dtype == torch.float32:
+        tuned = _tuned_tf32
+    elif tma and TMA_IN_AUTOTUNING and torch.cuda.get_device_capability(args[0].device)[0] >= 9:  # Hopper on
+        _ensure_tma_allocator()
+        tuned = _tuned_with_tma
+    else:
+        tuned = _tuned
     tuned[grid](*args, FIRST=first, FP32_IEEE=ieee)
 
 
@@ -174,7 +252,8 @@ def convlstm_step_nhwc(
     offsets = (0, block, 0, 4 * block, 0, block)  # h, gx, out: direction 1 follows direction 0
     args = (h, h, w_packed, gx, gx, c, h_out, h_out, c_out, *offsets, batch, features, height, width, features,
             4 * features)  # fmt: skip
-    _launch(args, directions, batch, features, height, width, False, ieee_float32(h), config)
+    tma = tma_applies(h, w_packed, features, [0, block])
+    _launch(args, directions, batch, features, height, width, False, ieee_float32(h), tma, config)
     return h_out, c_out
 
 
@@ -200,11 +279,13 @@ def convlstm_layer_nhwc(
     cells = torch.zeros(2, 2, batch, height, width, features, dtype=torch.float32, device=gx_fwd.device)
     frame_h, frame_gx = batch * height * width * features, batch * height * width * gates
     ieee = ieee_float32(gx_fwd)
+    # Every step's h(t−1) sits at a whole number of frames into the sequence buffers.
+    tma = all(tma_applies(out, w_packed, features, [0, frame_h]) for out in (out_fwd, out_bwd))
     for k in range(frames):
         j = frames - 1 - k  # the backward direction's frame
         h_offsets = (0, 0) if k == 0 else ((k - 1) * frame_h, (j + 1) * frame_h)
         offsets = (*h_offsets, k * frame_gx, j * frame_gx, k * frame_h, j * frame_h)
         args = (out_fwd, out_bwd, w_packed, gx_fwd, gx_bwd, cells[k % 2], out_fwd, out_bwd, cells[(k + 1) % 2],
                 *offsets, batch, features, height, width, features, gates)  # fmt: skip
-        _launch(args, 2, batch, features, height, width, k == 0, ieee)
+        _launch(args, 2, batch, features, height, width, k == 0, ieee, tma)
     return out_fwd, out_bwd

@@ -125,9 +125,11 @@ from tolerances import relative_l2
 from cmrvsr_fast.kernels import convlstm_nhwc
 from cmrvsr_fast.kernels.convlstm_nhwc import convlstm_step_nhwc, pack_weights
 worst = 0.0
-shapes = [(2, 1, 8, 5, 7), (2, 2, 16, 9, 4), (1, 1, 20, 3, 3), (2, 1, 33, 6, 11)]
-for gates_first, shape in itertools.product((False, True), shapes):  # the hoisted gates added after or before
-    convlstm_nhwc.INTERPRETER_CONFIG["GATES_FIRST"] = gates_first
+shapes = [(2, 1, 8, 5, 7), (2, 2, 16, 9, 4), (1, 1, 20, 3, 3), (2, 1, 33, 6, 11), (2, 2, 24, 10, 19)]
+# The hoisted gates added after or before the K loop; pointer loads, or TMA boxes of a 4 × 8 patch (F = 33 has
+# unaligned rows: pointer loads even then; 10 × 19 pixels: patches past the image's bottom and right edges).
+for gates_first, tma, shape in itertools.product((False, True), (False, True), shapes):
+    convlstm_nhwc.INTERPRETER_CONFIG.update(GATES_FIRST=gates_first, TMA=tma)
     (h, w, gx, c), (h_ref, c_ref) = random_step(*shape)
     last = lambda t: t.permute(0, 1, 3, 4, 2).contiguous()  # (D, B, C, H, W) -> (D, B, H, W, C)
     h_next, c_next = convlstm_step_nhwc(last(h), pack_weights(w), last(gx), last(c))
@@ -158,17 +160,21 @@ def test_channels_last_variant_on_gpu(dtype):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("tile", range(7))
+@pytest.mark.parametrize("tile", range(10))
 def test_every_channels_last_tile_on_gpu(tile):
     """Each autotuning configuration of the channels-last step launched directly (the autotuner runs only the one
-    it picks; the others, GATES_FIRST ones included, must be right too)."""
+    it picks; the others, GATES_FIRST and TMA ones included, must be right too; 37 × 53 pixels: patches past the
+    image's edges)."""
     pytest.importorskip("triton", reason="triton is not installed")
-    from cmrvsr_fast.kernels.convlstm_nhwc import _CONFIGS, convlstm_step_nhwc, pack_weights
+    from cmrvsr_fast.kernels.convlstm_nhwc import _CONFIGS, _TMA_CONFIGS, convlstm_step_nhwc, pack_weights
 
-    assert len(_CONFIGS) == 7  # the parametrisation covers every configuration
+    configs = _CONFIGS + _TMA_CONFIGS
+    assert len(configs) == 10  # the parametrisation covers every configuration
+    if configs[tile].kwargs["TMA"] and torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("the TMA tiles need a Hopper GPU or later")
     (h, w, gx, c), (h_ref, c_ref) = random_step(2, 3, 64, 37, 53, dtype=torch.bfloat16)
     last = lambda t: t.permute(0, 1, 3, 4, 2).contiguous().cuda()  # noqa: E731
-    h_next, c_next = convlstm_step_nhwc(last(h), pack_weights(w.cuda()), last(gx), last(c), config=_CONFIGS[tile])
+    h_next, c_next = convlstm_step_nhwc(last(h), pack_weights(w.cuda()), last(gx), last(c), config=configs[tile])
     h_next, c_next = (t.permute(0, 1, 4, 2, 3).cpu() for t in (h_next, c_next))
     tolerance = TOLERANCE[torch.bfloat16]
     assert relative_l2(h_next, h_ref) <= tolerance and relative_l2(c_next, c_ref) <= tolerance
@@ -219,9 +225,9 @@ from tolerances import relative_l2
 from cmrvsr_fast.kernels import convlstm_nhwc
 from cmrvsr_fast.ops.convlstm import convlstm_layer, convlstm_layer_ref
 worst = 0.0
-shapes = [(4, 2, 8, 5, 7), (3, 1, 20, 3, 3), (2, 1, 33, 6, 11), (1, 2, 4, 2, 2)]
-for gates_first, shape in itertools.product((False, True), shapes):
-    convlstm_nhwc.INTERPRETER_CONFIG["GATES_FIRST"] = gates_first
+shapes = [(4, 2, 8, 5, 7), (3, 1, 20, 3, 3), (2, 1, 33, 6, 11), (1, 2, 4, 2, 2), (3, 2, 16, 9, 10)]
+for gates_first, tma, shape in itertools.product((False, True), (False, True), shapes):
+    convlstm_nhwc.INTERPRETER_CONFIG.update(GATES_FIRST=gates_first, TMA=tma)
     inputs = random_layer(*shape)
     outputs = convlstm_layer(*inputs, backend="triton")
     expected = convlstm_layer_ref(*inputs)

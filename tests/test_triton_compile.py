@@ -69,6 +69,7 @@ def cases():
         fusion_configs = phase_fusion._IEEE_CONFIGS if ieee else phase_fusion._CONFIGS  # TF32 fits: one table
         yield f"fusion-{dtype}{suffix}", *fusion_case(dtype, ieee), pick(fusion_configs)
     yield "nhwc-first-bf16", *nhwc_case("bf16", False, True), largest(convlstm_nhwc._CONFIGS)
+    yield "nhwc-tma-bf16", *nhwc_case("bf16", False, False), convlstm_nhwc._TMA_CONFIGS
 
 
 CASES = list(cases())
@@ -115,7 +116,7 @@ def ptxas_report(compiled, arch: int) -> tuple[int, int]:
 
 # The kernels the Engine runs (the layer op's channels-last step, the window fusion) in the product's dtype.
 # (The NCHW step's two largest bf16 tiles spill 8 and 20 bytes: one reason the Engine's recurrence left it.)
-NO_SPILLS = {"nhwc-bf16", "nhwc-first-bf16", "fusion-bf16"}
+NO_SPILLS = {"nhwc-bf16", "nhwc-first-bf16", "nhwc-tma-bf16", "fusion-bf16"}
 
 
 @pytest.mark.parametrize(("name", "kernel", "pointers", "switches", "configs"), CASES, ids=[c[0] for c in CASES])
@@ -129,8 +130,12 @@ def test_every_autotuning_configuration_compiles_for_hopper(name, kernel, pointe
         ptx = compiled.asm["ptx"]
         if not switches["FP32_IEEE"] and not switches.get("FIRST"):
             assert "wgmma.mma_async" in ptx, f"{name} {config}: no Hopper tensor-core instruction in the PTX"
-            # Software-pipelined: the K loop's loads are asynchronous copies into shared memory.
-            assert "async_copy_global_to_local" in compiled.asm["ttgir"], f"{name} {config}: loads not pipelined"
+            # Software-pipelined: the K loop's loads are asynchronous copies into shared memory (by the TMA unit
+            # for the TMA tiles: bulk tensor copies).
+            copy = "async_tma_copy_global_to_local" if config.kwargs.get("TMA") else "async_copy_global_to_local"
+            assert copy in compiled.asm["ttgir"], f"{name} {config}: loads not pipelined"
+            if config.kwargs.get("TMA"):
+                assert "cp.async.bulk.tensor" in ptx, f"{name} {config}: no TMA copy in the PTX"
         if name in NO_SPILLS:  # a spill in the hot loop costs local-memory traffic on every K step
             registers, spilled = ptxas_report(compiled, 90)
             assert spilled == 0, f"{name} {config}: {registers} registers, {spilled} bytes of spill stores"
