@@ -196,9 +196,13 @@ def _tma_scratch(size: int, alignment: int, stream: int | None) -> torch.Tensor:
 def _ensure_tma_allocator() -> None:
     """Give Triton an allocator for the TMA descriptors unless the process already set one (Triton's default
     raises at launch)."""
-    from triton.runtime import _allocation
+    try:  # Triton's private record of the allocator (3.3 to 3.9 at least)
+        from triton.runtime import _allocation
 
-    if isinstance(_allocation._allocator.get(), _allocation.NullAllocator):
+        unset = isinstance(_allocation._allocator.get(), _allocation.NullAllocator)
+    except (ImportError, AttributeError):  # another layout: set ours (it serves any Triton kernel equally)
+        unset = True
+    if unset:
         triton.set_allocator(_tma_scratch)
 
 

@@ -257,3 +257,34 @@ def test_layer_on_gpu(dtype, backend):
     outputs = convlstm_layer(*(t.cuda() for t in inputs), backend=backend)
     for out, ref in zip(outputs, expected, strict=True):
         assert relative_l2(out.float().cpu(), ref) <= TOLERANCE[dtype]
+
+
+def test_tma_tiles_apply_only_to_aligned_rows_and_keep_a_users_allocator():
+    """The TMA tiles need 16-byte-aligned bases and rows (else the step runs the same tile with pointer loads), and
+    the descriptor scratch allocator they install never replaces one the process already set."""
+    import contextvars
+
+    pytest.importorskip("triton", reason="triton is not installed")
+    import triton
+    from cmrvsr_fast.kernels import convlstm_nhwc
+    from triton.runtime import _allocation
+
+    h = torch.zeros(2, 3, 5, 7, 64, dtype=torch.bfloat16)
+    w = torch.zeros(2, 9, 64, 256, dtype=torch.bfloat16)
+    frame = h[0].numel()
+    assert convlstm_nhwc.tma_applies(h, w, 64, [0, frame])
+    assert not convlstm_nhwc.tma_applies(h, w, 64, [0, frame + 1])  # a base 2 bytes off
+    odd = torch.zeros(2, 3, 5, 7, 33, dtype=torch.bfloat16)
+    assert not convlstm_nhwc.tma_applies(odd, torch.zeros(2, 9, 33, 132, dtype=torch.bfloat16), 33, [0])
+
+    def install(existing):
+        if existing is not None:
+            triton.set_allocator(existing)
+        convlstm_nhwc._ensure_tma_allocator()
+        return _allocation._allocator.get()
+
+    def users_allocator(size, alignment, stream):
+        return torch.empty(size, dtype=torch.int8)
+
+    assert contextvars.copy_context().run(install, None) is convlstm_nhwc._tma_scratch
+    assert contextvars.copy_context().run(install, users_allocator) is users_allocator
