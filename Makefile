@@ -53,8 +53,9 @@ endif
 
 # On a lent GPU: build the extension, run every GPU test and the benchmarks, write JSON under $OUT (< 6 min).
 # On a CPU, `$(PY) benchmarks/device_check.py --cpu-rehearsal --out /tmp/dc` tests the script itself.
+# ARGS passes options, e.g. make device-check ARGS="--skip fps_vs_params --commit abc1234".
 device-check: $(STAMP)
-	$(PY) benchmarks/device_check.py
+	$(PY) benchmarks/device_check.py $(ARGS)
 
 # Training cost per step of the CPU and paper presets (SPEC §3 recipe); see benchmarks/train_cost.py.
 bench-train-cost: $(STAMP)

@@ -1,6 +1,6 @@
 """`make device-check`: everything a lent GPU should verify, in one prepared run of under 6 minutes.
 
-    python benchmarks/device_check.py [--out DIR] [--budget-s 330] [--commit REV] [--cpu-rehearsal]
+    python benchmarks/device_check.py [--out DIR] [--budget-s 330] [--commit REV] [--cpu-rehearsal] [--skip STEP...]
 
 Steps, each with its own time limit (a share of the budget left at its start), each recorded whatever happens (a
 failing step does not stop the others; a stopped step keeps the rows it wrote or printed):
@@ -27,6 +27,8 @@ failing step does not stop the others; a stopped step keeps the rows it wrote or
 micro-benchmarks, `pytest benchmarks/ --benchmark-only`, repeat step 4's timings and run on their own.)
 Writes device_check.json (and the step logs) under --out, default $OUT or benchmarks/results/.
 `--cpu-rehearsal` runs the same script on a CPU at toy sizes, so that it is tested before a GPU is lent.
+`--skip STEP ...` leaves steps out (a focused rerun after a fix, when device time is short); they are recorded as
+skipped.
 """
 
 from __future__ import annotations
@@ -282,12 +284,24 @@ def benchmark_commands(python: str, out: Path, cpu_rehearsal: bool,
             "fps_vs_params": (fps, fps_json)}  # fmt: skip
 
 
+SKIPPABLE = ("gpu_tests", "autotune_warmup", "kernels", "bench_engine", "profile", "bench_engine_1",
+             "bench_engine_128", "fps_vs_params")  # fmt: skip
+
+
+def skipped(name: str) -> dict:
+    print(f"[device-check] {name}: skipped (--skip)", flush=True)
+    return {"step": name, "status": "skipped (--skip)", "seconds": 0.0, "json_lines": []}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or ROOT / "benchmarks" / "results"))
     parser.add_argument("--budget-s", type=float, default=330, help="total wall-time budget")
     parser.add_argument("--cpu-rehearsal", action="store_true", help="toy sizes on a CPU, to test this script")
     parser.add_argument("--commit", help="the commit being checked, for the record (the device copy has no .git)")
+    parser.add_argument("--skip", nargs="+", default=[], choices=SKIPPABLE, metavar="STEP",
+                        help="steps to leave out, e.g. a focused rerun after a fix (build, facts and the matmul rate "
+                             f"always run): {', '.join(SKIPPABLE)}")  # fmt: skip
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     # One Inductor cache for every step (inherited by each child): the background warm-up fills it for step 5.
@@ -311,16 +325,21 @@ def main() -> None:
     matmul_step = run_step("matmul_rate", [python, "-c", MATMUL_RATE], 60, args.out)
     steps.append(matmul_step)
     # After the measured matmul rate (the roofline must not be contended), beside the GPU tests (correctness only).
-    warmup = start_background("autotune_warmup", autotune_warmup_command(python, args.out, args.cpu_rehearsal),
-                              args.out)  # fmt: skip
+    warmup = None
+    if "autotune_warmup" not in args.skip:
+        warmup = start_background("autotune_warmup", autotune_warmup_command(python, args.out, args.cpu_rehearsal),
+                                  args.out)  # fmt: skip
     junit = args.out / "gpu_tests.xml"
     marker = "gpu" if not args.cpu_rehearsal else "gpu or not gpu"
     test_files = [] if not args.cpu_rehearsal else ["tests/test_convlstm.py"]
     # Parallel workers where pytest-xdist is installed: the GPU tests' time is mostly Triton compiling its
     # autotuning candidates on the CPU (run 3 stopped at its 90 s limit with two thirds done, 2026-11-26).
     workers = ["-n", "4"] if importlib.util.find_spec("xdist") and not args.cpu_rehearsal else []
-    steps.append(run_step("gpu_tests", [python, "-m", "pytest", "-v", "--durations=0", "-m", marker, *workers,
-                                        f"--junitxml={junit}", *test_files], left(0.3), args.out))  # fmt: skip
+    if "gpu_tests" in args.skip:
+        steps.append(skipped("gpu_tests"))
+    else:
+        steps.append(run_step("gpu_tests", [python, "-m", "pytest", "-v", "--durations=0", "-m", marker, *workers,
+                                            f"--junitxml={junit}", *test_files], left(0.3), args.out))  # fmt: skip
     sanitizer = shutil.which("compute-sanitizer")
     if steps[-1]["status"].startswith("failed") and sanitizer and not args.cpu_rehearsal:
         # A failing GPU test: memcheck names the first bad access of the CUDA C++ kernels (which nothing else can
@@ -330,13 +349,16 @@ def main() -> None:
                                            "pytest", "-q", "-x", "-m", "gpu", "-k", "cuda", *kernel_tests],
                               min(90.0, left(0.25)), args.out))  # fmt: skip
     # Before anything is timed: the warm-up's remaining time, at most a share of the budget, then it is stopped.
-    steps.append(finish_background(warmup, min(120.0, left(0.25))))
+    steps.append(finish_background(warmup, min(120.0, left(0.25))) if warmup else skipped("autotune_warmup"))
     warm = steps[-1]["status"] == "ok"
     commands = benchmark_commands(python, args.out, args.cpu_rehearsal, max_autotune_warm=warm)
     interpret = {"TRITON_INTERPRET": "1"} if args.cpu_rehearsal else {}
     autotuning = {"TRITON_PRINT_AUTOTUNING": "1"}  # the chosen configs and the autotuning time, in the log
     kernels = [python, "benchmarks/kernel_timing.py", *(["--cpu-rehearsal"] if args.cpu_rehearsal else [])]
-    steps.append(run_step("kernels", kernels, left(0.25), args.out, {**interpret, **autotuning}))
+    if "kernels" in args.skip:
+        steps.append(skipped("kernels"))
+    else:
+        steps.append(run_step("kernels", kernels, left(0.25), args.out, {**interpret, **autotuning}))
     shares = {
         "bench_engine": 0.5,
         "profile": 0.35,
@@ -345,7 +367,7 @@ def main() -> None:
         "fps_vs_params": 0.95,
     }  # of the time left at each step's start; fps last, with whatever remains
     for name, share in shares.items():
-        steps.append(run_step(name, commands[name][0], left(share), args.out))
+        steps.append(skipped(name) if name in args.skip else run_step(name, commands[name][0], left(share), args.out))
 
     result = {
         "benchmark": "device_check",
