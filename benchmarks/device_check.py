@@ -9,14 +9,14 @@ failing step does not stop the others; a stopped step keeps the rows it wrote or
      then the bf16 matmul rate (cuBLAS, 8192³): the roofline the engine's TFLOP/s are compared with;
   3. gpu tests: `pytest -m gpu` (verbose, durations, JUnit XML; 4 workers with pytest-xdist); when one fails,
      compute-sanitizer memcheck over the CUDA C++ kernel tests. Beside them, in the background, the reference is
-     compiled under Inductor's max-autotune once (`autotune_warmup`: bench_engine.py on the stack's shapes), so
-     that its autotuning choices and compiled code are in Inductor's on-disk caches when step 5 measures it; the
-     warm-up is waited for a while after the tests and then stopped (what it cached so far is kept). Its own
-     timing is contended by the tests and is not a result;
+     compiled under Inductor's max-autotune once (`autotune_warmup`: bench_engine.py on the stack's shapes) with
+     an Inductor cache of its own and the shared Triton cache: the candidate kernels it compiles (the minutes of
+     max-autotune) are then in Triton's cache, while its choices — made beside the tests, so contended — are
+     not kept: step 5 benchmarks the candidates again, uncontended, and chooses. The warm-up is waited for a
+     while after the tests, then stopped (what Triton cached so far is kept); its own timing is not a result;
   4. kernels: both ops (Triton, PyTorch, the CUDA C++ twins) against their references, timed with do_bench;
   5. bench_engine: benchmarks/bench_engine.py on the 10-slice stack, 64×64 LR ×4, in one process: the reference
-     (eager with PyTorch's default TF32, eager IEEE fp32, compiled; max-autotune right after the compiled one when
-     the warm-up finished, else last), the engine with every
+     (eager with PyTorch's default TF32, eager IEEE fp32, compiled; max-autotune last), the engine with every
      backend, with and without torch.compile and CUDA graphs, fp32 and bf16, compiled pieces paired with one
      Triton kernel; the issue's targets are computed from these rows;
   6. profile: benchmarks/profile_engine.py (kernels ranked by device time for the fastest engine paths);
@@ -69,11 +69,13 @@ def run_step(name: str, command: list[str], limit_s: float, out: Path, env: dict
             "tail": (stdout + stderr)[-1500:], "json_lines": _json_lines(stdout)}  # fmt: skip
 
 
-def start_background(name: str, command: list[str], out: Path) -> dict:
-    """A step that runs beside the next ones (its own process group, its output to its log)."""
+def start_background(name: str, command: list[str], out: Path, env: dict | None = None) -> dict:
+    """A step that runs beside the next ones (its own process group, its output to its log); finish_background
+    must follow, in a `finally` (stop_background) so that no orphan keeps the GPU busy after this script."""
     log = (out / f"{name}.log").open("w")
-    process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)  # fmt: skip
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                               preexec_fn=_die_with_parent)  # fmt: skip
     print(f"[device-check] {name}: started in the background", flush=True)
     return {"name": name, "process": process, "log": log, "start": time.perf_counter()}
 
@@ -85,16 +87,31 @@ def finish_background(job: dict, wait_s: float) -> dict:
         process.wait(timeout=max(wait_s, 0.1))
         status = "ok" if process.returncode == 0 else f"failed (exit {process.returncode})"
     except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
         status = f"stopped after {time.perf_counter() - job['start']:.0f} s"
-    job["log"].close()
+    stop_background(job)  # also any compile workers it left in its group
     seconds = round(time.perf_counter() - job["start"], 1)
     print(f"[device-check] {job['name']}: {status} in {seconds} s", flush=True)
     text = Path(job["log"].name).read_text(errors="replace")
     return {"step": job["name"], "status": status, "seconds": seconds, "log": Path(job["log"].name).name,
             "tail": text[-1500:], "json_lines": _json_lines(text)}  # fmt: skip
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: Linux delivers SIGKILL to it when this script dies, even by SIGKILL (the device
+    tool's time limit), so no warm-up outlives the check."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def stop_background(job: dict) -> None:
+    """Kill a background step's process group (idempotent) and close its log."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(job["process"].pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        job["process"].wait(timeout=30)
+    job["log"].close()
 
 
 def _text(output: bytes | str | None) -> str:
@@ -212,11 +229,15 @@ def autotune_warmup_command(python: str, out: Path, cpu_rehearsal: bool) -> list
     return [*command, "--in-process", "--slices", "10", "--budget-mb", "65536"]
 
 
-def benchmark_commands(python: str, out: Path, cpu_rehearsal: bool,
-                       max_autotune_warm: bool = False) -> dict[str, tuple[list[str], Path]]:  # fmt: skip
+def warmup_environment() -> dict[str, str]:
+    """The warm-up's own Inductor cache (its graphs and contended autotuning choices stay there); Triton's cache,
+    where the compiled candidates go, is the one every step shares (TRITON_CACHE_DIR, set by main)."""
+    return {"TORCHINDUCTOR_CACHE_DIR": str(Path(tempfile.gettempdir()) / "cmrvsr_device_check_inductor_warmup")}
+
+
+def benchmark_commands(python: str, out: Path, cpu_rehearsal: bool) -> dict[str, tuple[list[str], Path]]:
     """The benchmark steps' command lines and the JSON each writes (tests/test_device_check.py parses every one
-    with its script's own parser: a wrong argument cost the first GPU run its whole engine benchmark).
-    max_autotune_warm: the warm-up finished, so the max-autotune reference is cheap: measured early."""
+    with its script's own parser: a wrong argument cost the first GPU run its whole engine benchmark)."""
     bench_json = out / "bench_engine_device.json"
     bench = [python, "benchmarks/bench_engine.py", "--out", str(bench_json), "--repeats", "3"]
     single_json = out / "bench_engine_1_device.json"
@@ -225,7 +246,6 @@ def benchmark_commands(python: str, out: Path, cpu_rehearsal: bool,
         toy = ["--preset", "lite-x4", "--frames", "4", "--size", "12", "--repeats", "1"]
         bench += [*toy, "--slices", "2", "--paths", "reference fp32", "reference fp32 compiled", "engine fp32",
                   "engine bf16", "engine bf16 auto", "engine bf16 compiled", "onnxruntime fp32"]  # fmt: skip
-        bench += [MAX_AUTOTUNE] if max_autotune_warm else []
         single += [*toy, "--paths", "reference fp32", "engine bf16"]
     else:
         # The 10-slice stack (the issue's targets) in one pass (the CPU's 4 GiB pass budget would split it into
@@ -234,17 +254,14 @@ def benchmark_commands(python: str, out: Path, cpu_rehearsal: bool,
         # the image's onnxruntime runs on the CPU only, minutes per paper-x4 stack. Left to bench_engine.py: the
         # float32 kernel paths without graphs and the CUDA C++ path without one (as fast as with one there).
         # First the references and the paths that were fastest in run 3 (2026-11-26: compiled pieces, with the
-        # Triton layer op for the recurrence). The reference under max-autotune (the issue's compiled baseline)
-        # right after the default-mode one when the background warm-up filled Inductor's caches; else last, as it
-        # may take minutes of autotuning (runs 3 and 4 never reached it).
-        references = ["reference fp32", "reference fp32 compiled", *([MAX_AUTOTUNE] if max_autotune_warm else [])]
+        # Triton layer op for the recurrence). Last the reference under max-autotune (the issue's compiled
+        # baseline: runs 3 and 4 never reached it; the background warm-up makes its compilation cheaper).
         bench += ["--in-process", "--slices", "10", "--budget-mb", "65536", "--stack-repeats", "3", "--paths",
-                  *references, "engine bf16 compiled triton-step",
+                  "reference fp32", "reference fp32 compiled", "engine bf16 compiled triton-step",
                   "engine bf16 auto", "engine bf16 compiled triton-step graph", "engine bf16 compiled",
                   "engine bf16 triton graph", "engine bf16 triton", "engine bf16 compiled graph", "engine bf16",
                   "engine bf16 compiled triton-fusion", "reference fp32 ieee", "engine bf16 compiled dynamic",
-                  "engine bf16 cuda graph", "engine fp32 triton graph", "engine fp32",
-                  *([] if max_autotune_warm else [MAX_AUTOTUNE])]  # fmt: skip
+                  "engine bf16 cuda graph", "engine fp32 triton graph", "engine fp32", MAX_AUTOTUNE]  # fmt: skip
         # One cine: where launch overhead, and so CUDA graphs, should matter most.
         single += ["--in-process", "--paths", "reference fp32", "reference fp32 compiled", "engine bf16 auto",
                    "engine bf16 compiled", "engine bf16 triton graph", "engine bf16 triton", "engine bf16 graph",
@@ -284,6 +301,31 @@ def benchmark_commands(python: str, out: Path, cpu_rehearsal: bool,
             "fps_vs_params": (fps, fps_json)}  # fmt: skip
 
 
+def run_tests(args: argparse.Namespace, python: str, left) -> list[dict]:
+    """Step 3: the GPU tests (and memcheck when one fails)."""
+    steps = []
+    junit = args.out / "gpu_tests.xml"
+    marker = "gpu" if not args.cpu_rehearsal else "gpu or not gpu"
+    test_files = [] if not args.cpu_rehearsal else ["tests/test_convlstm.py"]
+    # Parallel workers where pytest-xdist is installed: the GPU tests' time is mostly Triton compiling its
+    # autotuning candidates on the CPU (run 3 stopped at its 90 s limit with two thirds done, 2026-11-26).
+    workers = ["-n", "4"] if importlib.util.find_spec("xdist") and not args.cpu_rehearsal else []
+    if "gpu_tests" in args.skip:
+        steps.append(skipped("gpu_tests"))
+    else:
+        steps.append(run_step("gpu_tests", [python, "-m", "pytest", "-v", "--durations=0", "-m", marker, *workers,
+                                            f"--junitxml={junit}", *test_files], left(0.3), args.out))  # fmt: skip
+    sanitizer = shutil.which("compute-sanitizer")
+    if steps[-1]["status"].startswith("failed") and sanitizer and not args.cpu_rehearsal:
+        # A failing GPU test: memcheck names the first bad access of the CUDA C++ kernels (which nothing else can
+        # see: a fault there only shows as a later error).
+        kernel_tests = ["tests/test_convlstm.py", "tests/test_phase_fusion.py"]
+        steps.append(run_step("memcheck", [sanitizer, "--tool", "memcheck", "--print-limit", "20", python, "-m",
+                                           "pytest", "-q", "-x", "-m", "gpu", "-k", "cuda", *kernel_tests],
+                              min(90.0, left(0.25)), args.out))  # fmt: skip
+    return steps
+
+
 SKIPPABLE = ("gpu_tests", "autotune_warmup", "kernels", "bench_engine", "profile", "bench_engine_1",
              "bench_engine_128", "fps_vs_params")  # fmt: skip
 
@@ -303,9 +345,14 @@ def main() -> None:
                         help="steps to leave out, e.g. a focused rerun after a fix (build, facts and the matmul rate "
                              f"always run): {', '.join(SKIPPABLE)}")  # fmt: skip
     args = parser.parse_args()
+    # `timeout` ends a run with SIGTERM: as an exception, so that the cleanup of the background warm-up runs.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     args.out.mkdir(parents=True, exist_ok=True)
-    # One Inductor cache for every step (inherited by each child): the background warm-up fills it for step 5.
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(tempfile.gettempdir()) / "cmrvsr_device_check_inductor"))
+    # One Triton cache for every step, the warm-up included (inherited by each child): the warm-up's compiled
+    # max-autotune candidates reach step 5 through it. The Inductor cache of the measured steps is their own.
+    scratch = Path(tempfile.gettempdir())
+    os.environ.setdefault("TRITON_CACHE_DIR", str(scratch / "cmrvsr_device_check_triton"))
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(scratch / "cmrvsr_device_check_inductor"))
     start = time.perf_counter()
 
     def left(share: float) -> float:
@@ -326,32 +373,18 @@ def main() -> None:
     steps.append(matmul_step)
     # After the measured matmul rate (the roofline must not be contended), beside the GPU tests (correctness only).
     warmup = None
-    if "autotune_warmup" not in args.skip:
+    if not {"autotune_warmup", "bench_engine"} & set(args.skip):  # (nothing to warm up for without step 5)
         warmup = start_background("autotune_warmup", autotune_warmup_command(python, args.out, args.cpu_rehearsal),
-                                  args.out)  # fmt: skip
-    junit = args.out / "gpu_tests.xml"
-    marker = "gpu" if not args.cpu_rehearsal else "gpu or not gpu"
-    test_files = [] if not args.cpu_rehearsal else ["tests/test_convlstm.py"]
-    # Parallel workers where pytest-xdist is installed: the GPU tests' time is mostly Triton compiling its
-    # autotuning candidates on the CPU (run 3 stopped at its 90 s limit with two thirds done, 2026-11-26).
-    workers = ["-n", "4"] if importlib.util.find_spec("xdist") and not args.cpu_rehearsal else []
-    if "gpu_tests" in args.skip:
-        steps.append(skipped("gpu_tests"))
-    else:
-        steps.append(run_step("gpu_tests", [python, "-m", "pytest", "-v", "--durations=0", "-m", marker, *workers,
-                                            f"--junitxml={junit}", *test_files], left(0.3), args.out))  # fmt: skip
-    sanitizer = shutil.which("compute-sanitizer")
-    if steps[-1]["status"].startswith("failed") and sanitizer and not args.cpu_rehearsal:
-        # A failing GPU test: memcheck names the first bad access of the CUDA C++ kernels (which nothing else can
-        # see: a fault there only shows as a later error).
-        kernel_tests = ["tests/test_convlstm.py", "tests/test_phase_fusion.py"]
-        steps.append(run_step("memcheck", [sanitizer, "--tool", "memcheck", "--print-limit", "20", python, "-m",
-                                           "pytest", "-q", "-x", "-m", "gpu", "-k", "cuda", *kernel_tests],
-                              min(90.0, left(0.25)), args.out))  # fmt: skip
+                                  args.out, warmup_environment())  # fmt: skip
+    try:
+        steps += run_tests(args, python, left)
+    except BaseException:  # an error or a signal here must not leave the warm-up running on the GPU
+        if warmup:
+            stop_background(warmup)
+        raise
     # Before anything is timed: the warm-up's remaining time, at most a share of the budget, then it is stopped.
-    steps.append(finish_background(warmup, min(120.0, left(0.25))) if warmup else skipped("autotune_warmup"))
-    warm = steps[-1]["status"] == "ok"
-    commands = benchmark_commands(python, args.out, args.cpu_rehearsal, max_autotune_warm=warm)
+    steps.append(finish_background(warmup, min(60.0, left(0.2))) if warmup else skipped("autotune_warmup"))
+    commands = benchmark_commands(python, args.out, args.cpu_rehearsal)
     interpret = {"TRITON_INTERPRET": "1"} if args.cpu_rehearsal else {}
     autotuning = {"TRITON_PRINT_AUTOTUNING": "1"}  # the chosen configs and the autotuning time, in the log
     kernels = [python, "benchmarks/kernel_timing.py", *(["--cpu-rehearsal"] if args.cpu_rehearsal else [])]
