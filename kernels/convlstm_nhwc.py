@@ -64,8 +64,9 @@ _CONFIGS = [
 # per-pixel addresses or masks in registers; the weights load as boxes too. Compiled for sm_90 here (CPU): 130-255
 # registers, no spills, 66-131 KB of shared memory; but Triton 3.9 takes the (1, rows, 16, K) box through
 # registers for the (pixels, K) dot (wgmma with A in registers) where the pointer tiles feed wgmma from shared
-# memory, so which is faster is for a GPU to say. Not yet run on one (added 2026-11-26 after run 4): the
-# autotuner offers them only when CMRVSR_TRITON_TMA=1; the device check times and tests each one explicitly.
+# memory, and ptxas then serialises the wgmma instructions (its C7513 warning; the pointer tiles have none): they
+# will probably lose. Not yet run on a GPU (added 2026-11-26 after run 4): the autotuner offers them only when
+# CMRVSR_TRITON_TMA=1; the device check times and tests each one explicitly.
 _TMA_CONFIGS = [_config(*tile, tma=True) for tile in [(128, 64, 64, 8, 3, True), (128, 32, 64, 8, 3, True),
                                                       (64, 32, 64, 4, 3, True)]]  # fmt: skip
 TMA_IN_AUTOTUNING = os.environ.get("CMRVSR_TRITON_TMA") == "1"
@@ -184,22 +185,25 @@ def tma_applies(h: torch.Tensor, w_packed: torch.Tensor, row: int, frame_offsets
     (The autotuner offers the TMA tiles for 16-bit dtypes only; a given configuration runs in any dtype.)"""
     size = h.element_size()
     bases = [h.data_ptr() + offset * size for offset in frame_offsets] + [w_packed.data_ptr()]
-    rows = (row * size, w_packed.shape[-1] * size)
+    rows = (row * size, w_packed.shape[-1] * w_packed.element_size())
     return all(base % 16 == 0 for base in bases) and all(length % 16 == 0 for length in rows)
 
 
 def _tma_scratch(size: int, alignment: int, stream: int | None) -> torch.Tensor:
-    """Global memory for the descriptors the TMA tiles build on the device (Triton asks at each launch)."""
+    """Global memory for the descriptors the TMA tiles build on the device (Triton asks at each launch, on the
+    launch's current device; PyTorch's allocations are 512-byte aligned, past the 128 bytes asked for)."""
     return torch.empty(size, dtype=torch.int8, device="cuda")
 
 
 def _ensure_tma_allocator() -> None:
     """Give Triton an allocator for the TMA descriptors unless the process already set one (Triton's default
     raises at launch)."""
-    try:  # Triton's private record of the allocator (3.3 to 3.9 at least)
+    try:  # Triton's private record of the allocator: a ContextVar from 3.5, a plain global before
         from triton.runtime import _allocation
 
-        unset = isinstance(_allocation._allocator.get(), _allocation.NullAllocator)
+        current = _allocation._allocator
+        current = current.get() if hasattr(current, "get") else current
+        unset = isinstance(current, _allocation.NullAllocator)
     except (ImportError, AttributeError):  # another layout: set ours (it serves any Triton kernel equally)
         unset = True
     if unset:

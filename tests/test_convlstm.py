@@ -120,7 +120,7 @@ def test_float32_is_ieee_on_the_cpu_whatever_the_tf32_switch():
 NHWC_INTERPRETED = """
 import itertools
 import torch
-from test_convlstm import random_step
+from test_convlstm import random_step, record_tma_launches
 from tolerances import relative_l2
 from cmrvsr_fast.kernels import convlstm_nhwc
 from cmrvsr_fast.kernels.convlstm_nhwc import convlstm_step_nhwc, pack_weights
@@ -128,16 +128,35 @@ worst = 0.0
 shapes = [(2, 1, 8, 5, 7), (2, 2, 16, 9, 4), (1, 1, 20, 3, 3), (2, 1, 33, 6, 11), (2, 2, 24, 10, 19)]
 # The hoisted gates added after or before the K loop; pointer loads, or TMA boxes of a 4 × 8 patch (F = 33 has
 # unaligned rows: pointer loads even then; 10 × 19 pixels: patches past the image's bottom and right edges).
+launched = record_tma_launches(convlstm_nhwc)
 for gates_first, tma, shape in itertools.product((False, True), (False, True), shapes):
     convlstm_nhwc.INTERPRETER_CONFIG.update(GATES_FIRST=gates_first, TMA=tma)
     (h, w, gx, c), (h_ref, c_ref) = random_step(*shape)
     last = lambda t: t.permute(0, 1, 3, 4, 2).contiguous()  # (D, B, C, H, W) -> (D, B, H, W, C)
     h_next, c_next = convlstm_step_nhwc(last(h), pack_weights(w), last(gx), last(c))
+    assert launched[-1] == (tma and shape[2] % 4 == 0), (shape, tma)  # TMA where float32 rows are 16-byte multiples
     first = lambda t: t.permute(0, 1, 4, 2, 3)
     worst = max(worst, relative_l2(first(h_next), h_ref), relative_l2(first(c_next), c_ref))
 assert worst <= 1e-5, worst
 print("worst", worst)
 """
+
+
+def record_tma_launches(module) -> list[bool]:
+    """Wrap the channels-last step kernel of `module` (kernels.convlstm_nhwc) so that each launch appends whether
+    it ran the TMA path: the interpreter tests check the path was taken, not only that the numbers agree."""
+    kernel, launched = module._step_kernel, []
+
+    class Recorder:
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                launched.append(kwargs["TMA"])
+                return kernel[grid](*args, **kwargs)
+
+            return launch
+
+    module._step_kernel = Recorder()
+    return launched
 
 
 def test_channels_last_variant_under_the_interpreter():
@@ -166,18 +185,40 @@ def test_every_channels_last_tile_on_gpu(tile):
     it picks; the others, GATES_FIRST and TMA ones included, must be right too; 37 × 53 pixels: patches past the
     image's edges)."""
     pytest.importorskip("triton", reason="triton is not installed")
-    from cmrvsr_fast.kernels.convlstm_nhwc import _CONFIGS, _TMA_CONFIGS, convlstm_step_nhwc, pack_weights
+    from cmrvsr_fast.kernels.convlstm_nhwc import _CONFIGS, _TMA_CONFIGS, convlstm_step_nhwc, pack_weights, tma_applies
 
     configs = _CONFIGS + _TMA_CONFIGS
     assert len(configs) == 10  # the parametrisation covers every configuration
     if configs[tile].kwargs["TMA"] and torch.cuda.get_device_capability()[0] < 9:
         pytest.skip("the TMA tiles need a Hopper GPU or later")
-    (h, w, gx, c), (h_ref, c_ref) = random_step(2, 3, 64, 37, 53, dtype=torch.bfloat16)
-    last = lambda t: t.permute(0, 1, 3, 4, 2).contiguous().cuda()  # noqa: E731
-    h_next, c_next = convlstm_step_nhwc(last(h), pack_weights(w.cuda()), last(gx), last(c), config=configs[tile])
-    h_next, c_next = (t.permute(0, 1, 4, 2, 3).cpu() for t in (h_next, c_next))
-    tolerance = TOLERANCE[torch.bfloat16]
-    assert relative_l2(h_next, h_ref) <= tolerance and relative_l2(c_next, c_ref) <= tolerance
+    # F = 64 (paper-x4) and F = 24: channel chunks and gate columns past F (zero-filled or masked for TMA).
+    for features in (64, 24):
+        (h, w, gx, c), (h_ref, c_ref) = random_step(2, 3, features, 37, 53, dtype=torch.bfloat16)
+        last = lambda t: t.permute(0, 1, 3, 4, 2).contiguous().cuda()  # noqa: E731
+        h, w, gx, c = last(h), pack_weights(w.cuda()), last(gx), last(c)
+        if configs[tile].kwargs["TMA"]:  # else the tile would quietly run pointer loads
+            assert tma_applies(h, w, features, [0, h[0].numel()])
+        h_next, c_next = convlstm_step_nhwc(h, w, gx, c, config=configs[tile])
+        h_next, c_next = (t.permute(0, 1, 4, 2, 3).cpu() for t in (h_next, c_next))
+        tolerance = TOLERANCE[torch.bfloat16]
+        assert relative_l2(h_next, h_ref) <= tolerance and relative_l2(c_next, c_ref) <= tolerance, features
+
+
+@pytest.mark.gpu
+def test_layer_autotuned_with_the_tma_tiles_on_gpu(monkeypatch):
+    """The opt-in autotuned path (CMRVSR_TRITON_TMA=1): the autotuner's grid for patch tiles, the descriptor
+    allocator during autotuning, and whichever tile it picks, through a whole layer."""
+    pytest.importorskip("triton", reason="triton is not installed")
+    if torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("the TMA tiles need a Hopper GPU or later")
+    from cmrvsr_fast.kernels import convlstm_nhwc
+
+    monkeypatch.setattr(convlstm_nhwc, "TMA_IN_AUTOTUNING", True)
+    inputs = random_layer(4, 3, 64, 37, 53, dtype=torch.bfloat16)
+    expected = convlstm_layer_ref(*(t.float() for t in inputs))
+    outputs = convlstm_layer(*(t.cuda() for t in inputs), backend="triton")
+    for out, ref in zip(outputs, expected, strict=True):
+        assert relative_l2(out.float().cpu(), ref) <= TOLERANCE[torch.bfloat16]
 
 
 def random_layer(frames, batch, features, height, width, dtype=torch.float32, seed=0):
@@ -220,16 +261,18 @@ def test_layer_reference_is_the_two_directions_stepped_through_the_sequence():
 LAYER_INTERPRETED = """
 import itertools
 import torch
-from test_convlstm import random_layer
+from test_convlstm import random_layer, record_tma_launches
 from tolerances import relative_l2
 from cmrvsr_fast.kernels import convlstm_nhwc
 from cmrvsr_fast.ops.convlstm import convlstm_layer, convlstm_layer_ref
 worst = 0.0
 shapes = [(4, 2, 8, 5, 7), (3, 1, 20, 3, 3), (2, 1, 33, 6, 11), (1, 2, 4, 2, 2), (3, 2, 16, 9, 10)]
+launched = record_tma_launches(convlstm_nhwc)
 for gates_first, tma, shape in itertools.product((False, True), (False, True), shapes):
     convlstm_nhwc.INTERPRETER_CONFIG.update(GATES_FIRST=gates_first, TMA=tma)
     inputs = random_layer(*shape)
     outputs = convlstm_layer(*inputs, backend="triton")
+    assert launched[-1] == (tma and shape[2] % 4 == 0), (shape, tma)
     expected = convlstm_layer_ref(*inputs)
     for out, ref in zip(outputs, expected):
         assert out.shape == (shape[0], shape[1], shape[2], *shape[3:])
@@ -260,14 +303,18 @@ def test_layer_on_gpu(dtype, backend):
 
 
 def test_tma_tiles_apply_only_to_aligned_rows_and_keep_a_users_allocator():
-    """The TMA tiles need 16-byte-aligned bases and rows (else the step runs the same tile with pointer loads), and
-    the descriptor scratch allocator they install never replaces one the process already set."""
+    """The TMA tiles need 16-byte-aligned bases and rows (where not, the step runs the same tile with pointer
+    loads: checked by the interpreter tests, which record each launch's path), and the descriptor scratch
+    allocator they install never replaces one the process already set."""
     import contextvars
 
     pytest.importorskip("triton", reason="triton is not installed")
     import triton
     from cmrvsr_fast.kernels import convlstm_nhwc
-    from triton.runtime import _allocation
+
+    _allocation = pytest.importorskip("triton.runtime._allocation", reason="this Triton keeps no allocator record")
+    if not hasattr(_allocation._allocator, "get"):
+        pytest.skip("this Triton's allocator record is not a ContextVar (before 3.5)")
 
     h = torch.zeros(2, 3, 5, 7, 64, dtype=torch.bfloat16)
     w = torch.zeros(2, 9, 64, 256, dtype=torch.bfloat16)
@@ -286,5 +333,6 @@ def test_tma_tiles_apply_only_to_aligned_rows_and_keep_a_users_allocator():
     def users_allocator(size, alignment, stream):
         return torch.empty(size, dtype=torch.int8)
 
-    assert contextvars.copy_context().run(install, None) is convlstm_nhwc._tma_scratch
-    assert contextvars.copy_context().run(install, users_allocator) is users_allocator
+    # Fresh contexts: whatever this pytest process set before cannot leak in.
+    assert contextvars.Context().run(install, None) is convlstm_nhwc._tma_scratch
+    assert contextvars.Context().run(install, users_allocator) is users_allocator
