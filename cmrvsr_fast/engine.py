@@ -16,6 +16,7 @@ What differs from model.py, and why:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 
 import torch
@@ -80,7 +81,8 @@ class Engine:
     Slice stacks run in chunks of cines: max_batch cines per pass when given, else as many as fit
     memory_budget_mb by the working-set estimate of `working_set_bytes` (at least one); neither: one pass.
     cuda_graph=True (CUDA only) captures each pass's whole schedule as a CUDA graph on the first call with its
-    shape and replays it after: one launch of the ~400 recurrent steps instead of thousands of kernel launches.
+    shape and replays it after: one launch of the ~400 recurrent steps instead of thousands of kernel launches;
+    the max_cuda_graphs most recently used shapes keep theirs (each holds its own memory pool).
     backend: "torch" (PyTorch ops), "triton", "cuda" (the fused kernels) or "auto" (per op the fastest measured
     that runs here: `auto_backend`) for both fused ops, or a mapping {"convlstm_step": …, "window_conv3x3": …}
     for each (an op left out runs on PyTorch ops); compile=True compiles the per-step PyTorch pieces for static
@@ -100,6 +102,7 @@ class Engine:
         max_batch: int | None = None,
         memory_budget_mb: float | None = None,
         cuda_graph: bool = False,
+        max_cuda_graphs: int = 4,
     ) -> None:
         per_op = dict(backend) if isinstance(backend, Mapping) else dict.fromkeys(FUSED_OPS, backend)
         unknown = set(per_op) - set(FUSED_OPS)
@@ -131,7 +134,10 @@ class Engine:
         # CUDA graphs: the whole multi-stage schedule of one pass is captured per input shape (and stage count) on
         # its first call and replayed after; each graph keeps its own memory pool and static input/output buffers.
         self.cuda_graph = cuda_graph
-        self._graphs: dict[tuple, tuple] = {}
+        if max_cuda_graphs < 1:
+            raise ValueError(f"max_cuda_graphs must be >= 1, got {max_cuda_graphs}")
+        self.max_cuda_graphs = max_cuda_graphs  # a job meets many shapes: graphs, and their pools, are bounded
+        self._graphs: OrderedDict[tuple, tuple] = OrderedDict()  # least recently replayed first
         self._constants: dict[tuple, Tensor] = {}
         self._prepare_weights()
         # torch.compile wraps the per-step pieces, not the whole schedule: unrolled over ~400 recurrent steps the
@@ -235,7 +241,11 @@ class Engine:
     def _replay(self, lr: Tensor, phase: Tensor, stages: int) -> Tensor:
         """One pass through the CUDA graph captured for this shape (captured now if it is the first)."""
         key = (tuple(lr.shape), lr.dtype, phase.dtype, stages)
-        if key not in self._graphs:
+        if key in self._graphs:
+            self._graphs.move_to_end(key)
+        else:
+            while len(self._graphs) >= self.max_cuda_graphs:  # the least recently used shape's graph goes
+                self._graphs.popitem(last=False)
             self._graphs[key] = self._capture(lr, phase, stages)
         graph, static_lr, static_phase, static_out = self._graphs[key]
         static_lr.copy_(lr)

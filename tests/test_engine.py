@@ -149,8 +149,39 @@ def test_cuda_graphs_need_a_cuda_device(tiny_config: ModelConfig) -> None:
         Engine(make_model(tiny_config), cuda_graph=True)
 
 
+def test_cuda_graphs_are_kept_for_the_most_recent_shapes(tiny_config: ModelConfig, monkeypatch) -> None:
+    """A job meets many pass shapes: the Engine keeps the graphs (each with its memory pool) of the
+    max_cuda_graphs most recently replayed ones. The capture is stubbed here (no GPU): what is checked is which
+    shapes are kept and that a replay serves the captured graph's output."""
+    engine = Engine(make_model(tiny_config), max_cuda_graphs=2)
+    engine.cuda_graph = True  # (the constructor refuses it on a CPU)
+    captured = []
+
+    class Graph:
+        def __init__(self, out):
+            self.out = out
+
+        def replay(self):
+            self.out.fill_(float(len(captured)))
+
+    def capture(lr, phase, stages):
+        captured.append(tuple(lr.shape))
+        out = torch.zeros(lr.shape[0], lr.shape[1], 1, 2, 2)
+        return Graph(out), lr.clone(), phase.clone(), out
+
+    monkeypatch.setattr(engine, "_capture", capture)
+    for height in (8, 9, 8, 10, 8, 9):
+        lr, phase = make_inputs(1, 3, height, 8)
+        assert engine(lr, phase).shape == (1, 3, 1, 2, 2)
+    shapes = [key[0][3] for key in engine._graphs]
+    # 8 and 9 captured; 8 replayed; 10 evicts 9 (the least recently used); 8 replayed; 9 captured again, evicting 10
+    assert [shape[3] for shape in captured] == [8, 9, 10, 9] and shapes == [8, 9]
+    with pytest.raises(ValueError, match="max_cuda_graphs"):
+        Engine(make_model(tiny_config), max_cuda_graphs=0)
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize("backend", ["torch", "triton", "cuda"])
+@pytest.mark.parametrize("backend", ["torch", "triton", "cuda", "auto"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_cuda_graph_replays_match_the_reference(backend: str, dtype: torch.dtype) -> None:
     config = ModelConfig.from_name("paper-x4")

@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+import torch
 from dicom_fixtures import SECRET_STRINGS, phantom_stored, write_cine_series, write_enhanced_series
 from pydicom.data import get_testdata_file
 from test_dicom_io import assert_mr_image_iod
@@ -208,6 +209,9 @@ def test_scale_mismatch_and_bad_shard_are_usage_errors(tmp_path, capsys, monkeyp
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     code, text = run(capsys, tmp_path / "scanner", tmp_path / "out", "--backend", "triton-step")
     assert code == 2 and "backend 'triton' was asked for" in text and not (tmp_path / "out").exists()
+    if not torch.cuda.is_available():  # CUDA graphs on a CPU: refused the same way
+        code, text = run(capsys, tmp_path / "scanner", tmp_path / "out", "--cuda-graph")
+        assert code == 2 and "--cuda-graph needs a CUDA device" in text and not (tmp_path / "out").exists()
 
 
 def test_interrupted_run_leaves_no_half_written_series(tmp_path, capsys, monkeypatch):
