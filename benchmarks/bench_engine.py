@@ -52,7 +52,13 @@ KERNEL_BACKENDS = ("triton", "cuda", "auto")  # auto: the Upscaler's default (En
 # Engine paths with the fused kernels (GPU only; `make device-check` asks for them with --paths).
 KERNEL_PATHS = tuple(f"engine {dtype} {backend}" for backend in KERNEL_BACKENDS for dtype in ("fp32", "bf16"))
 # GPU only: the Engine's whole schedule captured as a CUDA graph, with each backend.
-GRAPH_PATHS = ("engine bf16 graph", "engine bf16 triton graph", "engine bf16 cuda graph", "engine fp32 triton graph")
+GRAPH_PATHS = (
+    "engine bf16 graph",
+    "engine bf16 triton graph",
+    "engine bf16 cuda graph",
+    "engine fp32 triton graph",
+    "engine bf16 auto graph",
+)  # the last: `upscale --cuda-graph` with the default backend
 # The reference with cuDNN's TF32 rounding off: IEEE float32 convolutions (on a CPU the same as "reference fp32").
 # PyTorch's default, TF32 on, is what "reference fp32" measures.
 IEEE_PATHS = ("reference fp32 ieee",)

@@ -264,8 +264,8 @@ def benchmark_commands(python: str, out: Path, cpu_rehearsal: bool) -> dict[str,
                   "engine bf16 cuda graph", "engine fp32 triton graph", "engine fp32", MAX_AUTOTUNE]  # fmt: skip
         # One cine: where launch overhead, and so CUDA graphs, should matter most.
         single += ["--in-process", "--paths", "reference fp32", "reference fp32 compiled", "engine bf16 auto",
-                   "engine bf16 compiled", "engine bf16 triton graph", "engine bf16 triton", "engine bf16 graph",
-                   "engine bf16", "engine bf16 cuda graph"]  # fmt: skip
+                   "engine bf16 auto graph", "engine bf16 compiled", "engine bf16 triton graph", "engine bf16 triton",
+                   "engine bf16 graph", "engine bf16", "engine bf16 cuda graph"]  # fmt: skip
     # Where the time goes: kernels ranked by device time for the reference and the engine (eager, torch and
     # Triton backends) on the stack. (The pytest micro-benchmarks, `pytest benchmarks/ --benchmark-only`, repeat
     # the kernels step's do_bench timings: they run on their own, not here.)

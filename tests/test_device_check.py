@@ -39,7 +39,7 @@ def test_every_benchmark_command_parses(device_check, tmp_path: Path, cpu_rehear
     if not cpu_rehearsal:
         bench = parsed["bench_engine"]
         assert bench.slices == [10] and bench.in_process and bench.paths[0] == "reference fp32"
-        assert parsed["bench_engine_1"].slices == [1]
+        assert parsed["bench_engine_1"].slices == [1] and "engine bf16 auto graph" in parsed["bench_engine_1"].paths
         wanted = {
             "reference fp32 compiled",
             "reference fp32 ieee",
