@@ -69,8 +69,9 @@ HYBRID_PATHS = (
     "engine bf16 compiled triton-fusion",
     "engine bf16 compiled graph",
     "engine bf16 compiled triton-step graph",
-    "engine bf16 compiled dynamic",
-)  # the last: what `upscale --compile` runs (dynamic shapes)
+    "engine bf16 compiled dynamic",  # PyTorch ops, compiled for dynamic shapes
+    "engine bf16 auto compiled dynamic",  # what `upscale --compile` runs: the default backend, dynamic shapes
+)
 # The compiled reference: Inductor's max-autotune (GPU: minutes of autotuning, hence not in PATHS).
 AUTOTUNE_PATHS = ("reference fp32 compiled max-autotune",)
 ALL_PATHS = PATHS + KERNEL_PATHS + GRAPH_PATHS + IEEE_PATHS + HYBRID_PATHS + AUTOTUNE_PATHS

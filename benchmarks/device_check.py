@@ -258,7 +258,8 @@ def benchmark_commands(python: str, out: Path, cpu_rehearsal: bool) -> dict[str,
         # baseline: runs 3 and 4 never reached it; the background warm-up makes its compilation cheaper).
         bench += ["--in-process", "--slices", "10", "--budget-mb", "65536", "--stack-repeats", "3", "--paths",
                   "reference fp32", "reference fp32 compiled", "engine bf16 compiled triton-step",
-                  "engine bf16 auto", "engine bf16 compiled triton-step graph", "engine bf16 compiled",
+                  "engine bf16 auto", "engine bf16 auto compiled dynamic", "engine bf16 compiled triton-step graph",
+                  "engine bf16 compiled",
                   "engine bf16 triton graph", "engine bf16 triton", "engine bf16 compiled graph", "engine bf16",
                   "engine bf16 compiled triton-fusion", "reference fp32 ieee", "engine bf16 compiled dynamic",
                   "engine bf16 cuda graph", "engine fp32 triton graph", "engine fp32", MAX_AUTOTUNE]  # fmt: skip
