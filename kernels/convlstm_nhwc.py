@@ -124,13 +124,12 @@ def _step_kernel(
         # h(t−1) of this direction as (cine, y, x, channel) boxes of the patch; the weights as (row, column) boxes,
         # row (direction · 9 + tap) · F + input channel. Boxes reaching past the image or past F come back zero
         # (the convolution's padding); past F the weight rows belong to the next tap, but meet zero activations.
-        patch_rows: tl.constexpr = BLOCK_P // BLOCK_W
         h_desc = tl.make_tensor_descriptor(h_ptr, shape=[B, H, W, F], strides=[hw * H_ROW, W * H_ROW, H_ROW, 1],
-                                           block_shape=[1, patch_rows, BLOCK_W, BLOCK_K])  # fmt: skip
+                                           block_shape=[1, BLOCK_P // BLOCK_W, BLOCK_W, BLOCK_K])  # fmt: skip
         w_desc = tl.make_tensor_descriptor(w_ptr, shape=[tl.num_programs(2) // B * 9 * F, 4 * F], strides=[4 * F, 1],
                                            block_shape=[BLOCK_K, BLOCK_F])  # fmt: skip
         patches_x = tl.cdiv(W, BLOCK_W)
-        y0 = (tl.program_id(0) // patches_x) * patch_rows
+        y0 = (tl.program_id(0) // patches_x) * (BLOCK_P // BLOCK_W)
         x0 = (tl.program_id(0) % patches_x) * BLOCK_W
         f0 = tl.program_id(1) * BLOCK_F
         image = pid_db % B
