@@ -273,7 +273,8 @@ def benchmark_commands(python: str, out: Path, cpu_rehearsal: bool) -> dict[str,
     profile_json = out / "profile_engine_device.json"
     profile = [python, "benchmarks/profile_engine.py", "--out", str(profile_json)]
     if not cpu_rehearsal:  # run 3 profiled the reference and the eager engine; now the fastest paths
-        profile += ["--paths", "engine bf16 compiled triton-step", "engine bf16 compiled", "engine bf16 triton"]
+        # The best path of run 4, the product's default (eager, backend auto), and the all-Triton one.
+        profile += ["--paths", "engine bf16 compiled triton-step", "engine bf16 auto", "engine bf16 triton"]
     if cpu_rehearsal:
         profile += ["--preset", "lite-x4", "--frames", "4", "--size", "12", "--slices", "2", "--paths",
                     "reference fp32", "engine bf16"]  # fmt: skip
