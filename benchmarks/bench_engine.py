@@ -74,7 +74,10 @@ HYBRID_PATHS = (
 )
 # The issue's compiled reference: Inductor's max-autotune (GPU: minutes of autotuning, hence not in PATHS).
 AUTOTUNE_PATHS = ("reference fp32 compiled max-autotune",)
-ALL_PATHS = PATHS + KERNEL_PATHS + GRAPH_PATHS + IEEE_PATHS + HYBRID_PATHS + AUTOTUNE_PATHS
+# Hopper: the Triton layer op with the TMA tiles offered to its autotuner (opt-in, not yet run on a GPU), beside
+# the same paths without them in one process (kernels/convlstm_nhwc.py: `tma_tiles_in_autotuning`).
+TMA_PATHS = ("engine bf16 auto tma", "engine bf16 compiled triton-step tma")
+ALL_PATHS = PATHS + KERNEL_PATHS + GRAPH_PATHS + IEEE_PATHS + HYBRID_PATHS + AUTOTUNE_PATHS + TMA_PATHS
 WARMUP_FRAMES = 4
 STATIC = ("onnxruntime", "aoti")  # exported with static T, H, W: they warm up on the full input
 
@@ -127,6 +130,19 @@ def exported_runner(path: str, model: CMRVSR, lr: torch.Tensor, workdir: Path):
 
 
 @contextlib.contextmanager
+def tma_tiles(offered: bool):
+    """The TMA tiles in the Triton step's autotuning for one path (the autotuner offers them on Hopper and
+    later only)."""
+    if not offered:
+        yield
+        return
+    from cmrvsr_fast.kernels.convlstm_nhwc import tma_tiles_in_autotuning
+
+    with tma_tiles_in_autotuning():
+        yield
+
+
+@contextlib.contextmanager
 def tf32_convolutions(allowed: bool):
     """cuDNN's TF32 switch for one path, restored after it (paths may share a process: --in-process)."""
     saved = torch.backends.cudnn.allow_tf32
@@ -155,7 +171,8 @@ def measure_path(spec: dict, workdir: Path) -> tuple[dict, torch.Tensor]:
     rss_before = current_rss_mb()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    with torch.no_grad(), tf32_convolutions(not spec["path"].endswith(" ieee")):
+    offers_tma = "tma" in spec["path"].split() and device.type == "cuda"  # on the CPU the paths run PyTorch ops
+    with torch.no_grad(), tf32_convolutions(not spec["path"].endswith(" ieee")), tma_tiles(offers_tma):
         start = time.perf_counter()
         one_pass = build_runner(spec["path"], model, lr[:chunk], workdir)
 

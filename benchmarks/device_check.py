@@ -245,7 +245,8 @@ def benchmark_commands(python: str, out: Path, cpu_rehearsal: bool) -> dict[str,
     if cpu_rehearsal:
         toy = ["--preset", "lite-x4", "--frames", "4", "--size", "12", "--repeats", "1"]
         bench += [*toy, "--slices", "2", "--paths", "reference fp32", "reference fp32 compiled", "engine fp32",
-                  "engine bf16", "engine bf16 auto", "engine bf16 compiled", "onnxruntime fp32"]  # fmt: skip
+                  "engine bf16", "engine bf16 auto", "engine bf16 auto tma", "engine bf16 compiled",
+                  "onnxruntime fp32"]  # fmt: skip
         single += [*toy, "--paths", "reference fp32", "engine bf16"]
     else:
         # The 10-slice stack (the targets) in one pass (the CPU's 4 GiB pass budget would split it into
@@ -254,11 +255,13 @@ def benchmark_commands(python: str, out: Path, cpu_rehearsal: bool) -> dict[str,
         # the image's onnxruntime runs on the CPU only, minutes per paper-x4 stack. Left to bench_engine.py: the
         # float32 kernel paths without graphs and the CUDA C++ path without one (as fast as with one there).
         # First the references and the paths that were fastest in run 3 (2026-11-26: compiled pieces, with the
-        # Triton layer op for the recurrence). Last the reference under max-autotune (the compiled
-        # baseline: runs 3 and 4 never reached it; the background warm-up makes its compilation cheaper).
+        # Triton layer op for the recurrence; then the TMA tiles offered to its autotuner, beside the same paths
+        # without them). Last the reference under max-autotune (the compiled baseline: runs 3 and 4 never
+        # reached it; the background warm-up makes its compilation cheaper).
         bench += ["--in-process", "--slices", "10", "--budget-mb", "65536", "--stack-repeats", "3", "--paths",
                   "reference fp32", "reference fp32 compiled", "engine bf16 compiled triton-step",
-                  "engine bf16 auto", "engine bf16 auto compiled dynamic", "engine bf16 compiled triton-step graph",
+                  "engine bf16 auto", "engine bf16 auto compiled dynamic", "engine bf16 auto tma",
+                  "engine bf16 compiled triton-step tma", "engine bf16 compiled triton-step graph",
                   "engine bf16 compiled",
                   "engine bf16 triton graph", "engine bf16 triton", "engine bf16 compiled graph", "engine bf16",
                   "engine bf16 compiled triton-fusion", "reference fp32 ieee", "engine bf16 compiled dynamic",

@@ -71,11 +71,14 @@ def accumulate(acc, a, b, FP32_IEEE: tl.constexpr):
     return acc
 
 
-def autotune(configs: list, key: list[str]):
+def autotune(configs: list, key: list[str], prune=None):
     """triton.autotune, keeping the chosen configurations on disk where this Triton can (`cache_results`): the
     device check's steps run in separate processes and would otherwise autotune every key again (run 3 spent its
-    GPU-test and kernel steps' time limits largely autotuning, 2026-11-26)."""
+    GPU-test and kernel steps' time limits largely autotuning, 2026-11-26). `prune(configs, named_args)`: the
+    configurations worth timing for a call."""
     import inspect
 
     options = {"cache_results": True} if "cache_results" in inspect.signature(triton.autotune).parameters else {}
+    if prune is not None:
+        options["prune_configs_by"] = {"early_config_prune": prune}
     return triton.autotune(configs=configs, key=key, **options)

@@ -23,6 +23,7 @@ own buffers). The cell state c (D, B, H, W, F) float32 is read from c_ptr and wr
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -35,9 +36,11 @@ from .convlstm import cell_update, hoisted_gates
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def _config(p: int, f: int, k: int, warps: int, stages: int, gates_first: bool, tma: bool = False) -> triton.Config:
-    """A tile of p pixels (a p/16 × 16 patch for TMA) × f hidden channels (× 4 gates), K steps of k."""
-    blocks = {"BLOCK_P": p, "BLOCK_F": f, "BLOCK_K": k, "GATES_FIRST": gates_first, "TMA": tma, "BLOCK_W": 16}
+def _config(
+    p: int, f: int, k: int, warps: int, stages: int, gates_first: bool, tma: bool = False, width: int = 16
+) -> triton.Config:
+    """A tile of p pixels (for TMA a p/width × width patch of them) × f hidden channels (× 4 gates), K steps of k."""
+    blocks = {"BLOCK_P": p, "BLOCK_F": f, "BLOCK_K": k, "GATES_FIRST": gates_first, "TMA": tma, "BLOCK_W": width}
     return triton.Config(blocks, num_warps=warps, num_stages=stages)
 
 
@@ -58,24 +61,58 @@ _CONFIGS = [
         (64, 32, 64, 4, 3, True),
     ]
 ]
-# Hopper's tensor-memory accelerator (TMA): the program's pixels are a BLOCK_P // BLOCK_W × BLOCK_W patch, so a
-# K step's activations are one box of h — the patch shifted by the tap, one chunk of channels — that TMA copies
-# into shared memory, filling the pixels outside the image (the convolution's zero padding) with zeros: no
-# per-pixel addresses or masks in registers; the weights load as boxes too. Compiled for sm_90 here (CPU): 130-255
-# registers, no spills, 66-131 KB of shared memory; but Triton 3.9 takes the (1, rows, 16, K) box through
-# registers for the (pixels, K) dot (wgmma with A in registers) where the pointer tiles feed wgmma from shared
-# memory, and ptxas then serialises the wgmma instructions (its C7513 warning; the pointer tiles have none): they
-# will probably lose. Not yet run on a GPU (added 2026-11-26 after run 4): the autotuner offers them only when
-# CMRVSR_TRITON_TMA=1; the device check times and tests each one explicitly.
-_TMA_CONFIGS = [_config(*tile, tma=True) for tile in [(128, 64, 64, 8, 3, True), (128, 32, 64, 8, 3, True),
-                                                      (64, 32, 64, 4, 3, True)]]  # fmt: skip
-TMA_IN_AUTOTUNING = os.environ.get("CMRVSR_TRITON_TMA") == "1"
 # TF32: 4-byte tiles, so not the largest 16-bit one (over sm_90's shared memory: tests/test_triton_compile.py).
 _TF32_CONFIGS = [c for c in _CONFIGS if c.kwargs["BLOCK_F"] * c.kwargs["BLOCK_K"] < 64 * 64]
 _IEEE_CONFIGS = [_config(64, 32, 16, 4, 2, False), _config(32, 32, 16, 4, 2, False)]
 # Under the interpreter (CPU tests): one small tile, no autotuning; the tests set GATES_FIRST and TMA both ways.
 INTERPRETER_CONFIG = {"BLOCK_P": 32, "BLOCK_F": 16, "BLOCK_K": 16, "GATES_FIRST": False, "TMA": False, "BLOCK_W": 8}
 _KEY = ["B", "F", "H", "W", "H_ROW", "GX_ROW", "FIRST"]  # B: the grid scales with the cines
+# Hopper's tensor-memory accelerator (TMA): the program's pixels are a BLOCK_P // BLOCK_W × BLOCK_W patch, so a
+# K step's activations are one box of h — the patch shifted by the tap, one chunk of channels — that TMA copies
+# into shared memory, filling the pixels outside the image (the convolution's zero padding) with zeros: no
+# per-pixel addresses or masks in registers; the weights load as boxes too. Two shapes of patch, compiled for
+# sm_90 here (tests/test_triton_compile.py) with Triton 3.6 (the device image's) and 3.9:
+# - rows (BLOCK_W = BLOCK_P: one image row of 64 or 128 pixels, paper-x4's LR widths): the box is (1, 1, P, K),
+#   which Triton keeps in shared memory and feeds to wgmma as it is, as for the pointer tiles; 100-160 registers,
+#   no spills, no serialised wgmma in either version;
+# - 8 × 16 or 4 × 16 patches (any width): Triton takes the (1, rows, 16, K) box through registers for the
+#   (pixels, K) dot; ptxas serialises those wgmma instructions under Triton 3.9 (its C7513 warning), not under
+#   3.6. The full-width (128, 64) patch tile spills under 3.6 (20 bytes) and was dropped (2026-11-26).
+# Not yet run on a GPU (added 2026-11-26 after run 4): the autotuner offers them only when CMRVSR_TRITON_TMA=1
+# (or inside `tma_tiles_in_autotuning()`); the device check times and tests each one explicitly, and times the
+# Engine with them in the autotuning beside the Engine without.
+_TMA_CONFIGS = [
+    _config(*tile, tma=True, width=width)
+    for *tile, width in [
+        (64, 32, 64, 4, 3, True, 64),  # a row of a 64-wide image; ptxas: 100-128 registers, 74 KB
+        (64, 32, 64, 4, 3, False, 64),
+        (128, 32, 64, 8, 3, True, 128),  # a row of a 128-wide image; 128-129 registers, 98 KB
+        (128, 32, 64, 8, 3, False, 128),
+        (128, 32, 64, 8, 3, True, 16),  # 8 × 16 patches
+        (64, 32, 64, 4, 3, True, 16),  # 4 × 16 patches
+    ]
+]
+
+
+def _tma_tiles_that_fit(configs: list, named_args: dict, **_) -> list:
+    """Autotuning prune: a TMA row wider than the image (rounded up to 16 pixels) would compute mostly padding."""
+    width = triton.cdiv(named_args["W"], 16) * 16
+    return [c for c in configs if not c.kwargs["TMA"] or c.kwargs["BLOCK_W"] <= max(16, width)]
+
+
+TMA_IN_AUTOTUNING = os.environ.get("CMRVSR_TRITON_TMA") == "1"
+
+
+@contextlib.contextmanager
+def tma_tiles_in_autotuning(enabled: bool = True):
+    """Offer the TMA tiles to the autotuner (on Hopper and later) inside the block, as CMRVSR_TRITON_TMA=1 does for
+    a whole process; restored after it (the benchmarks time the Engine with and without them in one process)."""
+    global TMA_IN_AUTOTUNING
+    saved, TMA_IN_AUTOTUNING = TMA_IN_AUTOTUNING, enabled
+    try:
+        yield
+    finally:
+        TMA_IN_AUTOTUNING = saved
 
 
 def pack_weights(w: torch.Tensor) -> torch.Tensor:
@@ -173,7 +210,7 @@ def _step_kernel(
 
 
 _tuned = autotune(_CONFIGS, _KEY)(_step_kernel)
-_tuned_with_tma = autotune(_CONFIGS + _TMA_CONFIGS, _KEY)(_step_kernel)
+_tuned_with_tma = autotune(_CONFIGS + _TMA_CONFIGS, _KEY, prune=_tma_tiles_that_fit)(_step_kernel)
 _tuned_tf32 = autotune(_TF32_CONFIGS, _KEY)(_step_kernel)
 _tuned_ieee = autotune(_IEEE_CONFIGS, _KEY)(_step_kernel)
 

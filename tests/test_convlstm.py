@@ -125,12 +125,14 @@ from tolerances import relative_l2
 from cmrvsr_fast.kernels import convlstm_nhwc
 from cmrvsr_fast.kernels.convlstm_nhwc import convlstm_step_nhwc, pack_weights
 worst = 0.0
+TILES = [(False, 8), (True, 8), (True, 32)]  # (TMA, BLOCK_W) of a 32-pixel tile: pointers, 4 × 8 patch, one row
 shapes = [(2, 1, 8, 5, 7), (2, 2, 16, 9, 4), (1, 1, 20, 3, 3), (2, 1, 33, 6, 11), (2, 2, 24, 10, 19)]
-# The hoisted gates added after or before the K loop; pointer loads, or TMA boxes of a 4 × 8 patch (F = 33 has
-# unaligned rows: pointer loads even then; 10 × 19 pixels: patches past the image's bottom and right edges).
+# The hoisted gates added after or before the K loop; pointer loads, or TMA boxes of a 4 × 8 patch or of one row
+# of 32 pixels (F = 33 has unaligned rows: pointer loads even then; 10 × 19 pixels: patches past the image's bottom
+# and right edges; rows past its right edge).
 launched = record_tma_launches(convlstm_nhwc)
-for gates_first, tma, shape in itertools.product((False, True), (False, True), shapes):
-    convlstm_nhwc.INTERPRETER_CONFIG.update(GATES_FIRST=gates_first, TMA=tma)
+for gates_first, (tma, width), shape in itertools.product((False, True), TILES, shapes):
+    convlstm_nhwc.INTERPRETER_CONFIG.update(GATES_FIRST=gates_first, TMA=tma, BLOCK_W=width)
     (h, w, gx, c), (h_ref, c_ref) = random_step(*shape)
     last = lambda t: t.permute(0, 1, 3, 4, 2).contiguous()  # (D, B, C, H, W) -> (D, B, H, W, C)
     h_next, c_next = convlstm_step_nhwc(last(h), pack_weights(w), last(gx), last(c))
@@ -179,7 +181,7 @@ def test_channels_last_variant_on_gpu(dtype):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("tile", range(10))
+@pytest.mark.parametrize("tile", range(13))
 def test_every_channels_last_tile_on_gpu(tile):
     """Each autotuning configuration of the channels-last step launched directly (the autotuner runs only the one
     it picks; the others, GATES_FIRST and TMA ones included, must be right too; 37 × 53 pixels: patches past the
@@ -188,7 +190,7 @@ def test_every_channels_last_tile_on_gpu(tile):
     from cmrvsr_fast.kernels.convlstm_nhwc import _CONFIGS, _TMA_CONFIGS, convlstm_step_nhwc, pack_weights, tma_applies
 
     configs = _CONFIGS + _TMA_CONFIGS
-    assert len(configs) == 10  # the parametrisation covers every configuration
+    assert len(configs) == 13  # the parametrisation covers every configuration
     if configs[tile].kwargs["TMA"] and torch.cuda.get_device_capability()[0] < 9:
         pytest.skip("the TMA tiles need a Hopper GPU or later")
     # F = 64 (paper-x4) and F = 24: channel chunks and gate columns past F (zero-filled or masked for TMA).
@@ -266,10 +268,11 @@ from tolerances import relative_l2
 from cmrvsr_fast.kernels import convlstm_nhwc
 from cmrvsr_fast.ops.convlstm import convlstm_layer, convlstm_layer_ref
 worst = 0.0
+TILES = [(False, 8), (True, 8), (True, 32)]  # (TMA, BLOCK_W) of a 32-pixel tile: pointers, 4 × 8 patch, one row
 shapes = [(4, 2, 8, 5, 7), (3, 1, 20, 3, 3), (2, 1, 33, 6, 11), (1, 2, 4, 2, 2), (3, 2, 16, 9, 10)]
 launched = record_tma_launches(convlstm_nhwc)
-for gates_first, tma, shape in itertools.product((False, True), (False, True), shapes):
-    convlstm_nhwc.INTERPRETER_CONFIG.update(GATES_FIRST=gates_first, TMA=tma)
+for gates_first, (tma, width), shape in itertools.product((False, True), TILES, shapes):
+    convlstm_nhwc.INTERPRETER_CONFIG.update(GATES_FIRST=gates_first, TMA=tma, BLOCK_W=width)
     inputs = random_layer(*shape)
     outputs = convlstm_layer(*inputs, backend="triton")
     assert launched[-1] == (tma and shape[2] % 4 == 0), (shape, tma)
@@ -336,3 +339,31 @@ def test_tma_tiles_apply_only_to_aligned_rows_and_keep_a_users_allocator():
     # Fresh contexts: whatever this pytest process set before cannot leak in.
     assert contextvars.Context().run(install, None) is convlstm_nhwc._tma_scratch
     assert contextvars.Context().run(install, users_allocator) is users_allocator
+
+
+def test_the_tma_autotuning_times_only_rows_that_fit_the_image_and_the_switch_is_restored():
+    """A TMA row tile wider than the image would compute mostly padding: the autotuner's prune leaves it out (at
+    64 pixels the 128-pixel rows; at 12 every row tile, the 16-wide patches staying); the pointer tiles always
+    stay. `tma_tiles_in_autotuning` switches the TMA tiles on for a block and restores the process's setting."""
+    pytest.importorskip("triton", reason="triton is not installed")
+    from cmrvsr_fast.kernels import convlstm_nhwc
+
+    configs = convlstm_nhwc._CONFIGS + convlstm_nhwc._TMA_CONFIGS
+
+    def kept(width: int) -> list[tuple[int, int]]:
+        pruned = convlstm_nhwc._tma_tiles_that_fit(configs, {"W": width, "H": 9})
+        assert all(c in pruned for c in convlstm_nhwc._CONFIGS)
+        return sorted({(c.kwargs["BLOCK_P"], c.kwargs["BLOCK_W"]) for c in pruned if c.kwargs["TMA"]})
+
+    assert kept(128) == [(64, 16), (64, 64), (128, 16), (128, 128)]
+    assert kept(64) == kept(53) == [(64, 16), (64, 64), (128, 16)]
+    assert kept(12) == [(64, 16), (128, 16)]
+
+    before = convlstm_nhwc.TMA_IN_AUTOTUNING
+    with convlstm_nhwc.tma_tiles_in_autotuning():
+        assert convlstm_nhwc.TMA_IN_AUTOTUNING
+        with convlstm_nhwc.tma_tiles_in_autotuning(False):
+            assert not convlstm_nhwc.TMA_IN_AUTOTUNING
+        assert convlstm_nhwc.TMA_IN_AUTOTUNING
+    restored = convlstm_nhwc.TMA_IN_AUTOTUNING
+    assert restored == before

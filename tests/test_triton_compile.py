@@ -144,11 +144,26 @@ def test_every_autotuning_configuration_compiles_for_hopper(name, kernel, pointe
         if name in NO_SPILLS:  # a spill in the hot loop costs local-memory traffic on every K step
             registers, spilled, serialized = ptxas_report(compiled, 90)
             assert spilled == 0, f"{name} {config}: {registers} registers, {spilled} bytes of spill stores"
-            # The pointer tiles feed wgmma from shared memory, and ptxas keeps its pipeline asynchronous. (The TMA
-            # tiles do not: Triton 3.9 reads their rank-4 box into registers for the dot, and ptxas serialises
-            # the wgmma instructions — C7513 — the likely reason they would lose; they stay opt-in.)
-            if not config.kwargs.get("TMA"):
+            # The pointer tiles and the TMA rows feed wgmma from shared memory, and ptxas keeps its pipeline
+            # asynchronous. (The TMA patches do not: Triton reads their (1, rows, 16, K) box into registers for
+            # the dot, and under Triton 3.9 ptxas serialises the wgmma instructions — C7513.)
+            if not config.kwargs.get("TMA") or is_row(config):
                 assert not serialized, f"{name} {config}: ptxas serialised the wgmma pipeline (C7513)"
+                if "wgmma.mma_async" in ptx:
+                    assert dots_read_shared_memory(compiled), f"{name} {config}: a dot operand through registers"
+
+
+def is_row(config) -> bool:
+    """A TMA tile whose patch is one image row (box (1, 1, P, K))."""
+    return config.kwargs.get("TMA") and config.kwargs["BLOCK_W"] == config.kwargs["BLOCK_P"]
+
+
+def dots_read_shared_memory(compiled) -> bool:
+    """Whether every Hopper dot of the kernel takes both operands from shared memory (the TTGIR's operand types
+    after the dot's attributes, `: !ttg.memdesc<...> * !ttg.memdesc<...> -> ...`), not the A tile from registers."""
+    dots = [line for line in compiled.asm["ttgir"].splitlines() if "warp_group_dot " in line]
+    operands = [line.split("} : ", 1)[1].split(" -> ")[0] for line in dots]
+    return bool(dots) and all(o.startswith("!ttg.memdesc") and " * !ttg.memdesc" in o for o in operands)
 
 
 @pytest.mark.parametrize("name", ["step-bf16", "nhwc-bf16", "fusion-bf16"])
