@@ -9,7 +9,8 @@ STAMP := $(VENV)/.cmrvsr-installed
 # faster CPU training and inference for this recurrent network (benchmarks/train_cost.py).
 MALLOC_ENV := MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=1073741824
 
-.PHONY: install test demo lint clean bench bench-fig4a bench-train-cost train-default device-check
+.PHONY: install test demo lint clean bench bench-fig4a bench-train-cost train-default device-check \
+	device-image-check
 
 install: $(STAMP)
 
@@ -56,6 +57,11 @@ endif
 # ARGS passes options, e.g. make device-check ARGS="--skip fps_vs_params --commit abc1234".
 device-check: $(STAMP)
 	$(PY) benchmarks/device_check.py $(ARGS)
+
+# The GPU image's torch 2.11 and Triton 3.6 on this CPU: kernel compilation, interpreter parity and the device
+# check's rehearsal under the versions the lent GPU runs (its own venv; ~10 min, ~3 GB of downloads).
+device-image-check:
+	bash benchmarks/device_image_check.sh
 
 # Training cost per step of the CPU and paper presets (SPEC §3 recipe); see benchmarks/train_cost.py.
 bench-train-cost: $(STAMP)

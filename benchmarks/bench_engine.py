@@ -77,6 +77,7 @@ AUTOTUNE_PATHS = ("reference fp32 compiled max-autotune",)
 # Hopper: the Triton layer op with the TMA tiles offered to its autotuner (opt-in, not yet run on a GPU), beside
 # the same paths without them in one process (kernels/convlstm_nhwc.py: `tma_tiles_in_autotuning`).
 TMA_PATHS = ("engine bf16 auto tma", "engine bf16 compiled triton-step tma")
+UNPROVEN_ON_GPU = {"tma"}  # words of the paths that run_path isolates in a child process
 ALL_PATHS = PATHS + KERNEL_PATHS + GRAPH_PATHS + IEEE_PATHS + HYBRID_PATHS + AUTOTUNE_PATHS + TMA_PATHS
 WARMUP_FRAMES = 4
 STATIC = ("onnxruntime", "aoti")  # exported with static T, H, W: they warm up on the full input
@@ -204,8 +205,13 @@ def worker(spec: dict) -> None:
 
 
 def run_path(spec: dict, workdir: Path, in_process: bool = False) -> tuple[dict, torch.Tensor]:
-    if in_process:
+    """Time one path, in this process (`in_process`) or a child. Paths whose kernels have not yet run on a GPU
+    (the TMA tiles) always get a child: a fault in one poisons its process's CUDA context, and in this process it
+    would cost every row after it."""
+    if in_process and not UNPROVEN_ON_GPU & set(spec["path"].split()):
         return in_this_process(measure_path, spec, workdir)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the child's memory beside what this process keeps cached
     stem = f"{spec['slices']}_{spec['path'].replace(' ', '_')}"
     spec = {**spec, "output": str(workdir / f"{stem}.pt"), "result": str(workdir / f"{stem}.json")}
     in_a_child(__file__, spec)

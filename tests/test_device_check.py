@@ -144,3 +144,24 @@ def test_json_lines_survive_warnings_and_partial_output(device_check) -> None:
 
 def test_no_targets_without_rows(device_check) -> None:
     assert device_check.targets([], matmul_tflops=800.0) == {}
+
+
+def test_paths_never_run_on_a_gpu_are_timed_in_a_child_even_in_process(device_check, tmp_path, monkeypatch):
+    """A fault in a kernel that has not yet run on a GPU (the TMA tiles) poisons its process's CUDA context: in
+    the in-process stack benchmark it would cost every row after it, the max-autotune reference included."""
+    bench_engine = importlib.import_module("bench_engine")
+    ran = []
+    monkeypatch.setattr(bench_engine, "in_this_process", lambda fn, spec, workdir: ran.append(("here", spec["path"])))
+
+    def child(script, spec):
+        ran.append(("child", spec["path"]))
+        raise bench_engine.MeasurementFailed("stop here")
+
+    monkeypatch.setattr(bench_engine, "in_a_child", child)
+    bench_engine.run_path({"path": "engine bf16 auto", "slices": 10}, tmp_path, in_process=True)
+    with pytest.raises(bench_engine.MeasurementFailed):
+        bench_engine.run_path({"path": "engine bf16 auto tma", "slices": 10}, tmp_path, in_process=True)
+    assert ran == [("here", "engine bf16 auto"), ("child", "engine bf16 auto tma")]
+    commands = device_check.benchmark_commands("python", tmp_path, cpu_rehearsal=False)
+    stack = bench_engine.build_parser().parse_args(commands["bench_engine"][0][2:]).paths
+    assert set(bench_engine.TMA_PATHS) <= set(stack)
