@@ -59,7 +59,7 @@ device-check: $(STAMP)
 	$(PY) benchmarks/device_check.py $(ARGS)
 
 # The GPU image's torch 2.11 and Triton 3.6 on this CPU: kernel compilation, interpreter parity and the device
-# check's rehearsal under the versions the lent GPU runs (its own venv; ~10 min, ~3 GB of downloads).
+# check's rehearsal under the versions the lent GPU runs (its own venv; ~8 min, ~3 GB of downloads).
 device-image-check:
 	bash benchmarks/device_image_check.sh
 

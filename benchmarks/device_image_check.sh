@@ -10,7 +10,7 @@
 # PyPI's torch 2.11 is a CUDA build (~3 GB with its CUDA libraries); it runs on the CPU here. numpy < 2.4:
 # Triton 3.6's interpreter converts 1-element arrays to Python ints, which numpy 2.4 refuses.
 #
-#   bash benchmarks/device_image_check.sh [WORKDIR]      (default /tmp/cmrvsr-device-image; ~10 min)
+#   bash benchmarks/device_image_check.sh [WORKDIR]      (default /tmp/cmrvsr-device-image; ~8 min)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-/tmp/cmrvsr-device-image}

@@ -156,7 +156,9 @@ def main() -> None:
         shapes, cases = [(2, 1, 8, 6, 7)], [dict(frames=3, batch=1)]
         layers, layer_dtypes = [(3, 1, 8, 6, 7)], dtypes
         tiles = [triton.Config({**INTERPRETER_CONFIG, "GATES_FIRST": first}) for first in (False, True)]
-        tma_tiles = [triton.Config({**config.kwargs, "TMA": True}) for config in tiles]
+        # TMA boxes of a 4 × 8 patch and of one 32-pixel row (past the 7-pixel image's right edge).
+        tma_tiles = [triton.Config({**config.kwargs, "TMA": True, "BLOCK_W": width}) for config in tiles
+                     for width in (config.kwargs["BLOCK_W"], config.kwargs["BLOCK_P"])]  # fmt: skip
     else:
         from triton.testing import do_bench
 
@@ -168,17 +170,19 @@ def main() -> None:
         shapes = [(2, 10, 64, 64, 64), (2, 1, 64, 128, 128)]
         cases = [dict(frames=34, batch=10, features=64, height=64, width=64)]
         layers, layer_dtypes = [(42, 10, 64, 64, 64)], [torch.bfloat16]  # a paper-x4 stack's layer, 42 frames
-        tiles, tma_tiles = _CONFIGS, _TMA_CONFIGS  # bf16; the TMA tiles (not yet run on a GPU) at the very end
+        tiles, tma_tiles = _CONFIGS, _TMA_CONFIGS  # bf16
     cuda_twin = device == "cuda" and _ext.available()
     rows = []
-    # The stack's step and layer, the step's tiles, then the fusion, then the 128×128 step: a run stopped at its
-    # limit loses the least used. The TMA tiles last: a fault there (never run on a GPU yet) cannot cost the rest.
+    # The stack's step and layer, the step's tiles (the TMA ones, never run on a GPU yet, after the pointer ones),
+    # then the fusion (timed in run 4), then the 128×128 step: a run stopped at its limit loses the least wanted.
+    # A TMA tile that faults would cost the fusion and 128×128 rows after it; the GPU tests, run before, launch
+    # every tile once, so their log would show which.
     measured = itertools.chain(step_rows(device, shapes[:1], dtypes, timer, cuda_twin),
                                layer_rows(device, layers, layer_dtypes, timer, cuda_twin),
                                tile_rows(device, shapes[:1], layer_dtypes, timer, tiles),
+                               tile_rows(device, shapes[:1], layer_dtypes, timer, tma_tiles),
                                fusion_rows(device, cases, dtypes, timer, cuda_twin),
-                               step_rows(device, shapes[1:], dtypes, timer, cuda_twin),
-                               tile_rows(device, shapes[:1], layer_dtypes, timer, tma_tiles))  # fmt: skip
+                               step_rows(device, shapes[1:], dtypes, timer, cuda_twin))  # fmt: skip
     for row in measured:  # printed as soon as measured
         rows.append(row)
         print(json.dumps(row), flush=True)
