@@ -74,7 +74,8 @@ _KEY = ["B", "F", "H", "W", "H_ROW", "GX_ROW", "FIRST"]  # B: the grid scales wi
 # sm_90 here (tests/test_triton_compile.py) with Triton 3.6 (the device image's) and 3.9:
 # - rows (BLOCK_W = BLOCK_P: one image row of 64 or 128 pixels, paper-x4's LR widths): the box is (1, 1, P, K),
 #   which Triton keeps in shared memory and feeds to wgmma as it is, as for the pointer tiles; 100-160 registers,
-#   no spills, no serialised wgmma in either version;
+#   no spills, no serialised wgmma in either version (a 64-pixel row with all 64 hidden channels needs 8 warps:
+#   on 4 it spills under both);
 # - 8 × 16 or 4 × 16 patches (any width): Triton takes the (1, rows, 16, K) box through registers for the
 #   (pixels, K) dot; ptxas serialises those wgmma instructions under Triton 3.9 (its C7513 warning), not under
 #   3.6. The full-width (128, 64) patch tile spills under 3.6 (20 bytes) and was dropped (2026-11-26).
@@ -84,7 +85,9 @@ _KEY = ["B", "F", "H", "W", "H_ROW", "GX_ROW", "FIRST"]  # B: the grid scales wi
 _TMA_CONFIGS = [
     _config(*tile, tma=True, width=width)
     for *tile, width in [
-        (64, 32, 64, 4, 3, True, 64),  # a row of a 64-wide image; ptxas: 100-128 registers, 74 KB
+        (64, 64, 64, 8, 2, True, 64),  # a row of a 64-wide image, every hidden channel: 110-128 registers, 82 KB
+        (64, 64, 32, 8, 3, True, 64),  # the same in K steps of 32: 62 KB (three CTAs per SM)
+        (64, 32, 64, 4, 3, True, 64),  # half the hidden channels: 100-128 registers, 74 KB
         (64, 32, 64, 4, 3, False, 64),
         (128, 32, 64, 8, 3, True, 128),  # a row of a 128-wide image; 128-129 registers, 98 KB
         (128, 32, 64, 8, 3, False, 128),
