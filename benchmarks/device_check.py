@@ -48,6 +48,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from child_processes import die_with_parent
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -75,7 +77,7 @@ def start_background(name: str, command: list[str], out: Path, env: dict | None 
     log = (out / f"{name}.log").open("w")
     process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                               preexec_fn=_die_with_parent)  # fmt: skip
+                               preexec_fn=die_with_parent)  # fmt: skip
     print(f"[device-check] {name}: started in the background", flush=True)
     return {"name": name, "process": process, "log": log, "start": time.perf_counter()}
 
@@ -94,15 +96,6 @@ def finish_background(job: dict, wait_s: float) -> dict:
     text = Path(job["log"].name).read_text(errors="replace")
     return {"step": job["name"], "status": status, "seconds": seconds, "log": Path(job["log"].name).name,
             "tail": text[-1500:], "json_lines": _json_lines(text)}  # fmt: skip
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: Linux delivers SIGKILL to it when this script dies, even by SIGKILL (the device
-    tool's time limit), so no warm-up outlives the check."""
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def stop_background(job: dict) -> None:

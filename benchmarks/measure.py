@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import torch
+from child_processes import die_with_parent
 
 
 class MeasurementFailed(RuntimeError):
@@ -35,7 +36,9 @@ def in_this_process(measure, *args):
 def in_a_child(script: str, spec: dict) -> None:
     """`python script --worker SPEC` (which writes its results where the spec says); a failure as
     MeasurementFailed with the end of the child's output."""
-    done = subprocess.run([sys.executable, script, "--worker", json.dumps(spec)], capture_output=True, text=True)
+    # Dies with this process: a step the device check stops at its limit must not leave a worker on the GPU.
+    done = subprocess.run([sys.executable, script, "--worker", json.dumps(spec)], capture_output=True, text=True,
+                          preexec_fn=die_with_parent)  # fmt: skip
     if done.returncode != 0:
         raise MeasurementFailed(f"exit {done.returncode}: {(done.stdout + done.stderr).strip()[-1200:]}")
 

@@ -85,8 +85,8 @@ _KEY = ["B", "F", "H", "W", "H_ROW", "GX_ROW", "FIRST"]  # B: the grid scales wi
 _TMA_CONFIGS = [
     _config(*tile, tma=True, width=width)
     for *tile, width in [
-        (64, 64, 64, 8, 2, True, 64),  # a row of a 64-wide image, every hidden channel: 110-128 registers, 82 KB
-        (64, 64, 32, 8, 3, True, 64),  # the same in K steps of 32: 62 KB (three CTAs per SM)
+        (64, 64, 64, 8, 2, True, 64),  # a 64-pixel row, every hidden channel: 110-128 registers (2 CTAs/SM), 82 KB
+        (64, 64, 32, 8, 3, True, 64),  # the same in K steps of 32 (18 K steps for 3 stages): 62 KB
         (64, 32, 64, 4, 3, True, 64),  # half the hidden channels: 100-128 registers, 74 KB
         (64, 32, 64, 4, 3, False, 64),
         (128, 32, 64, 8, 3, True, 128),  # a row of a 128-wide image; 128-129 registers, 98 KB

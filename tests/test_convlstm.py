@@ -126,10 +126,10 @@ from cmrvsr_fast.kernels import convlstm_nhwc
 from cmrvsr_fast.kernels.convlstm_nhwc import convlstm_step_nhwc, pack_weights
 worst = 0.0
 TILES = [(False, 8), (True, 8), (True, 32)]  # (TMA, BLOCK_W) of a 32-pixel tile: pointers, 4 × 8 patch, one row
-shapes = [(2, 1, 8, 5, 7), (2, 2, 16, 9, 4), (1, 1, 20, 3, 3), (2, 1, 33, 6, 11), (2, 2, 24, 10, 19)]
+shapes = [(2, 1, 8, 5, 7), (2, 2, 16, 9, 4), (1, 1, 20, 3, 3), (2, 1, 33, 6, 11), (2, 2, 24, 10, 19), (2, 1, 8, 3, 40)]
 # The hoisted gates added after or before the K loop; pointer loads, or TMA boxes of a 4 × 8 patch or of one row
 # of 32 pixels (F = 33 has unaligned rows: pointer loads even then; 10 × 19 pixels: patches past the image's bottom
-# and right edges; rows past its right edge).
+# and right edges; rows past its right edge; 40 pixels wide: two row programs per image row).
 launched = record_tma_launches(convlstm_nhwc)
 for gates_first, (tma, width), shape in itertools.product((False, True), TILES, shapes):
     convlstm_nhwc.INTERPRETER_CONFIG.update(GATES_FIRST=gates_first, TMA=tma, BLOCK_W=width)
@@ -269,7 +269,7 @@ from cmrvsr_fast.kernels import convlstm_nhwc
 from cmrvsr_fast.ops.convlstm import convlstm_layer, convlstm_layer_ref
 worst = 0.0
 TILES = [(False, 8), (True, 8), (True, 32)]  # (TMA, BLOCK_W) of a 32-pixel tile: pointers, 4 × 8 patch, one row
-shapes = [(4, 2, 8, 5, 7), (3, 1, 20, 3, 3), (2, 1, 33, 6, 11), (1, 2, 4, 2, 2), (3, 2, 16, 9, 10)]
+shapes = [(4, 2, 8, 5, 7), (3, 1, 20, 3, 3), (2, 1, 33, 6, 11), (1, 2, 4, 2, 2), (3, 2, 16, 9, 10), (2, 1, 8, 2, 40)]
 launched = record_tma_launches(convlstm_nhwc)
 for gates_first, (tma, width), shape in itertools.product((False, True), TILES, shapes):
     convlstm_nhwc.INTERPRETER_CONFIG.update(GATES_FIRST=gates_first, TMA=tma, BLOCK_W=width)

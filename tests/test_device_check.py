@@ -110,6 +110,33 @@ time.sleep(120)
     assert not alive(child)
 
 
+def test_a_benchmark_worker_dies_with_its_benchmark(tmp_path) -> None:
+    """The stack benchmark's child workers (the TMA paths', even under --in-process) die with it: the device check
+    SIGKILLs a step at its limit, and a worker left autotuning would skew every step after it."""
+    worker = tmp_path / "worker.py"
+    worker.write_text(
+        f"import os, time\nopen({str(tmp_path / 'pid')!r}, 'w').write(str(os.getpid()))\ntime.sleep(120)\n"
+    )
+    parent = f"""
+import sys
+sys.path.insert(0, {str(BENCHMARKS)!r})
+from measure import in_a_child
+in_a_child({str(worker)!r}, {{}})
+"""
+    benchmark = subprocess.Popen([sys.executable, "-c", parent])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (tmp_path / "pid").is_file():
+        time.sleep(0.1)
+    time.sleep(0.2)  # the pid file written, not only created
+    child = int((tmp_path / "pid").read_text())
+    benchmark.send_signal(signal.SIGKILL)
+    benchmark.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and alive(child):
+        time.sleep(0.1)
+    assert not alive(child)
+
+
 def alive(pid: int) -> bool:
     """Running (not gone, not a zombie waiting for a reaper)."""
     try:
