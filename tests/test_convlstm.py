@@ -181,7 +181,7 @@ def test_channels_last_variant_on_gpu(dtype):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("tile", range(15))
+@pytest.mark.parametrize("tile", range(17))
 def test_every_channels_last_tile_on_gpu(tile):
     """Each autotuning configuration of the channels-last step launched directly (the autotuner runs only the one
     it picks; the others, GATES_FIRST and TMA ones included, must be right too; 37 × 53 pixels: patches past the
@@ -190,7 +190,7 @@ def test_every_channels_last_tile_on_gpu(tile):
     from cmrvsr_fast.kernels.convlstm_nhwc import _CONFIGS, _TMA_CONFIGS, convlstm_step_nhwc, pack_weights, tma_applies
 
     configs = _CONFIGS + _TMA_CONFIGS
-    assert len(configs) == 15  # the parametrisation covers every configuration
+    assert len(configs) == 17  # the parametrisation covers every configuration
     if configs[tile].kwargs["TMA"] and torch.cuda.get_device_capability()[0] < 9:
         pytest.skip("the TMA tiles need a Hopper GPU or later")
     # F = 64 (paper-x4) and F = 24: channel chunks and gate columns past F (zero-filled or masked for TMA).
