@@ -176,15 +176,16 @@ def main() -> None:
         tiles, tma_tiles = _CONFIGS, _TMA_CONFIGS  # bf16
     cuda_twin = device == "cuda" and _ext.available()
     rows = []
-    # The stack's step and layer, the step's tiles (the TMA ones, never run on a GPU yet, after the pointer ones),
-    # then the fusion (timed in run 4), then the 128×128 step and its TMA tiles (the 128-pixel rows' own width): a
-    # run stopped at its limit loses the least wanted.
-    # A TMA tile that faults would cost the fusion and 128×128 rows after it; the GPU tests, run before, launch
-    # every tile once, so their log would show which.
-    measured = itertools.chain(step_rows(device, shapes[:1], dtypes, timer, cuda_twin),
+    # What run 4 did not measure first: the step's tiles side by side (the autotuner's candidates, 9 since session
+    # 7), the layer through the autotuned layer op, the TMA tiles (never run on a GPU yet: a tile that faults
+    # would cost the rows after it; the GPU tests, run before, launch every tile once, so their log would show
+    # which); then what run 4 measured: the step in both layouts against PyTorch and CUDA C++, the fusion, the
+    # 128×128 step and its TMA tiles (the 128-pixel rows' own width). A run stopped at its limit loses the least
+    # wanted.
+    measured = itertools.chain(tile_rows(device, shapes[:1], layer_dtypes, timer, tiles),
                                layer_rows(device, layers, layer_dtypes, timer, cuda_twin),
-                               tile_rows(device, shapes[:1], layer_dtypes, timer, tiles),
                                tile_rows(device, shapes[:1], layer_dtypes, timer, tma_tiles),
+                               step_rows(device, shapes[:1], dtypes, timer, cuda_twin),
                                fusion_rows(device, cases, dtypes, timer, cuda_twin),
                                step_rows(device, shapes[1:], dtypes, timer, cuda_twin),
                                tile_rows(device, shapes[1:], layer_dtypes, timer, tma_tiles))  # fmt: skip
