@@ -1,6 +1,7 @@
 """`make device-check`: everything a lent GPU should verify, in one prepared run of under 6 minutes.
 
     python benchmarks/device_check.py [--out DIR] [--budget-s 330] [--commit REV] [--cpu-rehearsal] [--skip STEP...]
+                                      [--stack-paths PATH...]
 
 Steps, each with its own time limit (a share of the budget left at its start), each recorded whatever happens (a
 failing step does not stop the others; a stopped step keeps the rows it wrote or printed):
@@ -28,7 +29,9 @@ micro-benchmarks, `pytest benchmarks/ --benchmark-only`, repeat step 4's timings
 Writes device_check.json (and the step logs) under --out, default $OUT or benchmarks/results/.
 `--cpu-rehearsal` runs the same script on a CPU at toy sizes, so that it is tested before a GPU is lent.
 `--skip STEP ...` leaves steps out (a focused rerun after a fix, when device time is short); they are recorded as
-skipped.
+skipped. `--stack-paths PATH ...` replaces step 5's paths, e.g. a second run for the references and the best path
+only (`"reference fp32" "engine bf16 compiled triton-step" "reference fp32 compiled max-autotune"`: the issue's
+targets from three rows, max-autotune's minutes included).
 """
 
 from __future__ import annotations
@@ -228,7 +231,9 @@ def warmup_environment() -> dict[str, str]:
     return {"TORCHINDUCTOR_CACHE_DIR": str(Path(tempfile.gettempdir()) / "cmrvsr_device_check_inductor_warmup")}
 
 
-def benchmark_commands(python: str, out: Path, cpu_rehearsal: bool) -> dict[str, tuple[list[str], Path]]:
+def benchmark_commands(
+    python: str, out: Path, cpu_rehearsal: bool, stack_paths: list[str] | None = None
+) -> dict[str, tuple[list[str], Path]]:
     """The benchmark steps' command lines and the JSON each writes (tests/test_device_check.py parses every one
     with its script's own parser: a wrong argument cost the first GPU run its whole engine benchmark)."""
     bench_json = out / "bench_engine_device.json"
@@ -259,6 +264,8 @@ def benchmark_commands(python: str, out: Path, cpu_rehearsal: bool) -> dict[str,
                   "engine bf16 triton graph", "engine bf16 triton", "engine bf16 compiled graph", "engine bf16",
                   "engine bf16 compiled triton-fusion", "reference fp32 ieee", "engine bf16 cuda graph",
                   "engine fp32 triton graph", "engine fp32", "engine bf16 compiled dynamic", MAX_AUTOTUNE]  # fmt: skip
+        if stack_paths:  # --stack-paths: a focused rerun's own list, in its own order
+            bench[bench.index("--paths") + 1 :] = stack_paths
         # One cine: where launch overhead, and so CUDA graphs, should matter most.
         single += ["--in-process", "--paths", "reference fp32", "reference fp32 compiled", "engine bf16 auto",
                    "engine bf16 auto graph", "engine bf16 compiled", "engine bf16 triton graph", "engine bf16 triton",
@@ -331,9 +338,9 @@ SKIPPABLE = ("gpu_tests", "autotune_warmup", "kernels", "bench_engine", "profile
              "bench_engine_128", "fps_vs_params")  # fmt: skip
 
 
-def skipped(name: str) -> dict:
-    print(f"[device-check] {name}: skipped (--skip)", flush=True)
-    return {"step": name, "status": "skipped (--skip)", "seconds": 0.0, "json_lines": []}
+def skipped(name: str, why: str = "--skip") -> dict:
+    print(f"[device-check] {name}: skipped ({why})", flush=True)
+    return {"step": name, "status": f"skipped ({why})", "seconds": 0.0, "json_lines": []}
 
 
 def main() -> None:
@@ -342,6 +349,12 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=330, help="total wall-time budget")
     parser.add_argument("--cpu-rehearsal", action="store_true", help="toy sizes on a CPU, to test this script")
     parser.add_argument("--commit", help="the commit being checked, for the record (the device copy has no .git)")
+    parser.add_argument(
+        "--stack-paths",
+        nargs="+",
+        metavar="PATH",
+        help="step 5's paths instead of its own list (bench_engine.py's names), in this order",
+    )
     parser.add_argument("--skip", nargs="+", default=[], choices=SKIPPABLE, metavar="STEP",
                         help="steps to leave out, e.g. a focused rerun after a fix (build, facts and the matmul rate "
                              f"always run): {', '.join(SKIPPABLE)}")  # fmt: skip
@@ -374,7 +387,9 @@ def main() -> None:
     steps.append(matmul_step)
     # After the measured matmul rate (the roofline must not be contended), beside the GPU tests (correctness only).
     warmup = None
-    if not {"autotune_warmup", "bench_engine"} & set(args.skip):  # (nothing to warm up for without step 5)
+    # (Nothing to warm up for without step 5, or where its paths leave max-autotune out.)
+    wants_autotune = args.stack_paths is None or MAX_AUTOTUNE in args.stack_paths
+    if not {"autotune_warmup", "bench_engine"} & set(args.skip) and wants_autotune:
         warmup = start_background("autotune_warmup", autotune_warmup_command(python, args.out, args.cpu_rehearsal),
                                   args.out, warmup_environment())  # fmt: skip
     try:
@@ -384,8 +399,12 @@ def main() -> None:
             stop_background(warmup)
         raise
     # Before anything is timed: the warm-up's remaining time, at most a share of the budget, then it is stopped.
-    steps.append(finish_background(warmup, min(60.0, left(0.2))) if warmup else skipped("autotune_warmup"))
-    commands = benchmark_commands(python, args.out, args.cpu_rehearsal)
+    if warmup:
+        steps.append(finish_background(warmup, min(60.0, left(0.2))))
+    else:
+        steps.append(skipped("autotune_warmup", "--skip" if set(args.skip) & {"autotune_warmup", "bench_engine"}
+                             else "no max-autotune path in --stack-paths"))  # fmt: skip
+    commands = benchmark_commands(python, args.out, args.cpu_rehearsal, args.stack_paths)
     interpret = {"TRITON_INTERPRET": "1"} if args.cpu_rehearsal else {}
     autotuning = {"TRITON_PRINT_AUTOTUNING": "1"}  # the chosen configs and the autotuning time, in the log
     kernels = [python, "benchmarks/kernel_timing.py", *(["--cpu-rehearsal"] if args.cpu_rehearsal else [])]

@@ -192,3 +192,14 @@ def test_paths_never_run_on_a_gpu_are_timed_in_a_child_even_in_process(device_ch
     commands = device_check.benchmark_commands("python", tmp_path, cpu_rehearsal=False)
     stack = bench_engine.build_parser().parse_args(commands["bench_engine"][0][2:]).paths
     assert set(bench_engine.TMA_PATHS) <= set(stack)
+
+
+def test_a_focused_rerun_can_name_the_stack_paths(device_check, tmp_path) -> None:
+    """--stack-paths replaces step 5's list on a GPU (a second run for the targets' rows only); the rehearsal keeps
+    its toy list."""
+    bench_engine = importlib.import_module("bench_engine")
+    focused = ["reference fp32", "engine bf16 compiled triton-step", device_check.MAX_AUTOTUNE]
+    for cpu_rehearsal in (False, True):
+        command, _ = device_check.benchmark_commands("python", tmp_path, cpu_rehearsal, focused)["bench_engine"]
+        paths = bench_engine.build_parser().parse_args(command[2:]).paths
+        assert (paths == focused) != cpu_rehearsal
