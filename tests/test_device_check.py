@@ -102,12 +102,7 @@ time.sleep(120)
 """
     check = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
     child = int(next(line for line in check.stdout if line.startswith("pid")).split()[1])
-    check.send_signal(signal.SIGKILL)
-    check.wait()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and alive(child):
-        time.sleep(0.1)
-    assert not alive(child)
+    assert_killing_the_parent_ends_the_child(check, child)
 
 
 def test_a_benchmark_worker_dies_with_its_benchmark(tmp_path) -> None:
@@ -128,9 +123,13 @@ in_a_child({str(worker)!r}, {{}})
     while time.monotonic() < deadline and not (tmp_path / "pid").is_file():
         time.sleep(0.1)
     time.sleep(0.2)  # the pid file written, not only created
-    child = int((tmp_path / "pid").read_text())
-    benchmark.send_signal(signal.SIGKILL)
-    benchmark.wait()
+    assert_killing_the_parent_ends_the_child(benchmark, int((tmp_path / "pid").read_text()))
+
+
+def assert_killing_the_parent_ends_the_child(parent: subprocess.Popen, child: int) -> None:
+    """SIGKILL the parent (as a time limit does); its child must be gone within 20 s."""
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and alive(child):
         time.sleep(0.1)
