@@ -83,6 +83,19 @@ def step_rows(device: str, shapes: list[tuple], dtypes: list[torch.dtype], timer
             yield row
 
 
+def step_work(shape: tuple, dtype: torch.dtype) -> tuple[float, float]:
+    """(FLOPs, bytes) of one step of D directions × B cines, F hidden channels, H × W: the recurrent 3×3
+    convolution (2 · pixels · 9F · 4F), and the least memory traffic any kernel has — h(t−1) and the hoisted
+    gates read once, c read and written in float32, h(t) written, the weights read once. Their ratios to a
+    tile's time say how far it is from the compute and the memory floors."""
+    directions, batch, features, height, width = shape
+    pixels = directions * batch * height * width
+    size = torch.finfo(dtype).bits // 8
+    flops = 2 * pixels * 9 * features * 4 * features
+    traffic = pixels * features * (size + 4 * size + 2 * 4 + size) + directions * 9 * features * 4 * features * size
+    return flops, traffic
+
+
 def tile_rows(device: str, shapes: list[tuple], dtypes: list[torch.dtype], timer, configs: list):
     """The channels-last step under each autotuning configuration in turn, side by side on the same values: what
     the autotuner chose between (GATES_FIRST, the hoisted gates loaded before or after the K loop, and the TMA
@@ -106,6 +119,9 @@ def tile_rows(device: str, shapes: list[tuple], dtypes: list[torch.dtype], timer
                 row["rel_l2_h"] = relative_l2(h.permute(0, 1, 4, 2, 3).float().cpu(), h_ref)
                 row["rel_l2_c"] = relative_l2(c.permute(0, 1, 4, 2, 3).cpu(), c_ref)
                 row["ms"] = timer(partial(convlstm_step_nhwc, *nhwc, config=config))
+                flops, traffic = step_work(shape, dtype)
+                row["tflops"] = flops / row["ms"] / 1e9
+                row["least_traffic_gb_per_s"] = traffic / row["ms"] / 1e6  # bytes per ms → GB/s
             except Exception as error:  # noqa: BLE001 — e.g. a tile this GPU cannot run; the row says why
                 row["error"] = f"{type(error).__name__}: {error}"[:500]
             yield row

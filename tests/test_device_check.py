@@ -202,3 +202,16 @@ def test_a_focused_rerun_can_name_the_stack_paths(device_check, tmp_path) -> Non
         command, _ = device_check.benchmark_commands("python", tmp_path, cpu_rehearsal, focused)["bench_engine"]
         paths = bench_engine.build_parser().parse_args(command[2:]).paths
         assert (paths == focused) != cpu_rehearsal
+
+
+def test_the_step_work_behind_the_tile_rows_rates(device_check) -> None:
+    """The kernels step's per-tile TFLOP/s and least-traffic GB/s: run 4's 0.102 ms bf16 step (2 directions × 10
+    cines, F = 64, 64²) was reported as 237 TFLOP/s; its least traffic is 105 MB (h, gates, c twice, h', weights)."""
+    pytest.importorskip("triton", reason="kernel_timing imports the Triton kernels")
+    import torch
+
+    kernel_timing = importlib.import_module("kernel_timing")
+    flops, traffic = kernel_timing.step_work((2, 10, 64, 64, 64), torch.bfloat16)
+    assert round(flops / 0.102 / 1e9) == 237
+    pixels = 2 * 10 * 64 * 64
+    assert traffic == pixels * 64 * (2 + 8 + 8 + 2) + 2 * 9 * 64 * 256 * 2
