@@ -188,6 +188,7 @@ def test_every_channels_last_tile_on_gpu(tile):
     image's edges)."""
     pytest.importorskip("triton", reason="triton is not installed")
     from cmrvsr_fast.kernels.convlstm_nhwc import _CONFIGS, _TMA_CONFIGS, convlstm_step_nhwc, pack_weights, tma_applies
+    from triton.runtime.errors import OutOfResources
 
     configs = _CONFIGS + _TMA_CONFIGS
     assert len(configs) == 17  # the parametrisation covers every configuration
@@ -200,7 +201,12 @@ def test_every_channels_last_tile_on_gpu(tile):
         h, w, gx, c = last(h), pack_weights(w.cuda()), last(gx), last(c)
         if configs[tile].kwargs["TMA"]:  # else the tile would quietly run pointer loads
             assert tma_applies(h, w, features, [0, h[0].numel()])
-        h_next, c_next = convlstm_step_nhwc(h, w, gx, c, config=configs[tile])
+        try:
+            h_next, c_next = convlstm_step_nhwc(h, w, gx, c, config=configs[tile])
+        except OutOfResources as error:  # e.g. 147 KB of shared memory on a GPU with 100 (sm_86, sm_89)
+            if torch.cuda.get_device_capability()[0] >= 9:  # every tile fits a Hopper (tests/test_triton_compile.py)
+                raise
+            pytest.skip(f"this GPU cannot run the tile: {error}")
         h_next, c_next = (t.permute(0, 1, 4, 2, 3).cpu() for t in (h_next, c_next))
         tolerance = TOLERANCE[torch.bfloat16]
         assert relative_l2(h_next, h_ref) <= tolerance and relative_l2(c_next, c_ref) <= tolerance, features
