@@ -387,9 +387,11 @@ def main() -> None:
     steps.append(matmul_step)
     # After the measured matmul rate (the roofline must not be contended), beside the GPU tests (correctness only).
     warmup = None
-    # (Nothing to warm up for without step 5, or where its paths leave max-autotune out.)
-    wants_autotune = args.stack_paths is None or MAX_AUTOTUNE in args.stack_paths
-    if not {"autotune_warmup", "bench_engine"} & set(args.skip) and wants_autotune:
+    # Nothing to warm up for without step 5, or where its paths leave max-autotune out.
+    no_warmup = ("--skip" if {"autotune_warmup", "bench_engine"} & set(args.skip)
+                 else None if args.stack_paths is None or MAX_AUTOTUNE in args.stack_paths
+                 else "no max-autotune path in --stack-paths")  # fmt: skip
+    if no_warmup is None:
         warmup = start_background("autotune_warmup", autotune_warmup_command(python, args.out, args.cpu_rehearsal),
                                   args.out, warmup_environment())  # fmt: skip
     try:
@@ -399,11 +401,7 @@ def main() -> None:
             stop_background(warmup)
         raise
     # Before anything is timed: the warm-up's remaining time, at most a share of the budget, then it is stopped.
-    if warmup:
-        steps.append(finish_background(warmup, min(60.0, left(0.2))))
-    else:
-        steps.append(skipped("autotune_warmup", "--skip" if set(args.skip) & {"autotune_warmup", "bench_engine"}
-                             else "no max-autotune path in --stack-paths"))  # fmt: skip
+    steps.append(finish_background(warmup, min(60.0, left(0.2))) if warmup else skipped("autotune_warmup", no_warmup))
     commands = benchmark_commands(python, args.out, args.cpu_rehearsal, args.stack_paths)
     interpret = {"TRITON_INTERPRET": "1"} if args.cpu_rehearsal else {}
     autotuning = {"TRITON_PRINT_AUTOTUNING": "1"}  # the chosen configs and the autotuning time, in the log

@@ -106,6 +106,7 @@ def tile_rows(device: str, shapes: list[tuple], dtypes: list[torch.dtype], timer
         nhwc = (channels_last(h0), pack_weights(w), channels_last(gx), channels_last(c0))
         tma = tma_applies(nhwc[0], nhwc[1], shape[2], [0, h0[0].numel()])  # else a TMA tile runs pointer loads
         hopper = device == "cpu" or torch.cuda.get_device_capability()[0] >= 9  # (the interpreter takes them)
+        flops, traffic = step_work(shape, dtype)
         # As the autotuner would: no row tile wider than the image (at 64² a 128-pixel row is half padding).
         for config in _tma_tiles_that_fit(configs, {"W": shape[4]}):
             row = {"op": "convlstm_step_nhwc_tile", "shape": list(shape), "dtype": str(dtype),
@@ -119,7 +120,6 @@ def tile_rows(device: str, shapes: list[tuple], dtypes: list[torch.dtype], timer
                 row["rel_l2_h"] = relative_l2(h.permute(0, 1, 4, 2, 3).float().cpu(), h_ref)
                 row["rel_l2_c"] = relative_l2(c.permute(0, 1, 4, 2, 3).cpu(), c_ref)
                 row["ms"] = timer(partial(convlstm_step_nhwc, *nhwc, config=config))
-                flops, traffic = step_work(shape, dtype)
                 row["tflops"] = flops / row["ms"] / 1e9
                 row["least_traffic_gb_per_s"] = traffic / row["ms"] / 1e6  # bytes per ms → GB/s
             except Exception as error:  # noqa: BLE001 — e.g. a tile this GPU cannot run; the row says why
