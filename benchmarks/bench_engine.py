@@ -35,7 +35,7 @@ from results_io import write_result
 
 from cmrvsr_fast import CMRVSR, ModelConfig
 from cmrvsr_fast.cost import inference_flops
-from cmrvsr_fast.engine import PAIRED_BACKENDS, Engine
+from cmrvsr_fast.engine import PAIRED_BACKENDS, Engine, cudnn_autotuning
 
 PATHS = (
     "reference fp32",
@@ -78,7 +78,16 @@ AUTOTUNE_PATHS = ("reference fp32 compiled max-autotune",)
 # the same paths without them in one process (kernels/convlstm_nhwc.py: `tma_tiles_in_autotuning`).
 TMA_PATHS = ("engine bf16 auto tma", "engine bf16 compiled triton-step tma")
 UNPROVEN_ON_GPU = {"tma"}  # words of the paths that run_path isolates in a child process
-ALL_PATHS = PATHS + KERNEL_PATHS + GRAPH_PATHS + IEEE_PATHS + HYBRID_PATHS + AUTOTUNE_PATHS + TMA_PATHS
+# GPU: cuDNN timing its algorithms per convolution shape (torch.backends.cudnn.benchmark) instead of its
+# heuristic's choice — for the Engine its cudnn_benchmark option, for the reference the switch around the path —
+# beside the same paths without it (cuDNN's convolutions were ~54 of run 4's 168 ms). Never timed on a GPU yet.
+CUDNN_BENCHMARK_PATHS = (
+    "reference fp32 cudnn-benchmark",
+    "engine bf16 auto cudnn-benchmark",
+    "engine bf16 compiled triton-step cudnn-benchmark",
+)
+ALL_PATHS = (PATHS + KERNEL_PATHS + GRAPH_PATHS + IEEE_PATHS + HYBRID_PATHS + AUTOTUNE_PATHS + TMA_PATHS
+             + CUDNN_BENCHMARK_PATHS)  # fmt: skip
 WARMUP_FRAMES = 4
 STATIC = ("onnxruntime", "aoti")  # exported with static T, H, W: they warm up on the full input
 
@@ -106,7 +115,8 @@ def build_runner(path: str, model: CMRVSR, lr: torch.Tensor, workdir: Path):
     paired = next((PAIRED_BACKENDS[w] for w in words if w in PAIRED_BACKENDS), None)
     backend = paired or next((b for b in KERNEL_BACKENDS if b in words), "torch")
     compile_mode = ("dynamic" if "dynamic" in words else True) if compiled else False
-    return Engine(model, dtype=dtype, compile=compile_mode, backend=backend, cuda_graph="graph" in words)
+    return Engine(model, dtype=dtype, compile=compile_mode, backend=backend, cuda_graph="graph" in words,
+                  cudnn_benchmark="cudnn-benchmark" in words)  # fmt: skip
 
 
 def exported_runner(path: str, model: CMRVSR, lr: torch.Tensor, workdir: Path):
@@ -172,17 +182,26 @@ def measure_path(spec: dict, workdir: Path) -> tuple[dict, torch.Tensor]:
     rss_before = current_rss_mb()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    offers_tma = "tma" in spec["path"].split() and device.type == "cuda"  # on the CPU the paths run PyTorch ops
-    with torch.no_grad(), tf32_convolutions(not spec["path"].endswith(" ieee")), tma_tiles(offers_tma):
+    words = spec["path"].split()
+    offers_tma = "tma" in words and device.type == "cuda"  # on the CPU the paths run PyTorch ops
+    # The Engine switches cuDNN's benchmark mode itself (its option); the reference gets the switch around it.
+    reference_tuned = spec["path"].startswith("reference") and "cudnn-benchmark" in words
+    with (
+        torch.no_grad(),
+        tf32_convolutions(not spec["path"].endswith(" ieee")),
+        tma_tiles(offers_tma),
+        cudnn_autotuning(reference_tuned),
+    ):
         start = time.perf_counter()
         one_pass = build_runner(spec["path"], model, lr[:chunk], workdir)
 
         def run(lr: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
             return torch.cat([one_pass(lr[i : i + chunk], phase[i : i + chunk]) for i in range(0, len(lr), chunk)])
 
-        words = spec["path"].split()
-        full_length_warmup = "compiled" in words or "graph" in words or spec["path"].startswith(STATIC)
-        warm = None if full_length_warmup else WARMUP_FRAMES  # a graph is captured for the shape it first sees
+        # A graph is captured for the shape it first sees; cuDNN's benchmark mode times algorithms per shape.
+        full_length_warmup = (spec["path"].startswith(STATIC)
+                              or {"compiled", "graph", "cudnn-benchmark"} & set(words))  # fmt: skip
+        warm = None if full_length_warmup else WARMUP_FRAMES
         run(lr[:chunk, :warm], phase[:chunk, :warm])
         sync()
         warmup_s = time.perf_counter() - start

@@ -16,8 +16,9 @@ What differs from model.py, and why:
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +69,20 @@ def auto_backend(op: str, device: torch.device) -> tuple[str, str | None]:
     return ("triton", None) if reason is None else ("torch", f"PyTorch ops ({reason})")
 
 
+@contextlib.contextmanager
+def cudnn_autotuning(on: bool) -> Iterator[None]:
+    """cuDNN's benchmark mode switched on for the block (off: left as the caller set it), restored after it.
+    The switch is process-wide and read at each convolution call, so threads convolving at the same time see
+    each other's setting. Algorithms differ in summation order: results stay within the dtype's tolerance, not
+    bit-identical to the heuristic's choice."""
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = on or saved
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
 def unsupported_reason(config) -> str | None:
     """Why the Engine cannot run this configuration, or None."""
     missing = [a for a in config.ablations if a in UNSUPPORTED_ABLATIONS]
@@ -83,6 +98,9 @@ class Engine:
     cuda_graph=True (CUDA only) captures each pass's whole schedule as a CUDA graph on the first call with its
     shape and replays it after: one launch of the ~400 recurrent steps instead of thousands of kernel launches;
     the max_cuda_graphs most recently used shapes keep theirs (each holds its own memory pool).
+    cudnn_benchmark=True lets cuDNN time its algorithms for each convolution shape on first use (seconds, once
+    per shape) instead of taking its heuristic's choice: for stacks and long jobs of one image size (see
+    `cudnn_autotuning`); no effect off CUDA.
     backend: "torch" (PyTorch ops), "triton", "cuda" (the fused kernels) or "auto" (per op the fastest measured
     that runs here: `auto_backend`) for both fused ops, or a mapping {"convlstm_step": …, "window_conv3x3": …}
     for each (an op left out runs on PyTorch ops); compile=True compiles the per-step PyTorch pieces for static
@@ -103,6 +121,7 @@ class Engine:
         memory_budget_mb: float | None = None,
         cuda_graph: bool = False,
         max_cuda_graphs: int = 4,
+        cudnn_benchmark: bool = False,
     ) -> None:
         per_op = dict(backend) if isinstance(backend, Mapping) else dict.fromkeys(FUSED_OPS, backend)
         unknown = set(per_op) - set(FUSED_OPS)
@@ -138,6 +157,7 @@ class Engine:
             raise ValueError(f"max_cuda_graphs must be >= 1, got {max_cuda_graphs}")
         self.max_cuda_graphs = max_cuda_graphs  # a job meets many shapes: graphs, and their pools, are bounded
         self._graphs: OrderedDict[tuple, tuple] = OrderedDict()  # least recently replayed first
+        self.cudnn_benchmark = cudnn_benchmark
         self._constants: dict[tuple, Tensor] = {}
         self._prepare_weights()
         # torch.compile wraps the per-step pieces, not the whole schedule: unrolled over ~400 recurrent steps the
@@ -232,10 +252,11 @@ class Engine:
             raise ValueError(f"stages must be >= 1, got {stages}")
         chunk = self.cines_per_pass(lr.shape[1], lr.shape[3], lr.shape[4], cines=lr.shape[0])
         run = self._replay if self.cuda_graph else self._forward
-        outputs = [
-            run(lr[i : i + chunk].to(self.device), phase[i : i + chunk].to(self.device), stages)
-            for i in range(0, lr.shape[0], chunk)
-        ]
+        with cudnn_autotuning(self.cudnn_benchmark):
+            outputs = [
+                run(lr[i : i + chunk].to(self.device), phase[i : i + chunk].to(self.device), stages)
+                for i in range(0, lr.shape[0], chunk)
+            ]
         return torch.cat(outputs).float()
 
     def _replay(self, lr: Tensor, phase: Tensor, stages: int) -> Tensor:

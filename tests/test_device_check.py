@@ -149,6 +149,7 @@ def test_targets_compare_the_best_bf16_path_of_the_largest_stack(device_check) -
         {"slices": 10, "path": "reference fp32", "fps": 100.0, "tflops": 10.0},
         {"slices": 10, "path": "reference fp32 compiled", "fps": 120.0, "tflops": 12.0},
         {"slices": 10, "path": "reference fp32 ieee", "fps": 50.0, "tflops": 5.0},
+        {"slices": 10, "path": "reference fp32 cudnn-benchmark", "fps": 150.0, "tflops": 15.0},
         {"slices": 10, "path": "reference fp32 compiled max-autotune", "fps": 110.0, "tflops": 11.0},
         {"slices": 10, "path": "engine bf16", "fps": 300.0, "tflops": 30.0},
         {"slices": 10, "path": "engine bf16 triton graph", "fps": 600.0, "tflops": 60.0},
@@ -158,6 +159,7 @@ def test_targets_compare_the_best_bf16_path_of_the_largest_stack(device_check) -
     assert targets["best_bf16_path"] == "engine bf16 triton graph"
     assert targets["vs_reference_eager_fp32"] == 6.0 and targets["vs_reference_compiled"] == 5.0
     assert targets["vs_reference_eager_ieee_fp32"] == 12.0
+    assert targets["vs_reference_eager_fp32_cudnn_benchmark"] == 4.0  # beside the ratio, not instead
     assert targets["reference_compiled_path"] == "reference fp32 compiled"  # the faster compiled baseline
     assert targets["roofline_fraction"] == 0.3
 

@@ -180,6 +180,50 @@ def test_cuda_graphs_are_kept_for_the_most_recent_shapes(tiny_config: ModelConfi
         Engine(make_model(tiny_config), max_cuda_graphs=0)
 
 
+def test_cudnn_benchmark_is_on_for_the_engines_convolutions_only(tiny_config: ModelConfig, monkeypatch) -> None:
+    """cudnn_benchmark=True: every convolution of the pass sees cuDNN's benchmark mode on, and the caller's
+    setting is back afterwards, also when the pass raises; without it the caller's setting is left alone."""
+    model = make_model(tiny_config).eval()
+    lr, phase = make_inputs(2, 3, 5, 4)
+    seen = []
+    conv = Engine._conv
+
+    def spy(self, *args, **kwargs):
+        seen.append(torch.backends.cudnn.benchmark)
+        return conv(self, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "_conv", spy)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    with torch.no_grad():
+        reference = model(lr, phase)
+    tuned = Engine(model, cudnn_benchmark=True)
+    assert relative_l2(tuned(lr, phase), reference) <= RELATIVE_L2[torch.float32]
+    assert seen and all(seen) and torch.backends.cudnn.benchmark is False
+    seen.clear()
+    Engine(model)(lr, phase)
+    assert seen and not any(seen)
+    torch.backends.cudnn.benchmark = True  # a caller's own setting is not switched off
+    seen.clear()
+    Engine(model)(lr, phase)
+    assert seen and all(seen)
+    torch.backends.cudnn.benchmark = False
+    monkeypatch.setattr(tuned, "_forward", lambda *args: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        tuned(lr, phase)
+    assert torch.backends.cudnn.benchmark is False
+
+
+@pytest.mark.gpu
+def test_cudnn_benchmark_keeps_parity_on_a_gpu() -> None:
+    model = make_model(ModelConfig.from_name("paper-x4")).eval().cuda()
+    lr, phase = make_inputs(2, 5, 16, 12)
+    with torch.no_grad():
+        reference = model(lr.cuda(), phase.cuda()).cpu()
+    for backend in ("auto", "torch"):
+        out = Engine(model, dtype=torch.bfloat16, backend=backend, cudnn_benchmark=True)(lr, phase)
+        assert relative_l2(out.cpu(), reference) <= RELATIVE_L2[torch.bfloat16]
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("backend", ["torch", "triton", "cuda", "auto"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
