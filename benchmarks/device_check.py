@@ -17,9 +17,10 @@ failing step does not stop the others; a stopped step keeps the rows it wrote or
      while after the tests, then stopped (what Triton cached so far is kept); its own timing is not a result;
   4. kernels: both ops (Triton, PyTorch, the CUDA C++ twins) against their references, timed with do_bench;
   5. bench_engine: benchmarks/bench_engine.py on the 10-slice stack, 64×64 LR ×4, in one process: the reference
-     (eager with PyTorch's default TF32, eager IEEE fp32, compiled; max-autotune last), the engine with every
-     backend, with and without torch.compile and CUDA graphs, fp32 and bf16, compiled pieces paired with one
-     Triton kernel; the issue's targets are computed from these rows;
+     (eager with PyTorch's default TF32, with cuDNN's benchmark mode, eager IEEE fp32, compiled; max-autotune
+     after every bf16 engine path), the engine with every backend, with and without torch.compile, CUDA graphs
+     and cuDNN's benchmark mode, fp32 and bf16, compiled pieces paired with one Triton kernel; the issue's
+     targets are computed from these rows;
   6. profile: benchmarks/profile_engine.py (kernels ranked by device time for the fastest engine paths);
   7. bench_engine_1: one cine, 64×64 LR;
   8. bench_engine_128: a 10-slice stack and one cine at 128×128 LR;
@@ -215,6 +216,11 @@ def targets(rows: list[dict], matmul_tflops: float) -> dict:
 
 
 MAX_AUTOTUNE = "reference fp32 compiled max-autotune"
+# The stack rows after max-autotune: an earlier GPU run measured each (the float32 Triton one without its graph),
+# none is a target's, and together they took over a minute (IEEE float32 Triton kernels, the CUDA C++ WMMA
+# backend, 24 s compiling the PyTorch-ops engine for dynamic shapes).
+AFTER_MAX_AUTOTUNE = ("reference fp32 ieee", "engine bf16 cuda graph", "engine fp32 triton graph", "engine fp32",
+                      "engine bf16 compiled dynamic")  # fmt: skip
 
 
 def autotune_warmup_command(python: str, out: Path, cpu_rehearsal: bool) -> list[str]:
@@ -258,9 +264,10 @@ def benchmark_commands(
         # First the references and the paths that were fastest in run 3 (2026-11-26: compiled pieces, with the
         # Triton layer op for the recurrence), each beside its twin with cuDNN's benchmark mode on; then the TMA
         # tiles offered to its autotuner, beside the same paths without them (each in a child process, never run
-        # on a GPU yet); the reference with cuDNN's benchmark mode too, for an honest ratio if the mode wins. The
-        # PyTorch-ops engine compiled for dynamic shapes (24 s of compilation in run 4) late. Last the reference under max-autotune (the issue's
-        # compiled baseline: runs 3 and 4 never reached it; the background warm-up makes its compilation cheaper).
+        # on a GPU yet); the reference with cuDNN's benchmark mode too, for an honest ratio if the mode wins; the
+        # other bf16 paths. Then the reference under max-autotune (the compiled baseline: runs 3 and 4
+        # never reached it; the background warm-up makes its compilation cheaper, and should it still take
+        # minutes, only AFTER_MAX_AUTOTUNE's rows are lost).
         bench += ["--in-process", "--slices", "10", "--budget-mb", "65536", "--stack-repeats", "3", "--paths",
                   "reference fp32", "reference fp32 compiled", "engine bf16 compiled triton-step",
                   "engine bf16 compiled triton-step cudnn-benchmark", "engine bf16 auto",
@@ -268,8 +275,7 @@ def benchmark_commands(
                   "reference fp32 cudnn-benchmark",
                   "engine bf16 auto compiled dynamic", "engine bf16 compiled triton-step graph", "engine bf16 compiled",
                   "engine bf16 triton graph", "engine bf16 triton", "engine bf16 compiled graph", "engine bf16",
-                  "engine bf16 compiled triton-fusion", "reference fp32 ieee", "engine bf16 cuda graph",
-                  "engine fp32 triton graph", "engine fp32", "engine bf16 compiled dynamic", MAX_AUTOTUNE]  # fmt: skip
+                  "engine bf16 compiled triton-fusion", MAX_AUTOTUNE, *AFTER_MAX_AUTOTUNE]  # fmt: skip
         if stack_paths:  # --stack-paths: a focused rerun's own list, in its own order
             bench[bench.index("--paths") + 1 :] = stack_paths
         # One cine: where launch overhead, and so CUDA graphs, should matter most.
