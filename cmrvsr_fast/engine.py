@@ -327,14 +327,18 @@ class Engine:
         n, half, f = cfg.warmup, cfg.half_window, cfg.features
         ext = cyclic_indices(frames, n)
         length = len(ext)
-        fmt = torch.channels_last
 
         # InBlock once per centre frame; the extended sequence gathers from it. Layout (E, B, C, H, W), each frame
-        # channels-last in memory (frames_channels_last), as every convolution output here is.
-        x = lr.transpose(0, 1).reshape(frames * batch, 1, height, width).to(self.dtype).contiguous(memory_format=fmt)
-        centre = F.prelu(self._conv(x, self.in_w, self.in_b), self.in_slope).reshape(frames, batch, f, height, width)
+        # channels-last in memory, as every convolution output here is. With one channel a tensor is contiguous in
+        # both layouts, and PyTorch takes NCHW for the convolution's output unless the strides say channels-last:
+        # hence the permuted view.
+        x = lr.transpose(0, 1).reshape(frames * batch, height, width, 1).permute(0, 3, 1, 2).to(self.dtype)
+        centre = F.prelu(self._conv(x, self.in_w, self.in_b), self.in_slope)  # (T·B, F, H, W), channels-last
         index = self._constant(ext, torch.int64, lr.device)  # a tensor index: exporters trace a list as a tuple
-        features = frames_channels_last(centre.index_select(0, index))  # (E, B, F, H, W)
+        # The gather on the frames' channels-last memory (index_select writes its output densely in the order of
+        # the dims it is given): one copy, not a gather and a transposition.
+        nhwc = centre.permute(0, 2, 3, 1).reshape(frames, batch, height, width, f)
+        features = nhwc.index_select(0, index).permute(0, 1, 4, 2, 3)  # (E, B, F, H, W)
         codes = phase.transpose(0, 1).index_select(0, index).to(self.dtype)  # (E, B)
         maps = self.phase_maps(height, width)
 
@@ -361,12 +365,11 @@ class Engine:
         seq_fwd = seq_bwd = features
         for layer in self.lstm:
             gx_f, gx_b = self._hoisted_gates(layer, seq_fwd, seq_bwd)
-            h = torch.zeros(batch, 2 * f, height, width, dtype=self.dtype, device=self.device)
-            h = h.contiguous(memory_format=fmt)
             # channels_last like every later cell state (the cell's output follows its gates' layout): a compiled
             # step then sees one layout, not a first-step variant to compile again.
-            c_f = torch.zeros(batch, f, height, width, dtype=torch.float32, device=self.device)
-            c_f = c_f.contiguous(memory_format=fmt)
+            h = torch.empty(batch, 2 * f, height, width, dtype=self.dtype, device=self.device, memory_format=fmt)
+            h.zero_()
+            c_f = torch.zeros_like(h[:, :f], dtype=torch.float32, memory_format=fmt)
             c_b = torch.zeros_like(c_f)
             out_f = torch.empty(length * batch, f, height, width, dtype=self.dtype, device=self.device,
                                 memory_format=fmt).reshape(length, batch, f, height, width)  # fmt: skip
@@ -434,8 +437,8 @@ class Engine:
         before, after = lo - (first - half), (first + count + half) - hi
         codes = codes[lo:hi]
         if before or after:
-            zeros = [contrib.new_zeros(n * batch, *contrib.shape[1:]).contiguous(memory_format=torch.channels_last)
-                     for n in (before, after)]  # fmt: skip
+            zeros = [torch.empty(n * batch, *contrib.shape[1:], dtype=contrib.dtype, device=contrib.device,
+                                 memory_format=torch.channels_last).zero_() for n in (before, after)]  # fmt: skip
             contrib = torch.cat([part for part in (zeros[0], contrib, zeros[1]) if part.shape[0]])  # channels-last
             codes = F.pad(codes, (0, 0, before, after))
         contrib = contrib.reshape(-1, batch, window, contrib.shape[1] // window, height, width)
