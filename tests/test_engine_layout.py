@@ -82,9 +82,9 @@ CONFIGS = {
 def test_every_frame_tensor_stays_channels_last(name: str, fused: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     config = CONFIGS[name]
     audit, seen = audit_a_pass(config, fused, monkeypatch)
-    assert audit.conv_inputs and all(
-        x.is_contiguous(memory_format=torch.channels_last) for x in audit.conv_inputs
-    ), "a convolution read NCHW input (cuDNN would transform it, or run an NCHW kernel)"
+    assert audit.conv_inputs and all(x.is_contiguous(memory_format=torch.channels_last) for x in audit.conv_inputs), (
+        "a convolution read NCHW input (cuDNN would transform it, or run an NCHW kernel)"
+    )
     assert audit.mixed_arithmetic == [], "arithmetic on operands in different layouts"
     assert bool(seen["layer_inputs"]) == fused
     for gates in seen["layer_inputs"]:  # the Triton layer op reads each frame's gates channels-last
