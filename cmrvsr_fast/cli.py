@@ -286,10 +286,12 @@ def run_upscale_command(args: argparse.Namespace) -> int:
     def make_upscaler():
         try:
             backend = PAIRED_BACKENDS.get(args.backend, args.backend)
-            if args.cuda_graph and resolve_device(args.device).type != "cuda":
-                raise UsageError("--cuda-graph needs a CUDA device (--device cuda, or auto on a machine with one)")
+            for flag, asked in (("--cuda-graph", args.cuda_graph), ("--cudnn-benchmark", args.cudnn_benchmark)):
+                if asked and resolve_device(args.device).type != "cuda":
+                    raise UsageError(f"{flag} needs a CUDA device (--device cuda, or auto on a machine with one)")
             upscaler = load(args.weights, device=args.device, precision=args.precision, backend=backend,
-                            compile=args.compile, cuda_graph=args.cuda_graph)  # fmt: skip
+                            compile=args.compile, cuda_graph=args.cuda_graph,
+                            cudnn_benchmark=args.cudnn_benchmark)  # fmt: skip
         except BackendUnavailable as error:
             raise UsageError(f"--backend {args.backend}: {error}") from None
         if args.scale is not None and args.scale != upscaler.scale:
@@ -423,6 +425,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="replay each pass as a CUDA graph (CUDA only; captured once per pass shape, the four most "
                          "recent kept): fewer launches, for one cine at a time (on an H200, one 64×64 cine: "
                          "4.15× the reference with the graph, 3.6× without, all-Triton)")  # fmt: skip
+    up.add_argument("--cudnn-benchmark", action="store_true",
+                    help="let cuDNN time its convolution algorithms for each shape on first use (CUDA only; "
+                         "seconds once per shape): for stacks and long jobs of one matrix size; not yet timed "
+                         "on a GPU")  # fmt: skip
     up.add_argument("--format", choices=["dicom", "nifti"], help="output format (default: the input's)")
     up.add_argument("--ed", type=int, help="ED frame, 0-based, for every series (default: Info.cfg or frame 0)")
     up.add_argument("--es", type=int, help="ES frame, 0-based, for every series (default: Info.cfg or estimated)")

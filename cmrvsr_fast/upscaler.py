@@ -74,6 +74,7 @@ class Upscaler:
         backend: str | Mapping[str, str] = "auto",
         compile: bool = False,
         cuda_graph: bool = False,
+        cudnn_benchmark: bool = False,
     ) -> None:
         self.model, self.card, self.device = model.to(device).eval(), card, device
         dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -86,6 +87,7 @@ class Upscaler:
         # recompile for each (past Dynamo's recompile limit, an error).
         self.engine = Engine(self.model, dtype=dtypes[precision], device=device, backend=backend,
                              compile="dynamic" if compile else False, cuda_graph=cuda_graph,
+                             cudnn_benchmark=cudnn_benchmark,
                              memory_budget_mb=default_memory_budget_mb(device))  # fmt: skip
 
     @classmethod
@@ -154,6 +156,7 @@ def load(
     backend: str | Mapping[str, str] = "auto",
     compile: bool = False,
     cuda_graph: bool = False,
+    cudnn_benchmark: bool = False,
 ) -> Upscaler:
     """An Upscaler for a .safetensors checkpoint (its card beside it), the embedded default, or an exported
     artifact (.onnx, .engine, .pt2 with its manifest beside it: onnxruntime, TensorRT, AOTInductor).
@@ -163,7 +166,8 @@ def load(
     stack, after about 17 s of compilation; dynamic shapes not yet timed there): for long jobs. cuda_graph (a CUDA
     device only): each pass's schedule replayed as a CUDA graph, captured once per pass shape (the four most
     recent kept): for one cine at a time, where launches dominate (4.15× the reference on an H200 against 3.6×
-    without, all-Triton). Both ignored for exported artifacts."""
+    without, all-Triton). cudnn_benchmark: cuDNN times its convolution algorithms per shape on first use (the
+    Engine's option; not yet timed on a GPU; no effect off CUDA). All three ignored for exported artifacts."""
     path = Path(weights) if weights is not None else default_weights_path()
     if path.suffix in ARTIFACT_SUFFIXES:
         from .export.runners import card_from_manifest, load_runner  # onnxruntime/TensorRT only when asked for
@@ -175,4 +179,4 @@ def load(
     if path.suffix != ".safetensors":
         raise ValueError(f"{path}: expected a .safetensors checkpoint with its .json card, or .onnx/.engine/.pt2")
     model, card = load_checkpoint(path)
-    return Upscaler(model, card, resolve_device(device), precision, backend, compile, cuda_graph)
+    return Upscaler(model, card, resolve_device(device), precision, backend, compile, cuda_graph, cudnn_benchmark)

@@ -209,9 +209,10 @@ def test_scale_mismatch_and_bad_shard_are_usage_errors(tmp_path, capsys, monkeyp
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     code, text = run(capsys, tmp_path / "scanner", tmp_path / "out", "--backend", "triton-step")
     assert code == 2 and "backend 'triton' was asked for" in text and not (tmp_path / "out").exists()
-    if not torch.cuda.is_available():  # CUDA graphs on a CPU: refused the same way
-        code, text = run(capsys, tmp_path / "scanner", tmp_path / "out", "--cuda-graph")
-        assert code == 2 and "--cuda-graph needs a CUDA device" in text and not (tmp_path / "out").exists()
+    if not torch.cuda.is_available():  # CUDA graphs or cuDNN's benchmark mode on a CPU: refused the same way
+        for flag in ("--cuda-graph", "--cudnn-benchmark"):
+            code, text = run(capsys, tmp_path / "scanner", tmp_path / "out", flag)
+            assert code == 2 and f"{flag} needs a CUDA device" in text and not (tmp_path / "out").exists()
 
 
 def test_interrupted_run_leaves_no_half_written_series(tmp_path, capsys, monkeypatch):

@@ -56,6 +56,11 @@ def test_upscale_stacks_constant_cines_and_bad_input(tiny_weights: Path) -> None
         upscaler.upscale(np.full((8, 12, 12), np.nan))
 
 
+def test_load_passes_the_engine_options_through(tiny_weights: Path) -> None:
+    assert cmrvsr_fast.load(tiny_weights, device="cpu", cudnn_benchmark=True).engine.cudnn_benchmark is True
+    assert cmrvsr_fast.load(tiny_weights, device="cpu").engine.cudnn_benchmark is False
+
+
 def test_load_refuses_other_formats(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="safetensors"):
         cmrvsr_fast.load(tmp_path / "model.pth")
