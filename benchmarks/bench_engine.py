@@ -35,7 +35,7 @@ from results_io import write_result
 
 from cmrvsr_fast import CMRVSR, ModelConfig
 from cmrvsr_fast.cost import inference_flops
-from cmrvsr_fast.engine import PAIRED_BACKENDS, Engine, cudnn_autotuning
+from cmrvsr_fast.engine import PAIRED_BACKENDS, Engine, cudnn_benchmark_mode
 
 PATHS = (
     "reference fp32",
@@ -77,10 +77,9 @@ AUTOTUNE_PATHS = ("reference fp32 compiled max-autotune",)
 # Hopper: the Triton layer op with the TMA tiles offered to its autotuner (opt-in, not yet run on a GPU), beside
 # the same paths without them in one process (kernels/convlstm_nhwc.py: `tma_tiles_in_autotuning`).
 TMA_PATHS = ("engine bf16 auto tma", "engine bf16 compiled triton-step tma")
-UNPROVEN_ON_GPU = {"tma"}  # words of the paths that run_path isolates in a child process
 # GPU: cuDNN timing its algorithms per convolution shape (torch.backends.cudnn.benchmark) instead of its
-# heuristic's choice — for the Engine its cudnn_benchmark option, for the reference the switch around the path —
-# beside the same paths without it (cuDNN's convolutions were ~54 of run 4's 168 ms). Never timed on a GPU yet.
+# heuristic's choice — for the Engine its cudnn_benchmark option, for the reference the switch around it — beside
+# the same paths without it (cuDNN's convolutions were ~54 of run 4's 168 ms). Never timed on a GPU yet.
 CUDNN_BENCHMARK_PATHS = (
     "reference fp32 cudnn-benchmark",
     "engine bf16 auto cudnn-benchmark",
@@ -88,6 +87,13 @@ CUDNN_BENCHMARK_PATHS = (
 )
 ALL_PATHS = (PATHS + KERNEL_PATHS + GRAPH_PATHS + IEEE_PATHS + HYBRID_PATHS + AUTOTUNE_PATHS + TMA_PATHS
              + CUDNN_BENCHMARK_PATHS)  # fmt: skip
+# Words of the paths that run_path times in a child process of their own even with --in-process, and why.
+ISOLATED = {
+    "tma": "kernels never run on a GPU yet: a fault poisons the process's CUDA context, and every row after it",
+    # PyTorch keeps cuDNN's plans per thread, keyed by shape, dtype and layout but not by the benchmark switch,
+    # and looks them up first: in this process the twins' heuristic plans would be reused, nothing timed.
+    "cudnn-benchmark": "cuDNN's plan cache would serve the plans its twins already chose",
+}
 WARMUP_FRAMES = 4
 STATIC = ("onnxruntime", "aoti")  # exported with static T, H, W: they warm up on the full input
 
@@ -99,6 +105,8 @@ def build_runner(path: str, model: CMRVSR, lr: torch.Tensor, workdir: Path):
     words = path.split()
     compiled = "compiled" in words
     if path.startswith("reference"):
+        if "cudnn-benchmark" in words:
+            return with_cudnn_benchmark(model)
         if not compiled:
             return model
         # Compile at module granularity: the whole forward unrolls ~400 recurrent steps into one graph, which
@@ -117,6 +125,16 @@ def build_runner(path: str, model: CMRVSR, lr: torch.Tensor, workdir: Path):
     compile_mode = ("dynamic" if "dynamic" in words else True) if compiled else False
     return Engine(model, dtype=dtype, compile=compile_mode, backend=backend, cuda_graph="graph" in words,
                   cudnn_benchmark="cudnn-benchmark" in words)  # fmt: skip
+
+
+def with_cudnn_benchmark(model: CMRVSR):
+    """The reference with cuDNN's benchmark mode on for each call (the Engine has its own option)."""
+
+    def run(lr: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+        with cudnn_benchmark_mode(True):
+            return model(lr, phase)
+
+    return run
 
 
 def exported_runner(path: str, model: CMRVSR, lr: torch.Tensor, workdir: Path):
@@ -184,14 +202,7 @@ def measure_path(spec: dict, workdir: Path) -> tuple[dict, torch.Tensor]:
         torch.cuda.reset_peak_memory_stats()
     words = spec["path"].split()
     offers_tma = "tma" in words and device.type == "cuda"  # on the CPU the paths run PyTorch ops
-    # The Engine switches cuDNN's benchmark mode itself (its option); the reference gets the switch around it.
-    reference_tuned = spec["path"].startswith("reference") and "cudnn-benchmark" in words
-    with (
-        torch.no_grad(),
-        tf32_convolutions(not spec["path"].endswith(" ieee")),
-        tma_tiles(offers_tma),
-        cudnn_autotuning(reference_tuned),
-    ):
+    with torch.no_grad(), tf32_convolutions(not spec["path"].endswith(" ieee")), tma_tiles(offers_tma):
         start = time.perf_counter()
         one_pass = build_runner(spec["path"], model, lr[:chunk], workdir)
 
@@ -224,10 +235,9 @@ def worker(spec: dict) -> None:
 
 
 def run_path(spec: dict, workdir: Path, in_process: bool = False) -> tuple[dict, torch.Tensor]:
-    """Time one path, in this process (`in_process`) or a child. Paths whose kernels have not yet run on a GPU
-    (the TMA tiles) always get a child: a fault in one poisons its process's CUDA context, and in this process it
-    would cost every row after it."""
-    if in_process and not UNPROVEN_ON_GPU & set(spec["path"].split()):
+    """Time one path, in this process (`in_process`) or a child; the paths with an ISOLATED word always in a
+    child."""
+    if in_process and not set(ISOLATED) & set(spec["path"].split()):
         return in_this_process(measure_path, spec, workdir)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()  # the child's memory beside what this process keeps cached

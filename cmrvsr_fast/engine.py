@@ -70,13 +70,14 @@ def auto_backend(op: str, device: torch.device) -> tuple[str, str | None]:
 
 
 @contextlib.contextmanager
-def cudnn_autotuning(on: bool) -> Iterator[None]:
-    """cuDNN's benchmark mode switched on for the block (off: left as the caller set it), restored after it.
+def cudnn_benchmark_mode(value: bool | None) -> Iterator[None]:
+    """cuDNN's benchmark mode set to `value` for the block (None: left as the caller set it), restored after it.
     The switch is process-wide and read at each convolution call, so threads convolving at the same time see
-    each other's setting. Algorithms differ in summation order: results stay within the dtype's tolerance, not
-    bit-identical to the heuristic's choice."""
+    each other's setting. PyTorch keeps cuDNN's plans per thread, keyed by shape, dtype and layout but not by the
+    mode: a shape planned before in the thread keeps its plan under either mode. Algorithms differ in summation
+    order: results stay within the dtype's tolerance, not bit-identical to the heuristic's choice."""
     saved = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = on or saved
+    torch.backends.cudnn.benchmark = saved if value is None else value
     try:
         yield
     finally:
@@ -98,9 +99,9 @@ class Engine:
     cuda_graph=True (CUDA only) captures each pass's whole schedule as a CUDA graph on the first call with its
     shape and replays it after: one launch of the ~400 recurrent steps instead of thousands of kernel launches;
     the max_cuda_graphs most recently used shapes keep theirs (each holds its own memory pool).
-    cudnn_benchmark=True lets cuDNN time its algorithms for each convolution shape on first use (seconds, once
-    per shape) instead of taking its heuristic's choice: for stacks and long jobs of one image size (see
-    `cudnn_autotuning`); no effect off CUDA.
+    cudnn_benchmark=True lets cuDNN time its algorithms for each convolution shape on first use in the thread
+    (seconds, once per shape; see `cudnn_benchmark_mode`) instead of taking its heuristic's choice: for stacks and
+    long jobs of one image size; no effect off CUDA.
     backend: "torch" (PyTorch ops), "triton", "cuda" (the fused kernels) or "auto" (per op the fastest measured
     that runs here: `auto_backend`) for both fused ops, or a mapping {"convlstm_step": …, "window_conv3x3": …}
     for each (an op left out runs on PyTorch ops); compile=True compiles the per-step PyTorch pieces for static
@@ -252,7 +253,7 @@ class Engine:
             raise ValueError(f"stages must be >= 1, got {stages}")
         chunk = self.cines_per_pass(lr.shape[1], lr.shape[3], lr.shape[4], cines=lr.shape[0])
         run = self._replay if self.cuda_graph else self._forward
-        with cudnn_autotuning(self.cudnn_benchmark):
+        with cudnn_benchmark_mode(True if self.cudnn_benchmark else None):
             outputs = [
                 run(lr[i : i + chunk].to(self.device), phase[i : i + chunk].to(self.device), stages)
                 for i in range(0, lr.shape[0], chunk)
@@ -285,7 +286,9 @@ class Engine:
                 self._forward(static_lr, static_phase, stages)
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # Every plan was made by the warm-up; should one be missing, the heuristic's choice is capturable where a
+        # benchmark's timing runs (synchronising, allocating) are not.
+        with cudnn_benchmark_mode(False), torch.cuda.graph(graph):
             static_out = self._forward(static_lr, static_phase, stages)
         return graph, static_lr, static_phase, static_out
 

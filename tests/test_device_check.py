@@ -168,7 +168,17 @@ def test_targets_compare_the_best_bf16_path_of_the_largest_stack(device_check) -
     assert targets["best_bf16_path"] == "engine bf16 triton graph"
     assert targets["vs_reference_eager_fp32"] == 6.0 and targets["vs_reference_compiled"] == 5.0
     assert targets["vs_reference_eager_ieee_fp32"] == 12.0
-    assert targets["vs_reference_eager_fp32_cudnn_benchmark"] == 4.0  # beside the issue's ratio, not instead
+    assert targets["with_cudnn_benchmark"] is None  # no engine row with the mode
+    rows.append({"slices": 10, "path": "engine bf16 auto cudnn-benchmark", "fps": 900.0, "tflops": 90.0})
+    targets = device_check.targets(rows, matmul_tflops=200.0)
+    # Like against like: the mode's rows never become the targets' best path, and get their own block.
+    assert targets["best_bf16_path"] == "engine bf16 triton graph" and targets["vs_reference_eager_fp32"] == 6.0
+    assert targets["with_cudnn_benchmark"] == {
+        "best_bf16_path": "engine bf16 auto cudnn-benchmark",
+        "vs_reference_eager_fp32_cudnn_benchmark": 6.0,
+        "vs_reference_eager_fp32": 9.0,
+        "roofline_fraction": 0.45,
+    }
     assert targets["reference_compiled_path"] == "reference fp32 compiled"  # the faster compiled baseline
     assert targets["roofline_fraction"] == 0.3
 
@@ -183,9 +193,11 @@ def test_no_targets_without_rows(device_check) -> None:
     assert device_check.targets([], matmul_tflops=800.0) == {}
 
 
-def test_paths_never_run_on_a_gpu_are_timed_in_a_child_even_in_process(device_check, tmp_path, monkeypatch):
+def test_isolated_paths_are_timed_in_a_child_even_in_process(device_check, tmp_path, monkeypatch):
     """A fault in a kernel that has not yet run on a GPU (the TMA tiles) poisons its process's CUDA context: in
-    the in-process stack benchmark it would cost every row after it, the max-autotune reference included."""
+    the in-process stack benchmark it would cost every row after it, the max-autotune reference included. And
+    cuDNN's per-thread plan cache ignores the benchmark switch: in this process the cudnn-benchmark rows would
+    reuse their twins' heuristic plans."""
     bench_engine = importlib.import_module("bench_engine")
     ran = []
     monkeypatch.setattr(bench_engine, "in_this_process", lambda fn, spec, workdir: ran.append(("here", spec["path"])))
@@ -198,10 +210,13 @@ def test_paths_never_run_on_a_gpu_are_timed_in_a_child_even_in_process(device_ch
     bench_engine.run_path({"path": "engine bf16 auto", "slices": 10}, tmp_path, in_process=True)
     with pytest.raises(bench_engine.MeasurementFailed):
         bench_engine.run_path({"path": "engine bf16 auto tma", "slices": 10}, tmp_path, in_process=True)
-    assert ran == [("here", "engine bf16 auto"), ("child", "engine bf16 auto tma")]
+    with pytest.raises(bench_engine.MeasurementFailed):
+        bench_engine.run_path({"path": "reference fp32 cudnn-benchmark", "slices": 10}, tmp_path, in_process=True)
+    assert ran == [("here", "engine bf16 auto"), ("child", "engine bf16 auto tma"),
+                   ("child", "reference fp32 cudnn-benchmark")]  # fmt: skip
     commands = device_check.benchmark_commands("python", tmp_path, cpu_rehearsal=False)
     stack = bench_engine.build_parser().parse_args(commands["bench_engine"][0][2:]).paths
-    assert set(bench_engine.TMA_PATHS) <= set(stack)
+    assert set(bench_engine.TMA_PATHS) | set(bench_engine.CUDNN_BENCHMARK_PATHS) <= set(stack)
 
 
 def test_a_focused_rerun_can_name_the_stack_paths(device_check, tmp_path) -> None:

@@ -219,9 +219,11 @@ def test_cudnn_benchmark_keeps_parity_on_a_gpu() -> None:
     lr, phase = make_inputs(2, 5, 16, 12)
     with torch.no_grad():
         reference = model(lr.cuda(), phase.cuda()).cpu()
-    for backend in ("auto", "torch"):
-        out = Engine(model, dtype=torch.bfloat16, backend=backend, cudnn_benchmark=True)(lr, phase)
-        assert relative_l2(out.cpu(), reference) <= RELATIVE_L2[torch.bfloat16]
+    for backend, graph in (("auto", False), ("torch", False), ("auto", True)):  # graph: captured with it off
+        engine = Engine(model, dtype=torch.bfloat16, backend=backend, cudnn_benchmark=True, cuda_graph=graph)
+        for _ in range(2):  # (under a graph: the capture, then a replay)
+            assert relative_l2(engine(lr, phase).cpu(), reference) <= RELATIVE_L2[torch.bfloat16]
+        assert torch.backends.cudnn.benchmark is False
 
 
 @pytest.mark.gpu
