@@ -53,6 +53,7 @@ import time
 from pathlib import Path
 
 from child_processes import die_with_parent
+from device_check_report import report
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -469,7 +470,10 @@ def main() -> None:
     # The final list when the step finished, else the rows it printed before it was stopped.
     result["kernels"] = kernels[-1] if kernels and isinstance(kernels[-1], list) else kernels
     (args.out / "device_check.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"[device-check] wrote {args.out / 'device_check.json'} in {result['total_s']} s")
+    summary = report(result)  # the tables, from the JSON just written
+    (args.out / "device_check.md").write_text(summary)
+    print(summary)
+    print(f"[device-check] wrote {args.out / 'device_check.json'} and device_check.md in {result['total_s']} s")
 
 
 if __name__ == "__main__":

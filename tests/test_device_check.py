@@ -241,3 +241,21 @@ def test_the_step_work_behind_the_tile_rows_rates(device_check) -> None:
     assert round(flops / 0.102 / 1e9) == 237
     pixels = 2 * 10 * 64 * 64
     assert traffic == pixels * 64 * (2 + 8 + 8 + 2) + 2 * 9 * 64 * 256 * 2
+
+
+def test_the_report_tables_what_a_run_measured(device_check) -> None:
+    """The Markdown the device check prints and writes beside its JSON: from run 4's committed JSON, its numbers
+    as they are there; from a run stopped early, each missing section says so instead of failing."""
+    report = importlib.import_module("device_check_report").report
+    run4 = json.loads((BENCHMARKS / "results" / "device_check_2026-11-26_h200_run4.json").read_text())
+    text = report(run4)
+    assert text.startswith("# Device check: NVIDIA H200") and "commit aded69c" in text
+    assert "**engine bf16 compiled triton-step graph**" in text and "| vs_reference_eager_fp32 | 1.77 | 5.0 |" in text
+    stack = text.split("## Stack, 64×64 LR")[1].split("##")[0]
+    assert stack.count("\n| ") - 2 == len(run4["bench_engine"]["rows"])  # a line per row, after the header's two
+    assert "| engine bf16 compiled triton-step | 10 | 0.168 | 1781 | 170 | 1.77 | 21.6 | 7.1e-03 |" in stack
+    assert "| convlstm_layer | [42, 10, 64, 64, 64] | torch.bfloat16 | triton_ms_per_step 0.102," in text
+    assert "_step_kernel | 36.77 | 21.8 % | 378 |" in text  # the profile's first kernel of the best path
+    stopped = report({"steps": [{"step": "build", "status": "ok", "seconds": 20.0}], "facts": {}})
+    assert "| build | ok | 20.0 |" in stopped and "not computed" in stopped and "no rows" in stopped
+    assert "no profile" in stopped
