@@ -4,8 +4,9 @@
 
 On a GPU (a step of `make device-check`): the ConvLSTM step of both directions at F = 64 (10 cines at 64×64 and one
 at 128×128) and the window fusion (34 positions × 10 cines at 64×64), in fp32 and bf16, through Triton, the PyTorch
-reference, the CUDA C++ twins when the extension is built, and the channels-last Triton step
-(kernels/convlstm_nhwc.py) on the same values; then a whole layer's recurrence (42 frames, bf16) through the layer
+reference, the CUDA C++ twins when the extension is built, and the channels-last Triton step and fusion
+(kernels/convlstm_nhwc.py, kernels/phase_fusion_nhwc.py; the fusion at the Engine's aligned 136 outputs) on the same
+values; then a whole layer's recurrence (42 frames, bf16) through the layer
 op, per step; then the channels-last step under each of its autotuning configurations in turn; times are
 `triton.testing.do_bench` medians in ms. With --cpu-rehearsal the same code runs on the CPU at toy sizes in fp32
 (Triton under TRITON_INTERPRET=1, a wall clock for do_bench); only the GPU sizes, bf16, the CUDA C++ twins and
@@ -25,6 +26,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the tests' inputs and references
 import triton
@@ -158,6 +160,16 @@ def fusion_rows(device: str, cases: list[dict], dtypes: list[torch.dtype], timer
             row["reference_ms"] = timer(partial(window_conv3x3_ref, *inputs))
             if cuda_twin:
                 row["cuda_ms"] = timer(partial(window_conv3x3, *inputs, backend="cuda"))
+            # The channels-last kernel (its op is taken for frames channels-last in memory) on the Engine's GPU
+            # shapes: outputs aligned to a multiple of 8 with zero weights (129 -> 136), as the Engine pads them.
+            frames_last = inputs[0].permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+            pad = -inputs[2].shape[1] % 8
+            aligned = [frames_last, inputs[1], F.pad(inputs[2], (0, 0, 0, 0, 0, 0, 0, pad)), F.pad(inputs[3], (0, pad)),
+                       inputs[4], F.pad(inputs[5], (0, 0, 0, 0, 0, pad))]  # fmt: skip
+            out = window_conv3x3(*aligned, backend="triton")
+            row["rel_l2_nhwc"] = relative_l2(out[:, :, : expected.shape[2]].float().cpu(), expected)
+            row["nhwc_output_channels"] = out.shape[2]
+            row["triton_nhwc_ms"] = timer(partial(window_conv3x3, *aligned, backend="triton"))
             yield row
 
 

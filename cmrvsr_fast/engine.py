@@ -451,15 +451,20 @@ class Engine:
         """The fusion and the projection through the window-convolution op for the positions start … start +
         count − 1 of `both` (which spans every frame that exists around them); frames outside it are zero padding
         in time."""
-        window, half, frame = self.config.window, self.config.half_window, self.config.frame_channels
+        window, half = self.config.window, self.config.half_window
+        frame = self.config.frame_channels + self.frame_pad  # aligned on a GPU, as for the PyTorch path
         table = [[p + d - half if 0 <= p + d - half < both.shape[0] else -1 for d in range(window)]
                  for p in range(start, start + count)]  # fmt: skip
         index = self._constant(table, torch.int32, both.device)
-        weights = self.fuse_h.reshape(window, frame, both.shape[2], 3, 3)
-        pre = window_conv3x3(both.contiguous(), index, weights, self.fuse_b.float(), codes.float(), maps.float(),
+        weights = self.fuse_h_aligned.reshape(window, frame, both.shape[2], 3, 3)
+        # `both` has its frames channels-last: the Triton backend takes its channels-last kernel (no conversion of
+        # any frame), the CUDA C++ one makes its NCHW copy.
+        maps = self.aligned_phase_maps(maps).float()
+        pre = window_conv3x3(both, index, weights, self.fuse_b_aligned.float(), codes.float(), maps,
                              backend=self.backends["window_conv3x3"])  # fmt: skip
         own = torch.arange(count, dtype=torch.int32, device=both.device)[:, None]
-        out = window_conv3x3(pre, own, self.proj_w[None], self.proj_b.float(), backend=self.backends["window_conv3x3"])
+        out = window_conv3x3(pre, own, self.proj_w_aligned[None], self.proj_b.float(),
+                             backend=self.backends["window_conv3x3"])  # fmt: skip
         return frames_channels_last(out)
 
     def _fuse_window_eager(self, contrib: Tensor, codes: Tensor, maps: Tensor) -> Tensor:

@@ -28,13 +28,18 @@ class Fusion(torch.nn.Module):
 
 step_args, (h_ref, _) = random_step(2, 1, 8, 5, 7)
 fusion_args, expected = fusion_case(frames=3, batch=1)
+# The same with the frames channels-last in memory: the channels-last kernel's op (cmrvsr.window_conv3x3_nhwc).
+x = fusion_args[0]
+x_last = x.reshape(-1, *x.shape[2:]).contiguous(memory_format=torch.channels_last).reshape(x.shape)
+fusion_last_args = (x_last, *fusion_args[1:])
 torch.manual_seed(0)
 layer_args = (torch.randn(3, 1, 16, 4, 5), torch.randn(3, 1, 16, 4, 5), 0.1 * torch.randn(2, 16, 4, 3, 3))
 layer_ref = convlstm_layer_ref(*layer_args)
 cases = [(Step(), tuple(step_args), "cmrvsr.convlstm_step", lambda out: relative_l2(out[0], h_ref)),
          (Layer(), layer_args, "cmrvsr.convlstm_layer",
           lambda out: max(relative_l2(o, r) for o, r in zip(out, layer_ref))),
-         (Fusion(), tuple(fusion_args), "cmrvsr.window_conv3x3", lambda out: relative_l2(out, expected))]
+         (Fusion(), tuple(fusion_args), "cmrvsr.window_conv3x3", lambda out: relative_l2(out, expected)),
+         (Fusion(), fusion_last_args, "cmrvsr.window_conv3x3_nhwc", lambda out: relative_l2(out, expected))]
 for module, args, op, error in cases:
     exported = torch.export.export(module, args)
     nodes = [n for n in exported.graph.nodes if n.op == "call_function"]
@@ -44,6 +49,7 @@ for module, args, op, error in cases:
 torch.library.opcheck(torch.ops.cmrvsr.convlstm_step.default, tuple(step_args))
 torch.library.opcheck(torch.ops.cmrvsr.convlstm_layer.default, layer_args)
 torch.library.opcheck(torch.ops.cmrvsr.window_conv3x3.default, (*fusion_args, None))
+torch.library.opcheck(torch.ops.cmrvsr.window_conv3x3_nhwc.default, (*fusion_last_args, None))
 print("traced")
 """
 

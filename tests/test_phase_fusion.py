@@ -76,6 +76,46 @@ def test_triton_kernel_under_the_interpreter():
     assert "worst" in run_under_triton_interpreter(INTERPRETED)
 
 
+# The channels-last kernel: taken when x's frames are channels-last in memory (the Engine's layout), its output's
+# frames channels-last too (which only that kernel's op produces: the check that it ran). Awkward sizes: 18 and
+# 10 input channels, 11 outputs, images past the tile edges, frames outside the sequence (-1), the residual
+# channels-last, the projection form (window 1, no phase term).
+INTERPRETED_NHWC = """
+import torch
+from test_phase_fusion import fusion_case, relative_l2
+from cmrvsr_fast.ops.phase_fusion import window_conv3x3, window_conv3x3_ref
+
+def frames_last(t):
+    return t.reshape(-1, *t.shape[2:]).contiguous(memory_format=torch.channels_last).reshape(t.shape)
+
+def channels_last_frames(t):
+    return t.reshape(-1, *t.shape[2:]).is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+
+worst = 0.0
+for shape in [dict(frames=4, batch=1), dict(frames=3, batch=2, features=9, height=5, width=4),
+              dict(frames=6, batch=1, features=5, height=6, width=7)]:
+    (x, table, w, bias, codes, maps), expected = fusion_case(**shape)
+    got = window_conv3x3(frames_last(x), table, w, bias, codes, maps, backend="triton")
+    assert channels_last_frames(got), got.stride()
+    worst = max(worst, relative_l2(got, expected))
+    residual = frames_last(torch.randn_like(expected))
+    got = window_conv3x3(frames_last(x), table, w, bias, codes, maps, residual=residual, backend="triton")
+    worst = max(worst, relative_l2(got, expected + residual))
+    own = torch.arange(expected.shape[0], dtype=torch.int32)[:, None]
+    project = torch.randn(1, 10, expected.shape[2], 3, 3) * 0.1
+    project_bias = torch.randn(10)
+    got = window_conv3x3(frames_last(expected), own, project, project_bias, backend="triton")
+    assert channels_last_frames(got), got.stride()
+    worst = max(worst, relative_l2(got, window_conv3x3_ref(expected, own, project, project_bias)))
+assert worst <= 1e-5, worst
+print("worst", worst)
+"""
+
+
+def test_channels_last_triton_kernel_under_the_interpreter():
+    assert "worst" in run_under_triton_interpreter(INTERPRETED_NHWC)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("backend", ["triton", "cuda"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
@@ -95,6 +135,58 @@ def test_kernels_on_gpu(backend, dtype):
     got_p = window_conv3x3(expected.cuda().to(dtype), own.cuda(), project.cuda().to(dtype), torch.zeros(64).cuda(),
                            residual=residual[:, :, :64].cuda().to(dtype), backend=backend)  # fmt: skip
     assert relative_l2(got_p.float().cpu(), expected_p) <= TOLERANCE[dtype]
+
+
+def frames_last(t: torch.Tensor) -> torch.Tensor:
+    """(E, B, C, H, W) with each frame channels-last in memory (the Engine's layout)."""
+    return t.reshape(-1, *t.shape[2:]).contiguous(memory_format=torch.channels_last).reshape(t.shape)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_channels_last_kernel_on_gpu(dtype):
+    """The channels-last kernel through the op (autotuned), as the Engine calls it: frames channels-last, 136
+    aligned outputs for the fusion (zero weights past 129), then the projection 136 → 64."""
+    pytest.importorskip("triton", reason="triton is not installed")
+    (x, table, w, bias, codes, maps), expected = fusion_case(frames=10, batch=3, features=64, height=37, width=53)
+    frame = expected.shape[2]  # 2F + 1 = 129
+    pad = -frame % 8
+    w, bias, maps = F.pad(w, (0, 0, 0, 0, 0, 0, 0, pad)), F.pad(bias, (0, pad)), F.pad(maps, (0, 0, 0, 0, 0, pad))
+    got = window_conv3x3(frames_last(x).cuda().to(dtype), table.cuda(), w.cuda().to(dtype), bias.cuda(),
+                         codes.cuda(), maps.cuda(), backend="triton")  # fmt: skip
+    assert got.permute(0, 1, 3, 4, 2).is_contiguous()  # the channels-last kernel's output
+    assert relative_l2(got[:, :, :frame].float().cpu(), expected) <= TOLERANCE[dtype]
+    assert got[:, :, frame:].abs().max() == 0
+    own = torch.arange(expected.shape[0], dtype=torch.int32)[:, None]
+    project, project_bias = torch.randn(1, 64, frame + pad, 3, 3) * 0.05, torch.randn(64)
+    wanted = window_conv3x3_ref(got.float().cpu(), own, project, project_bias)
+    got_p = window_conv3x3(got, own.cuda(), project.cuda().to(dtype), project_bias.cuda(), backend="triton")
+    assert relative_l2(got_p.float().cpu(), wanted) <= TOLERANCE[dtype]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("tile", range(5))
+def test_every_channels_last_fusion_tile_on_gpu(tile):
+    """Each autotuning configuration of the channels-last fusion on its own (bf16), so that a tile that faults or
+    computes wrongly is found even where the autotuner would not pick it."""
+    triton = pytest.importorskip("triton", reason="triton is not installed")
+    from cmrvsr_fast.kernels.phase_fusion_nhwc import _CONFIGS, pack_weights, window_conv3x3_nhwc
+
+    assert len(_CONFIGS) == 5  # (the parametrisation above)
+    (x, table, w, bias, codes, maps), expected = fusion_case(frames=6, batch=2, features=64, height=37, width=53)
+    args = (
+        x.permute(0, 1, 3, 4, 2).contiguous().cuda().bfloat16(),
+        table.cuda(),
+        pack_weights(w).cuda().bfloat16(),
+        bias.cuda(),
+        codes.cuda(),
+        maps.permute(0, 2, 3, 1).contiguous().cuda(),
+    )
+    try:
+        out = window_conv3x3_nhwc(*args, config=_CONFIGS[tile])
+    except triton.runtime.errors.OutOfResources as error:  # a GPU with less shared memory than Hopper's
+        pytest.skip(f"tile {_CONFIGS[tile]} does not fit this GPU: {error}")
+    assert relative_l2(out.permute(0, 1, 4, 2, 3).float().cpu(), expected) <= TOLERANCE[torch.bfloat16]
 
 
 @pytest.mark.gpu

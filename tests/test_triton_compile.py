@@ -16,7 +16,7 @@ import re  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 
-from cmrvsr_fast.kernels import convlstm, convlstm_nhwc, phase_fusion  # noqa: E402
+from cmrvsr_fast.kernels import convlstm, convlstm_nhwc, phase_fusion, phase_fusion_nhwc  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
@@ -47,6 +47,13 @@ def fusion_case(dtype: str, ieee: bool) -> tuple:
     return phase_fusion._window_conv_kernel, pointers, {"HAS_PHASE": True, "HAS_RESIDUAL": True, "FP32_IEEE": ieee}
 
 
+def fusion_nhwc_case(dtype: str, ieee: bool, channels: int = 128, outputs: int = 136) -> tuple:
+    """The channels-last fusion (its channel counts compile-time constants): by default the Engine's fusion on a GPU,
+    2F = 128 → 136 aligned frame channels; the projection is 136 → 64."""
+    _, pointers, switches = fusion_case(dtype, ieee)
+    return phase_fusion_nhwc._window_conv_nhwc_kernel, pointers, {**switches, "C": channels, "OUT_CH": outputs}
+
+
 def largest(configs: list) -> list:
     """The configuration with the most shared memory (tile sizes × stages): where a limit is hit first."""
 
@@ -68,6 +75,9 @@ def cases():
         yield f"nhwc-{dtype}{suffix}", *nhwc_case(dtype, ieee, False), pick(getattr(convlstm_nhwc, f"_{kind}CONFIGS"))
         fusion_configs = phase_fusion._IEEE_CONFIGS if ieee else phase_fusion._CONFIGS  # TF32 fits: one table
         yield f"fusion-{dtype}{suffix}", *fusion_case(dtype, ieee), pick(fusion_configs)
+        nhwc_fusion_configs = phase_fusion_nhwc._IEEE_CONFIGS if ieee else phase_fusion_nhwc._CONFIGS
+        yield f"fusion-nhwc-{dtype}{suffix}", *fusion_nhwc_case(dtype, ieee), pick(nhwc_fusion_configs)
+    yield "projection-nhwc-bf16", *fusion_nhwc_case("bf16", False, 136, 64), phase_fusion_nhwc._CONFIGS
     yield "nhwc-first-bf16", *nhwc_case("bf16", False, True), largest(convlstm_nhwc._CONFIGS)
     yield "nhwc-tma-bf16", *nhwc_case("bf16", False, False), convlstm_nhwc._TMA_CONFIGS
 
@@ -121,7 +131,7 @@ def ptxas_report(compiled, arch: int) -> tuple[int, int, bool]:
 
 # The kernels the Engine runs (the layer op's channels-last step, the window fusion) in the product's dtype.
 # (The NCHW step's two largest bf16 tiles spill 8 and 20 bytes: one reason the Engine's recurrence left it.)
-NO_SPILLS = {"nhwc-bf16", "nhwc-first-bf16", "nhwc-tma-bf16", "fusion-bf16"}
+NO_SPILLS = {"nhwc-bf16", "nhwc-first-bf16", "nhwc-tma-bf16", "fusion-bf16", "fusion-nhwc-bf16", "projection-nhwc-bf16"}
 
 
 @pytest.mark.parametrize(("name", "kernel", "pointers", "switches", "configs"), CASES, ids=[c[0] for c in CASES])
@@ -166,7 +176,7 @@ def dots_read_shared_memory(compiled) -> bool:
     return bool(dots) and all(o.startswith("!ttg.memdesc") and " * !ttg.memdesc" in o for o in operands)
 
 
-@pytest.mark.parametrize("name", ["step-bf16", "nhwc-bf16", "fusion-bf16"])
+@pytest.mark.parametrize("name", ["step-bf16", "nhwc-bf16", "fusion-bf16", "fusion-nhwc-bf16"])
 def test_the_tensor_core_kernels_compile_for_ampere(name):
     _, kernel, pointers, switches, configs = next(c for c in CASES if c[0] == name)
     compiled = compile_for(80, kernel, pointers, switches, configs[0])

@@ -5,7 +5,9 @@ window_conv3x3(x, frame, w, bias, codes=None, maps=None, residual=None, backend=
     out[p] = bias + Σ_d [conv3×3(x[frame[p, d]], w[d]) + codes[frame[p, d]] · maps[d]] (+ residual[p]),
     skipping offsets whose frame index is −1. The Engine calls it twice per stage: the fusion over the window
     of [h_fwd, h_bwd] with the phase term, then the projection (window 1).
-Backends: "reference", "triton" (kernels/phase_fusion.py), "cuda" (csrc/phase_fusion.cu through cmrvsr_fast._C).
+Backends: "reference", "triton" (kernels/phase_fusion.py; kernels/phase_fusion_nhwc.py when x's frames are
+channels-last in memory, as the Engine's are: the output's frames are then channels-last too, and no frame is
+converted), "cuda" (csrc/phase_fusion.cu through cmrvsr_fast._C).
 """
 
 from __future__ import annotations
@@ -58,6 +60,38 @@ def _(x, frame, w, bias, codes, maps, residual):
     return x.new_empty(frame.shape[0], x.shape[1], w.shape[1], x.shape[3], x.shape[4])
 
 
+def frames_channels_last(x: Tensor) -> bool:
+    """Whether (E, B, C, H, W) x has each frame channels-last in memory (and is not also plainly contiguous, as
+    one-channel or one-pixel frames are: those take the NCHW kernel)."""
+    return x.dim() == 5 and not x.is_contiguous() and x.permute(0, 1, 3, 4, 2).is_contiguous()
+
+
+def _frames_last(t: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    return t.permute(0, 1, 3, 4, 2).to(dtype or t.dtype).contiguous()  # no copy if channels-last already
+
+
+@torch.library.custom_op("cmrvsr::window_conv3x3_nhwc", mutates_args=())
+def _window_conv3x3_nhwc_op(
+    x: Tensor, frame: Tensor, w: Tensor, bias: Tensor, codes: Tensor | None, maps: Tensor | None,
+    residual: Tensor | None,
+) -> Tensor:  # fmt: skip
+    """The channels-last Triton kernel on the op's own arguments (weights and maps repacked: small copies)."""
+    from cmrvsr_fast.kernels.phase_fusion_nhwc import pack_weights, window_conv3x3_nhwc
+
+    out = window_conv3x3_nhwc(
+        _frames_last(x), frame.to(torch.int32).contiguous(), pack_weights(w.to(x.dtype)), bias.float().contiguous(),
+        None if codes is None else codes.float().contiguous(),
+        None if maps is None else maps.float().permute(0, 2, 3, 1).contiguous(),
+        None if residual is None else _frames_last(residual, x.dtype),
+    )  # fmt: skip
+    return out.permute(0, 1, 4, 2, 3)
+
+
+@_window_conv3x3_nhwc_op.register_fake
+def _(x, frame, w, bias, codes, maps, residual):
+    return x.new_empty(frame.shape[0], x.shape[1], x.shape[3], x.shape[4], w.shape[1]).permute(0, 1, 4, 2, 3)
+
+
 def window_conv3x3(
     x: Tensor, frame: Tensor, w: Tensor, bias: Tensor, codes: Tensor | None = None, maps: Tensor | None = None,
     residual: Tensor | None = None, backend: str = "auto",
@@ -69,7 +103,8 @@ def window_conv3x3(
                          f"{x.shape[2]} input channels")  # fmt: skip
     chosen = resolve_backend(backend, x.device, "window_conv3x3", cuda_twin=True)
     if chosen == "triton":
-        return _window_conv3x3_op(x, frame, w, bias, codes, maps, residual)
+        op = _window_conv3x3_nhwc_op if frames_channels_last(x) else _window_conv3x3_op
+        return op(x, frame, w, bias, codes, maps, residual)
     if chosen == "cuda":
         return _window_conv3x3_cuda(x, frame, w, bias, codes, maps, residual)
     return window_conv3x3_ref(x, frame, w, bias, codes, maps, residual)
