@@ -229,6 +229,14 @@ class Engine:
         ]
         self.final_w, self.final_b = cast(m.out_block.final.weight), cast(m.out_block.final.bias)
         self._phase_maps: dict[tuple[int, int], Tensor] = {}
+        self._fused_maps: dict[tuple[int, int], Tensor] = {}
+        # The window op's weights (fused backends) stored as its channels-last kernel packs them, (window, tap,
+        # input channel, output channel), and handed over as the (window, O, C, 3, 3) view of that storage: the
+        # op's packing is then free (the NCHW kernels copy them to their own layout).
+        self.fuse_window_w = packed_window_view(
+            self.fuse_h_aligned.reshape(window, frame + self.frame_pad, 2 * f, 3, 3)
+        )
+        self.proj_window_w = packed_window_view(self.proj_w_aligned[None])
 
     def phase_maps(self, height: int, width: int) -> Tensor:
         """(window, frame, H, W): the response of each offset's phase-channel kernels to a constant 1 map."""
@@ -244,6 +252,15 @@ class Engine:
     def aligned_phase_maps(self, maps: Tensor) -> Tensor:
         """(window, frame, H, W) phase maps with the zero channels of the PyTorch path's alignment padding."""
         return F.pad(maps, (0, 0, 0, 0, 0, self.frame_pad)) if self.frame_pad else maps
+
+    def fused_phase_maps(self, maps: Tensor) -> Tensor:
+        """The window op's phase maps: aligned, float32, channels-last (as its channels-last kernel reads them),
+        made once per image size."""
+        key = tuple(int(n) for n in maps.shape[-2:])
+        if key not in self._fused_maps:
+            aligned = self.aligned_phase_maps(maps).float()
+            self._fused_maps[key] = aligned.contiguous(memory_format=torch.channels_last)
+        return self._fused_maps[key]
 
     @torch.no_grad()
     def __call__(self, lr: Tensor, phase: Tensor, stages: int | None = None) -> Tensor:
@@ -452,19 +469,15 @@ class Engine:
         count − 1 of `both` (which spans every frame that exists around them); frames outside it are zero padding
         in time."""
         window, half = self.config.window, self.config.half_window
-        frame = self.config.frame_channels + self.frame_pad  # aligned on a GPU, as for the PyTorch path
         table = [[p + d - half if 0 <= p + d - half < both.shape[0] else -1 for d in range(window)]
                  for p in range(start, start + count)]  # fmt: skip
         index = self._constant(table, torch.int32, both.device)
-        weights = self.fuse_h_aligned.reshape(window, frame, both.shape[2], 3, 3)
         # `both` has its frames channels-last: the Triton backend takes its channels-last kernel (no conversion of
-        # any frame), the CUDA C++ one makes its NCHW copy.
-        maps = self.aligned_phase_maps(maps).float()
-        pre = window_conv3x3(both, index, weights, self.fuse_b_aligned.float(), codes.float(), maps,
-                             backend=self.backends["window_conv3x3"])  # fmt: skip
+        # any frame), the CUDA C++ one makes its NCHW copy. Frame channels aligned on a GPU, as for PyTorch ops.
+        pre = window_conv3x3(both, index, self.fuse_window_w, self.fuse_b_aligned.float(), codes.float(),
+                             self.fused_phase_maps(maps), backend=self.backends["window_conv3x3"])  # fmt: skip
         own = torch.arange(count, dtype=torch.int32, device=both.device)[:, None]
-        out = window_conv3x3(pre, own, self.proj_w_aligned[None], self.proj_b.float(),
-                             backend=self.backends["window_conv3x3"])  # fmt: skip
+        out = window_conv3x3(pre, own, self.proj_window_w, self.proj_b.float(), backend=self.backends["window_conv3x3"])
         return frames_channels_last(out)
 
     def _fuse_window_eager(self, contrib: Tensor, codes: Tensor, maps: Tensor) -> Tensor:
@@ -504,6 +517,12 @@ class Engine:
             x = pixel_shuffle_channels_last(self._conv(x, w, b), factor)
         out = self._conv(x, self.final_w, self.final_b).float()
         return out.reshape(frames, batch, *out.shape[1:])
+
+
+def packed_window_view(w: Tensor) -> Tensor:
+    """(window, O, C, 3, 3) weights as a view of a (window, 3, 3, C, O) contiguous copy: the window op's
+    channels-last kernel packs them to (window, 9, C, O) without a copy."""
+    return w.permute(0, 3, 4, 2, 1).contiguous().permute(0, 4, 3, 1, 2)
 
 
 def pixel_shuffle_channels_last(x: Tensor, factor: int) -> Tensor:

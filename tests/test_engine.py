@@ -43,10 +43,14 @@ def test_aligned_frame_channels_change_nothing(monkeypatch: pytest.MonkeyPatch) 
     for config, shape in (CASES[4], CASES[1]):
         model = make_model(config).eval()
         lr, phase = make_inputs(*shape)
-        plain = Engine(model)
+        plain, plain_op = Engine(model), Engine(model)
+        plain_op.backends["window_conv3x3"] = "reference"
         with monkeypatch.context() as patch:
             patch.setattr(Engine, "ALIGN_FRAME_CHANNELS_ON", ("cuda", "cpu"))
             aligned, aligned_bf16 = Engine(model), Engine(model, dtype=torch.bfloat16)
+            # The fused ops' path (_refine_fused) with the aligned weights, here through the window op's twin.
+            aligned_op = Engine(model)
+            aligned_op.backends["window_conv3x3"] = "reference"
         frame, pad, window = config.frame_channels, aligned.frame_pad, config.window
         assert pad == (-frame) % 8 and pad > 0 and plain.frame_pad == 0
         fuse = aligned.fuse_h_aligned.reshape(window, frame + pad, *aligned.fuse_h_aligned.shape[1:])
@@ -55,6 +59,7 @@ def test_aligned_frame_channels_change_nothing(monkeypatch: pytest.MonkeyPatch) 
         assert not aligned.aligned_phase_maps(aligned.phase_maps(*shape[2:]))[:, frame:].any()
         with torch.no_grad():
             assert relative_l2(aligned(lr, phase), plain(lr, phase)) <= 1e-6
+            assert relative_l2(aligned_op(lr, phase), plain_op(lr, phase)) <= 1e-6
             assert relative_l2(aligned_bf16(lr, phase), model(lr, phase)) <= RELATIVE_L2[torch.bfloat16]
 
 
@@ -276,5 +281,11 @@ for backend in ({"convlstm_step": "triton"}, {"window_conv3x3": "triton"}):
         assert "torch" in engine.backend and "triton" in engine.backend, engine.backend
         error = relative_l2(engine(lr, phase), expected)
         assert error <= RELATIVE_L2[torch.float32], (backend, compile, error)
+# The Triton fusion with the frame channels aligned as on a GPU (17 → 24 here: zero weights, zero maps).
+Engine.ALIGN_FRAME_CHANNELS_ON = ("cuda", "cpu")
+engine = Engine(model, backend={"window_conv3x3": "triton"})
+assert engine.frame_pad == 7 and engine.fuse_window_w.shape[1] == 24
+error = relative_l2(engine(lr, phase), expected)
+assert error <= RELATIVE_L2[torch.float32], ("aligned", error)
 print("ok")
 """

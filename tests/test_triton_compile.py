@@ -47,19 +47,23 @@ def fusion_case(dtype: str, ieee: bool) -> tuple:
     return phase_fusion._window_conv_kernel, pointers, {"HAS_PHASE": True, "HAS_RESIDUAL": True, "FP32_IEEE": ieee}
 
 
-def fusion_nhwc_case(dtype: str, ieee: bool, channels: int = 128, outputs: int = 136) -> tuple:
-    """The channels-last fusion (its channel counts compile-time constants): by default the Engine's fusion on a GPU,
-    2F = 128 → 136 aligned frame channels; the projection is 136 → 64."""
-    _, pointers, switches = fusion_case(dtype, ieee)
-    return phase_fusion_nhwc._window_conv_nhwc_kernel, pointers, {**switches, "C": channels, "OUT_CH": outputs}
+def fusion_nhwc_case(dtype: str, ieee: bool, projection: bool = False) -> tuple:
+    """The channels-last fusion as the Engine calls it on a GPU (its channel counts compile-time constants): the
+    fusion, 2F = 128 → 136 aligned frame channels with the phase term, or the projection, 136 → 64 without it."""
+    _, pointers, _ = fusion_case(dtype, ieee)
+    switches = {"HAS_PHASE": not projection, "HAS_RESIDUAL": False, "FP32_IEEE": ieee}
+    channels = {"C": 136, "OUT_CH": 64} if projection else {"C": 128, "OUT_CH": 136}
+    return phase_fusion_nhwc._window_conv_nhwc_kernel, pointers, {**switches, **channels}
 
 
 def largest(configs: list) -> list:
-    """The configuration with the most shared memory (tile sizes × stages): where a limit is hit first."""
+    """The configuration with the most shared memory (its pipelined operand tiles: pixels × K and K × outputs,
+    × stages): where a limit is hit first."""
 
     def size(config) -> int:
-        outputs = config.kwargs.get("BLOCK_F", config.kwargs.get("BLOCK_O"))
-        return config.num_stages * config.kwargs["BLOCK_P"] * config.kwargs["BLOCK_K"] * outputs
+        blocks = config.kwargs
+        outputs = 4 * blocks["BLOCK_F"] if "BLOCK_F" in blocks else blocks["BLOCK_O"]  # the step: four gates
+        return config.num_stages * blocks["BLOCK_K"] * (blocks["BLOCK_P"] + outputs)
 
     return [max(configs, key=size)]
 
@@ -77,7 +81,7 @@ def cases():
         yield f"fusion-{dtype}{suffix}", *fusion_case(dtype, ieee), pick(fusion_configs)
         nhwc_fusion_configs = phase_fusion_nhwc._IEEE_CONFIGS if ieee else phase_fusion_nhwc._CONFIGS
         yield f"fusion-nhwc-{dtype}{suffix}", *fusion_nhwc_case(dtype, ieee), pick(nhwc_fusion_configs)
-    yield "projection-nhwc-bf16", *fusion_nhwc_case("bf16", False, 136, 64), phase_fusion_nhwc._CONFIGS
+    yield "projection-nhwc-bf16", *fusion_nhwc_case("bf16", False, projection=True), phase_fusion_nhwc._CONFIGS
     yield "nhwc-first-bf16", *nhwc_case("bf16", False, True), largest(convlstm_nhwc._CONFIGS)
     yield "nhwc-tma-bf16", *nhwc_case("bf16", False, False), convlstm_nhwc._TMA_CONFIGS
 

@@ -101,6 +101,15 @@ def window_conv3x3(
     if w.shape[0] != frame.shape[1] or w.shape[2] != x.shape[2]:
         raise ValueError(f"window_conv3x3: w {tuple(w.shape)} does not fit window {frame.shape[1]} and "
                          f"{x.shape[2]} input channels")  # fmt: skip
+    # The kernels index these by the shapes above: a mismatch (weights padded, maps not) would read past them.
+    frames, batch, _, height, width = x.shape
+    window, outputs = w.shape[:2]
+    expected = {"bias": (bias, (outputs,)), "codes": (codes, (frames, batch)),
+                "maps": (maps, (window, outputs, height, width)),
+                "residual": (residual, (frame.shape[0], batch, outputs, height, width))}  # fmt: skip
+    for name, (tensor, shape) in expected.items():
+        if tensor is not None and tuple(tensor.shape) != shape:
+            raise ValueError(f"window_conv3x3: {name} has shape {tuple(tensor.shape)}, expected {shape}")
     chosen = resolve_backend(backend, x.device, "window_conv3x3", cuda_twin=True)
     if chosen == "triton":
         op = _window_conv3x3_nhwc_op if frames_channels_last(x) else _window_conv3x3_op
