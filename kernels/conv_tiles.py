@@ -54,6 +54,24 @@ def im2col_tile(base, offs_k, mask_k, y, x, mask_p, H, W):
 
 
 @triton.jit
+def channels_last_tap(base, step, chunks, y, x, mask_p, H, W, row, channels, BLOCK_K: tl.constexpr):
+    """K step `step` of a channels-last 3×3 implicit GEMM (convlstm_nhwc.py, phase_fusion_nhwc.py): tap
+    step // chunks and the (step % chunks)-th chunk of BLOCK_K of the pixels' `channels` input channels, each
+    pixel's channels `row` elements after the previous pixel's at `base`. Returns the (P, K) activation tile — zero
+    outside the image (the convolution's padding) and past the channels, one mask per pixel and channel — and the
+    tap, channel offsets and channel mask that select the weights' rows."""
+    tap = step // chunks
+    offs_c = (step % chunks) * BLOCK_K + tl.arange(0, BLOCK_K)
+    mask_c = offs_c < channels
+    yy = y + (tap // 3 - 1)
+    xx = x + (tap % 3 - 1)
+    inside = mask_p & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
+    a = tl.load(base + ((yy * W + xx) * row)[:, None] + offs_c[None, :],
+                mask=inside[:, None] & mask_c[None, :], other=0.0)  # fmt: skip
+    return a, tap, offs_c, mask_c
+
+
+@triton.jit
 def weight_rows(base, offs_out, mask_out, offs_k, mask_k, row_length):
     """(K, O) weights from an (O, row_length) block at `base` (an (O, C, 3, 3) tensor, row_length = 9·C)."""
     return tl.load(base + offs_out[None, :] * row_length + offs_k[:, None],

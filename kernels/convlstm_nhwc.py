@@ -30,7 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .conv_tiles import accumulate, autotune, ieee_float32, output_tile, patch_tile
+from .conv_tiles import accumulate, autotune, channels_last_tap, ieee_float32, output_tile, patch_tile
 from .convlstm import cell_update, hoisted_gates
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -203,14 +203,7 @@ def _step_kernel(
         w_base = w_ptr + direction.to(tl.int64) * 9 * F * 4 * F
         chunks = tl.cdiv(F, BLOCK_K)
         for step in range(0, 9 * chunks):  # one tap and one chunk of input channels per step
-            tap = step // chunks
-            offs_c = (step % chunks) * BLOCK_K + tl.arange(0, BLOCK_K)
-            mask_c = offs_c < F
-            yy = y + (tap // 3 - 1)
-            xx = x + (tap % 3 - 1)
-            inside = mask_p & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
-            a = tl.load(h_base + ((yy * W + xx) * H_ROW)[:, None] + offs_c[None, :],
-                        mask=inside[:, None] & mask_c[None, :], other=0.0)  # fmt: skip
+            a, tap, offs_c, mask_c = channels_last_tap(h_base, step, chunks, y, x, mask_p, H, W, H_ROW, F, BLOCK_K)
             rows = w_base + (tap * F + offs_c)[:, None] * (4 * F) + offs_f[None, :]
             mask_w = mask_c[:, None] & mask_f[None, :]
             acc_i = accumulate(acc_i, a, tl.load(rows, mask=mask_w, other=0.0), FP32_IEEE)

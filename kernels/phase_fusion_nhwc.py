@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .conv_tiles import accumulate, autotune, ieee_float32, output_tile
+from .conv_tiles import accumulate, autotune, channels_last_tap, ieee_float32, output_tile
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -52,14 +52,7 @@ def _window_conv_nhwc_kernel(
             x_base = x_ptr + (frame.to(tl.int64) * B + cine) * hw * C
             w_base = w_ptr + d * 9 * C * OUT_CH  # the weights are small: int32 offsets suffice
             for step in range(0, 9 * chunks):  # one tap and one chunk of input channels per step
-                tap = step // chunks
-                offs_c = (step % chunks) * BLOCK_K + tl.arange(0, BLOCK_K)
-                mask_c = offs_c < C
-                yy = y + (tap // 3 - 1)
-                xx = x + (tap % 3 - 1)
-                inside = mask_p & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
-                a = tl.load(x_base + ((yy * W + xx) * C)[:, None] + offs_c[None, :],
-                            mask=inside[:, None] & mask_c[None, :], other=0.0)  # fmt: skip
+                a, tap, offs_c, mask_c = channels_last_tap(x_base, step, chunks, y, x, mask_p, H, W, C, C, BLOCK_K)
                 b = tl.load(w_base + (tap * C + offs_c)[:, None] * OUT_CH + offs_o[None, :],
                             mask=mask_c[:, None] & mask_o[None, :], other=0.0)  # fmt: skip
                 acc = accumulate(acc, a, b, FP32_IEEE)
