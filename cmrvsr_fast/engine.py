@@ -211,7 +211,6 @@ class Engine:
         blocks = w1.reshape(frame, window, frame, 3, 3)
         # Every offset's contribution of [hF, hB] from one per-frame convolution: (window·frame, 2F, 3, 3).
         per_offset = blocks[:, :, : 2 * f].permute(1, 0, 2, 3, 4)  # (window, frame, 2F, 3, 3)
-        self.fuse_h = cast(per_offset.reshape(window * frame, 2 * f, 3, 3))
         self.fuse_phase = blocks[:, :, 2 * f]  # (frame, window, 3, 3): the phase channel's kernels
         self.fuse_b = cast(m.refine.fuse.bias)
         self.proj_w, self.proj_b = cast(m.refine.project.weight), cast(m.refine.project.bias)
