@@ -87,14 +87,9 @@ def test_triton_kernel_under_the_interpreter():
 # channels-last, the projection form (window 1, no phase term).
 INTERPRETED_NHWC = """
 import torch
-from test_phase_fusion import fusion_case, relative_l2
+from test_phase_fusion import fusion_case, frames_last, relative_l2
+from cmrvsr_fast.ops.phase_fusion import frames_channels_last as channels_last_frames
 from cmrvsr_fast.ops.phase_fusion import window_conv3x3, window_conv3x3_ref
-
-def frames_last(t):
-    return t.reshape(-1, *t.shape[2:]).contiguous(memory_format=torch.channels_last).reshape(t.shape)
-
-def channels_last_frames(t):
-    return t.reshape(-1, *t.shape[2:]).is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
 
 worst = 0.0
 for shape in [dict(frames=4, batch=1), dict(frames=3, batch=2, features=9, height=5, width=4),
