@@ -59,10 +59,22 @@ def phantom_records(seeds: range, size: tuple[int, int] = (128, 128), frames: in
     return records
 
 
+def reorient(lr: np.ndarray, hr: np.ndarray, which: int) -> tuple[np.ndarray, np.ndarray]:
+    """One of the 8 symmetries of the square (0 = identity), applied alike to LR and HR (…, H, W) frames:
+    bit 0 flips columns, bit 1 flips rows, bit 2 swaps rows and columns."""
+    if which & 1:
+        lr, hr = lr[..., ::-1], hr[..., ::-1]
+    if which & 2:
+        lr, hr = lr[..., ::-1, :], hr[..., ::-1, :]
+    if which & 4:
+        lr, hr = np.swapaxes(lr, -1, -2), np.swapaxes(hr, -1, -2)
+    return lr, hr
+
+
 class ClipDataset(Dataset):
     """Training clips as SPEC §3: for every frame t of every sequence, the clip of `clip_frames` frames ending at
     t (cyclically), with `warmup` true neighbouring frames on each side; a random LR crop and the matching HR
-    crop; random horizontal and vertical flips. Items (all float32 tensors, normalised):
+    crop; a random one of the 8 orientations (flips and transposition). Items (all float32 tensors, normalised):
         lr (clip + 2n, 1, crop, crop), hr (clip, 1, r·crop, r·crop), phase (clip + 2n,)
     Feed them to CMRVSR(..., warmup_included=True). Randomness follows torch's seed (DataLoader workers included).
     """
@@ -102,10 +114,8 @@ class ClipDataset(Dataset):
         r, c = self.scale, self.crop
         lr = seq.lr[extended, top : top + c, left : left + c]
         hr = seq.hr[centre, r * top : r * (top + c), r * left : r * (left + c)]
-        if self.flips and rng.random() < 0.5:
-            lr, hr = lr[..., ::-1], hr[..., ::-1]
-        if self.flips and rng.random() < 0.5:
-            lr, hr = lr[..., ::-1, :], hr[..., ::-1, :]
+        if self.flips:  # one of the 8 orientations of the square: no preferred orientation is learnt
+            lr, hr = reorient(lr, hr, int(rng.integers(8)))
         mean, std = self.normalisation
         return {
             "lr": torch.from_numpy(np.ascontiguousarray(normalise(lr, mean, std)))[:, None],
