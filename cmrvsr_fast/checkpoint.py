@@ -127,6 +127,18 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike[str]) -> None:
     _load_exactly(model, load_file(str(path)), source=str(path))
 
 
+def load_shared_weights(model: torch.nn.Module, path: str | os.PathLike[str]) -> list[str]:
+    """Copy the tensors of a checkpoint that match the model by name and shape (e.g. a ×4 model's trunk into a
+    ×2 model: every block but the up-sampling) -> the names copied. Nothing matching is an error."""
+    source = load_file(str(path))
+    own = model.state_dict()
+    shared = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    if not shared:
+        raise ValueError(f"{path}: no tensor matches the model by name and shape")
+    model.load_state_dict(shared, strict=False)
+    return sorted(shared)
+
+
 def official_key_map(config: ModelConfig) -> dict[str, str]:
     """This package's parameter names -> the public implementation's (SPEC §3)."""
     names = {

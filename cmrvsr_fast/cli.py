@@ -24,6 +24,8 @@ from .config import PRESETS, ModelConfig
 from .data.datasets import phantom_records
 from .data.phantom import generate
 from .data.readers import CineRecord, DataError, read_acdc, read_dsb, read_folder
+from .data.synth import GENERATOR_VERSION, synth_records
+from .data.synth import HELD_OUT_SEEDS as SYNTH_HELD_OUT_SEEDS
 from .engine import PAIRED_BACKENDS
 from .evaluate import evaluate, format_table
 from .model import CMRVSR
@@ -42,14 +44,17 @@ class UsageError(ValueError):
 
 
 def load_records(spec: str, size: int, frames: int, limit: int | None) -> list[CineRecord]:
-    """--data: phantom[:N] | acdc:PATH | dsb:PATH | folder:PATH."""
+    """--data: phantom[:N] | synth[:N] (held-out seeds) | acdc:PATH | dsb:PATH | folder:PATH."""
     kind, _, where = spec.partition(":")
     if kind == "phantom":
         count = int(where) if where else 4
         return phantom_records(range(HELD_OUT_PHANTOM_SEEDS, HELD_OUT_PHANTOM_SEEDS + count), (size, size), frames)
+    if kind == "synth":
+        count = int(where) if where else 8
+        return synth_records(range(SYNTH_HELD_OUT_SEEDS, SYNTH_HELD_OUT_SEEDS + count))
     readers = {"acdc": read_acdc, "dsb": read_dsb, "folder": read_folder}
     if kind not in readers or not where:
-        raise UsageError(f"--data {spec!r}: expected phantom[:N], acdc:PATH, dsb:PATH or folder:PATH")
+        raise UsageError(f"--data {spec!r}: expected phantom[:N], synth[:N], acdc:PATH, dsb:PATH or folder:PATH")
     if not Path(where).is_dir():
         raise UsageError(f"--data {spec!r}: {where} is not a folder")
     records = readers[kind](where)
@@ -140,6 +145,12 @@ def training_records(spec: str, size: int, count_default: int = 64) -> tuple[lis
         ]
         valid = load_records("phantom:4", size, 30, None)
         return train, valid, f"phantom seeds 0-{count - 1} ({size}×{size}, 20-35 frames); validation: 4 held-out seeds"
+    if kind == "synth":
+        count = int(where) if where else 192
+        train = synth_records(range(count))
+        # Validation every few hundred steps: small held-out cases keep it to seconds.
+        valid = synth_records(range(SYNTH_HELD_OUT_SEEDS, SYNTH_HELD_OUT_SEEDS + 6), display=144, frames=20)
+        return train, valid, f"{GENERATOR_VERSION} seeds 0-{count - 1}; validation: 6 held-out seeds (144², 20 frames)"
     records = load_records(spec, size, 30, None)
     if len(records) < 2:
         raise UsageError(f"--data {spec}: {len(records)} record(s) cannot be split into training and validation")
@@ -162,9 +173,12 @@ def run_train(args: argparse.Namespace) -> int:
     options = TrainOptions(
         out=Path(args.out), steps=args.steps, minutes=args.minutes, batch=args.batch, lr=args.lr, crop=args.crop,
         amp=args.amp, seed=args.seed, validate_every=args.validate_every, device=str(resolve_device(args.device)),
-        workers=args.workers, resume=args.resume, normalisation=norm, data_description=description,
+        workers=args.workers, resume=args.resume, init_from=args.init_from, normalisation=norm,
+        data_description=description,
         extra_card={"preset": args.preset, **({"budget": budget} if budget else {})},
     )  # fmt: skip
+    if args.init_from is not None and (args.resume or not args.init_from.is_file()):
+        raise UsageError(f"--init-from {args.init_from}: " + ("not with --resume" if args.resume else "no such file"))
     if (Path(args.out) / "last.safetensors").exists() and not (args.resume or args.overwrite):
         raise UsageError(f"{args.out} already holds a training run (use --resume to continue or --overwrite)")
     summary = train(
@@ -212,7 +226,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from .roi import heart_box
 
     started = time.perf_counter()
-    upscaler = load(args.weights, args.device)
+    upscaler = load(args.weights, args.device, scale=args.scale)
     r = upscaler.scale
     out = Path(args.out)
     phantom = generate(DEMO_SEED, (args.size, args.size), args.frames, args.slices)
@@ -290,8 +304,8 @@ def run_upscale_command(args: argparse.Namespace) -> int:
                 if asked and resolve_device(args.device).type != "cuda":
                     raise UsageError(f"{flag} needs a CUDA device (--device cuda, or auto on a machine with one)")
             upscaler = load(args.weights, device=args.device, precision=args.precision, backend=backend,
-                            compile=args.compile, cuda_graph=args.cuda_graph,
-                            cudnn_benchmark=args.cudnn_benchmark)  # fmt: skip
+                            compile=args.compile, cuda_graph=args.cuda_graph, cudnn_benchmark=args.cudnn_benchmark,
+                            scale=None if args.weights else args.scale)  # fmt: skip
         except BackendUnavailable as error:
             raise UsageError(f"--backend {args.backend}: {error}") from None
         if args.scale is not None and args.scale != upscaler.scale:
@@ -316,7 +330,7 @@ def run_export(args: argparse.Namespace) -> int:
     precision = args.precision or ("fp16" if args.format == "tensorrt" else "fp32")
     if args.format == "onnx" and precision != "fp32":
         raise UsageError("ONNX graphs are exported in fp32; reduced precision is chosen when TensorRT builds")
-    model, card = load_checkpoint(args.weights) if args.weights else load_checkpoint(default_weights_path())
+    model, card = load_checkpoint(args.weights or default_weights_path())
     shape = {"frames": args.frames, "height": args.height, "width": args.width}
     if args.format == "aoti":
         from .export.aoti_export import export_aoti
@@ -352,7 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     ev = commands.add_parser("eval", help="Table-1-style scores of bicubic and a model over a dataset")
-    ev.add_argument("--data", default="phantom", help="phantom[:N] (held-out seeds), acdc:PATH, dsb:PATH, folder:PATH")
+    ev.add_argument(
+        "--data", default="phantom", help="phantom[:N] or synth[:N] (held-out seeds), acdc:PATH, dsb:PATH, folder:PATH"
+    )
     ev.add_argument("--scale", type=int, nargs="+", default=[4], choices=[2, 3, 4])
     source = ev.add_mutually_exclusive_group()
     source.add_argument("--weights", help="a .safetensors checkpoint (with its card beside it)")
@@ -370,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--preset", default="lite-x4", choices=zoo_names(),
                     help="a CMRVSR preset, a Table 2 ablation or a baseline of the benchmark zoo")  # fmt: skip
     tr.add_argument("--budget", help="STEPS[xBATCH]: a fixed step budget instead of --steps/--batch (no time limit)")
-    tr.add_argument("--data", default="phantom", help="phantom[:N], acdc:PATH, dsb:PATH, folder:PATH")
+    tr.add_argument("--data", default="phantom", help="phantom[:N], synth[:N], acdc:PATH, dsb:PATH, folder:PATH")
     tr.add_argument("--out", required=True, help="run folder: checkpoints, logs")
     tr.add_argument("--steps", type=int, default=1000, help="optimisation steps (default 1000)")
     tr.add_argument("--minutes", type=float, help="stop after this much wall time (whichever comes first)")
@@ -385,6 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--size", type=int, default=128, help="phantom size (HR pixels)")
     tr.add_argument("--count", type=int, default=64, help="phantoms for training")
     tr.add_argument("--resume", action="store_true", help="continue the run in --out")
+    tr.add_argument(
+        "--init-from", type=Path, help="start from the tensors of this checkpoint that fit (e.g. a ×4 model's trunk)"
+    )
     tr.add_argument("--overwrite", action="store_true", help="start afresh over a run in --out")
     tr.set_defaults(run=run_train)
 
@@ -393,9 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--device", default="auto")
     de.add_argument("--json", type=Path, help="also write the metrics as JSON here")
     de.add_argument("--weights", help="another .safetensors checkpoint instead of the embedded default")
-    de.add_argument(
-        "--size", type=int, default=144, help="HR size of the phantom (a multiple of 12; training used 144)"
-    )
+    de.add_argument("--scale", type=int, choices=[2, 3, 4], help="the embedded default of this scale (default ×4)")
+    de.add_argument("--size", type=int, default=144, help="HR size of the phantom (a multiple of 12)")
     de.add_argument("--frames", type=int, default=30)
     de.add_argument("--slices", type=int, default=3)
     de.set_defaults(run=run_demo)
@@ -408,7 +426,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("input", help="a DICOM folder (searched recursively) or .zip, a NIfTI cine, or a folder of them")
     up.add_argument("output", help="output folder (never inside INPUT)")
-    up.add_argument("--scale", type=int, choices=[2, 3, 4], help="check the weights' scale (default: theirs)")
+    up.add_argument(
+        "--scale", type=int, choices=[2, 3, 4],
+        help="×2, ×3 or ×4: the embedded default of that scale, or a check of --weights' scale (default ×4 / theirs)",
+    )  # fmt: skip
     up.add_argument("--weights", help="a .safetensors checkpoint or an exported .onnx/.engine/.pt2 (default: lite-x4)")
     up.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     up.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])

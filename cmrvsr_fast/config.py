@@ -122,6 +122,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper-x3": dict(_PAPER, scale=3),
     "paper-x4": dict(_PAPER, scale=4),
     # Same family, sized for CPU training: see the README's "Presets" table for the measured cost.
+    "lite-x2": dict(scale=2, features=16, lstm_layers=2, window=5, warmup=3, stages=2),
+    "lite-x3": dict(scale=3, features=16, lstm_layers=2, window=5, warmup=3, stages=2),
     "lite-x4": dict(scale=4, features=16, lstm_layers=2, window=5, warmup=3, stages=2),
 }
 

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from .atomic import atomic_write, atomic_write_text
-from .checkpoint import ModelCard, load_weights, read_card, save_checkpoint
+from .checkpoint import ModelCard, load_shared_weights, load_weights, read_card, save_checkpoint
 from .data.datasets import ClipDataset, Sequence
 from .evaluate import bicubic_upscale, score_methods, super_resolve
 from .zoo import AnyConfig, build_model
@@ -55,6 +55,7 @@ class TrainOptions:
     device: str = "cpu"
     workers: int = 0
     resume: bool = False
+    init_from: Path | None = None  # start from the tensors of this checkpoint that fit (not with resume)
     normalisation: tuple[float, float] = (54.089, 48.084)
     data_description: str = ""
     extra_card: dict = field(default_factory=dict)
@@ -112,6 +113,9 @@ def train(
     step, history, best, elapsed_before = 0, [], -math.inf, 0.0
     if options.resume:
         step, history, best, elapsed_before = _resume(model, optimiser, out, device)
+    elif options.init_from is not None:
+        copied = load_shared_weights(model, options.init_from)
+        log.info("initialised %d tensors from %s", len(copied), options.init_from)
     engine = DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
 
     dataset = ClipDataset(
@@ -210,6 +214,7 @@ def _card(
                 "seed": options.seed,
             },
             "iterations": step,
+            **({"initialised_from": str(options.init_from)} if options.init_from else {}),
             "wall_time_s": round(elapsed, 1),
             "hardware": _hardware(options.device, world),
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -16,20 +16,24 @@ import numpy as np
 import torch
 
 from .checkpoint import ModelCard, load_checkpoint
+from .data.degrade import bicubic_resize
 from .data.preprocess import denormalise, normalise
 from .engine import Engine
+from .intensity import intensity_window
 from .model import CMRVSR
 from .phase import estimate_es, phase_code
 
 log = logging.getLogger(__name__)
 
-DEFAULT_WEIGHTS = "default-lite-x4.safetensors"
+DEFAULT_SCALE = 4
 ARTIFACT_SUFFIXES = (".onnx", ".engine", ".plan", ".pt2")
 
 
-def default_weights_path() -> Path:
-    """The embedded default checkpoint shipped in cmrvsr_fast/weights/."""
-    return Path(str(resources.files("cmrvsr_fast") / "weights" / DEFAULT_WEIGHTS))
+def default_weights_path(scale: int = DEFAULT_SCALE) -> Path:
+    """The embedded default checkpoint for ×`scale` shipped in cmrvsr_fast/weights/ (×2, ×3 and ×4)."""
+    if scale not in (2, 3, 4):
+        raise ValueError(f"scale must be 2, 3 or 4, got {scale!r}")
+    return Path(str(resources.files("cmrvsr_fast") / "weights" / f"default-x{scale}.safetensors"))
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
@@ -113,26 +117,29 @@ class Upscaler:
     ) -> np.ndarray:
         """(T, H, W) or (S, T, H, W) in any intensity units -> (…, T, rH, rW) float32 in the same units.
 
-        Intensities are mapped to 0–255 by the 0 … 99.5 % range of the whole input (the training data's
-        preparation, SPEC §4), but not clipped, so the brightest pixels are not lost; the output is mapped back
-        and limited to the input's own range. One phase code serves every slice: ES is estimated on the first
-        slice unless given. on_slice is called after each slice (progress bars)."""
+        The network sees what it was trained on: the whole input clipped at its 99.5 % point and scaled to
+        0–255 (the training data's preparation, `intensity_window`). What lies above that ceiling (the
+        brightest 0.5 % of pixels) is not lost: the excess is upscaled by bicubic interpolation and added back.
+        The output is mapped back to the input's units and limited to the input's own range. One phase code
+        serves every slice: ES is estimated on the first slice unless given. on_slice is called after each
+        slice (progress bars)."""
         data = np.asarray(cine, dtype=np.float64)
         if data.ndim not in (3, 4) or min(data.shape) < 1:
             raise ValueError(f"expected a (T, H, W) cine or an (S, T, H, W) stack, got shape {data.shape}")
         if not np.isfinite(data).all():
             raise ValueError("the cine contains NaN or infinite values")
         stack = data if data.ndim == 4 else data[None]
-        low, high = float(stack.min()), float(np.quantile(stack, 0.995))
+        low, high = intensity_window(np.asarray(cine))  # integer data: the histogram rule, as in training
         r = self.scale
         if high <= low:  # a constant cine: nothing to recover, nothing to divide by
             return np.full((*stack.shape[:2], stack.shape[2] * r, stack.shape[3] * r), low, np.float32).reshape(
                 *data.shape[:-2], data.shape[-2] * r, data.shape[-1] * r
             )
-        grey = (stack - low) / (high - low) * 255.0
+        grey = (np.minimum(stack, high) - low) / (high - low) * 255.0
+        excess = np.maximum(stack - high, 0.0)
         frames = stack.shape[1]
         if es is None:
-            es = estimate_es(np.clip(grey, 0, 255), ed=ed)
+            es = estimate_es(grey, ed=ed)
         codes = torch.from_numpy(phase_code(frames, ed, es, self.card.config.phase_code).astype(np.float32))
         mean, std = self.card.normalisation
         out = np.empty((stack.shape[0], frames, stack.shape[2] * r, stack.shape[3] * r), dtype=np.float32)
@@ -145,7 +152,10 @@ class Upscaler:
             for _ in range(len(chunk)):
                 if on_slice is not None:
                     on_slice()
-        restored = np.clip(low + out / 255.0 * (high - low), low, float(stack.max())).astype(np.float32)
+        restored = low + out / 255.0 * (high - low)
+        if excess.any():
+            restored += bicubic_resize(excess, stack.shape[2] * r, stack.shape[3] * r)
+        restored = np.clip(restored, float(stack.min()), float(stack.max())).astype(np.float32)
         return restored if data.ndim == 4 else restored[0]
 
 
@@ -157,9 +167,12 @@ def load(
     compile: bool = False,
     cuda_graph: bool = False,
     cudnn_benchmark: bool = False,
+    *,
+    scale: int | None = None,
 ) -> Upscaler:
-    """An Upscaler for a .safetensors checkpoint (its card beside it), the embedded default, or an exported
-    artifact (.onnx, .engine, .pt2 with its manifest beside it: onnxruntime, TensorRT, AOTInductor).
+    """An Upscaler for a .safetensors checkpoint (its card beside it), the embedded default for `scale` (×4
+    unless given), or an exported artifact (.onnx, .engine, .pt2 with its manifest beside it: onnxruntime,
+    TensorRT, AOTInductor). With both weights and scale, the weights must be of that scale (ValueError).
     precision: "auto" (bf16 where native, else fp32), "fp32", "bf16" or "fp16"; backend: the Engine's;
     compile: torch.compile the Engine's per-step pieces for dynamic shapes, compiled once for the job (with static
     shapes, the compiled Engine was the fastest path measured on an H200: bf16, 1.7× the eager Engine on a 10-slice
@@ -168,7 +181,14 @@ def load(
     recent kept): for one cine at a time, where launches dominate (4.15× the reference on an H200 against 3.6×
     without, all-Triton). cudnn_benchmark: cuDNN times its convolution algorithms per shape on first use (the
     Engine's option; not yet timed on a GPU; no effect off CUDA). All three ignored for exported artifacts."""
-    path = Path(weights) if weights is not None else default_weights_path()
+    path = Path(weights) if weights is not None else default_weights_path(scale or DEFAULT_SCALE)
+    upscaler = _load_path(path, device, precision, backend, compile, cuda_graph, cudnn_benchmark)
+    if scale is not None and upscaler.scale != scale:
+        raise ValueError(f"{path} is a ×{upscaler.scale} model; asked for ×{scale}")
+    return upscaler
+
+
+def _load_path(path: Path, device, precision, backend, compile, cuda_graph, cudnn_benchmark) -> Upscaler:
     if path.suffix in ARTIFACT_SUFFIXES:
         from .export.runners import card_from_manifest, load_runner  # onnxruntime/TensorRT only when asked for
 

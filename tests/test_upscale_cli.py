@@ -17,6 +17,7 @@ from test_dicom_io import assert_mr_image_iod
 
 from cmrvsr_fast import cli, upscale_job
 from cmrvsr_fast.io.nifti import upscaled_affine
+from cmrvsr_fast.upscaler import default_weights_path
 
 
 @pytest.fixture(autouse=True)
@@ -197,9 +198,14 @@ def test_refused_before_any_work(tmp_path, capsys, case):
         assert code == 0 and (output / "keep.txt").read_text() == "mine"
 
 
-def test_scale_mismatch_and_bad_shard_are_usage_errors(tmp_path, capsys, monkeypatch):
+def test_scale_picks_the_default_and_checks_given_weights(tmp_path, capsys, monkeypatch):
     write_cine_series(tmp_path / "scanner", slices=1, frames=8)
-    code, text = run(capsys, tmp_path / "scanner", tmp_path / "out", "--scale", "2")
+    code, text = run(capsys, tmp_path / "scanner", tmp_path / "x2", "--scale", "2")
+    assert code == 0
+    written = sorted(p.name for p in (tmp_path / "x2").iterdir())
+    assert written and all("_x2_" in name for name in written)
+    weights = str(default_weights_path(4))
+    code, text = run(capsys, tmp_path / "scanner", tmp_path / "out", "--scale", "2", "--weights", weights)
     assert code == 2 and "×4 model" in text
     code, text = run(capsys, tmp_path / "scanner", tmp_path / "out", "--shard", "2/2")
     assert code == 2 and "--shard" in text

@@ -13,7 +13,7 @@ import cmrvsr_fast
 from cmrvsr_fast import CMRVSR, ModelCard, ModelConfig, phase_code, save_checkpoint
 from cmrvsr_fast.checkpoint import sha256_file
 from cmrvsr_fast.cli import main
-from cmrvsr_fast.data import degrade, generate
+from cmrvsr_fast.data import bicubic_resize, clip_and_scale, degrade, generate
 from cmrvsr_fast.upscaler import default_weights_path
 
 
@@ -33,16 +33,34 @@ def test_upscale_works_in_the_acquisitions_units(tiny_weights: Path) -> None:
     assert out.shape == (10, 72, 72) and out.dtype == np.float32
     assert out.min() >= cine.min() and out.max() <= cine.max()
 
-    # The same numbers by hand: to 0–255 by the 0 … 99.5 % range, normalise, the model, and back.
+    # The same numbers by hand: clipped at the 99.5 % point and scaled to 0–255 as the training data are,
+    # normalised, the model, back to the input's units, plus the bicubic-upscaled excess above the ceiling.
     low, high = cine.min(), np.quantile(cine, 0.995)
-    grey = (cine - low) / (high - low) * 255
+    grey = (np.minimum(cine, high) - low) / (high - low) * 255
     with torch.no_grad():
         x = torch.from_numpy(((grey - 50.0) / 40.0).astype(np.float32))[None, :, None]
         p = torch.from_numpy(phase_code(10, 0, 4).astype(np.float32))[None]
         sr = upscaler.model(x, p)[0, :, 0].numpy() * 40.0 + 50.0
-    np.testing.assert_allclose(
-        out, np.clip(low + sr / 255 * (high - low), cine.min(), cine.max()), rtol=1e-5, atol=1e-3
+    excess = bicubic_resize(np.maximum(cine - high, 0), 72, 72)
+    assert excess.max() > 10  # the phantom's brightest pixels lie above the ceiling
+    expected = np.clip(low + sr / 255 * (high - low) + excess, cine.min(), cine.max())
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-3)
+
+
+def test_upscale_feeds_the_network_as_training_does(tiny_weights: Path, monkeypatch) -> None:
+    """The network's input is the training data's preparation of the cine (clip_and_scale, before rounding):
+    never above 255, whatever the input's brightest pixels."""
+    upscaler = cmrvsr_fast.load(tiny_weights, device="cpu", precision="fp32")
+    seen = []
+    engine_call = type(upscaler.engine).__call__
+    monkeypatch.setattr(
+        type(upscaler.engine), "__call__", lambda self, x, *a, **k: seen.append(x) or engine_call(self, x, *a, **k)
     )
+    cine = (generate(4, (36, 36), 10).cine[0] * 9).astype(np.int16)  # integer units: the histogram rule
+    upscaler.upscale(cine, ed=0, es=4)
+    grey = seen[0][0, :, 0].numpy() * 40.0 + 50.0
+    np.testing.assert_allclose(grey, clip_and_scale(cine), atol=0.5 + 1e-3)  # clip_and_scale also rounds
+    assert grey.max() <= 255.0 + 1e-3
 
 
 def test_upscale_stacks_constant_cines_and_bad_input(tiny_weights: Path) -> None:
@@ -66,31 +84,47 @@ def test_load_refuses_other_formats(tmp_path: Path) -> None:
         cmrvsr_fast.load(tmp_path / "model.pth")
 
 
-def test_embedded_default_is_shipped_intact() -> None:
-    path = default_weights_path()
-    assert path.is_file(), "the embedded default weights are missing from cmrvsr_fast/weights/"
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_embedded_defaults_are_shipped_intact(scale: int) -> None:
+    path = default_weights_path(scale)
+    assert path.is_file(), f"the embedded ×{scale} default is missing from cmrvsr_fast/weights/"
     card = json.loads(path.with_suffix(".json").read_text())
     assert card["weights_sha256"] == sha256_file(path)
     assert path.stat().st_size < 8 * 2**20  # a few MB at most
     training = card["training"]
     assert training["iterations"] > 0 and training["wall_time_s"] > 0 and training["hardware"]
-    assert "phantom" in training["data"] and card["metrics"]["held_out_phantoms"]["rows"]
-    upscaler = cmrvsr_fast.load(device="cpu")
-    assert upscaler.scale == 4 and upscaler.model.config == ModelConfig.from_name(training["preset"])
+    # Trained on the synthetic generator alone, so that `make train-default` regenerates it from the repository.
+    assert training["data"].startswith("synth/") and card["metrics"]["held_out"]["synthetic"]["rows"]
+    upscaler = cmrvsr_fast.load(scale=scale, device="cpu")
+    assert upscaler.scale == scale and upscaler.model.config == ModelConfig.from_name(training["preset"])
 
 
-def test_embedded_default_beats_bicubic_on_a_held_out_phantom() -> None:
-    """A sanity check on one small held-out phantom (the quality bar itself is measured by
-    benchmarks/embed_default.py on 16 phantoms and recorded in the card)."""
+def test_load_checks_the_scale_of_given_weights(tiny_weights: Path) -> None:
+    assert cmrvsr_fast.load(tiny_weights, device="cpu", scale=2).scale == 2
+    with pytest.raises(ValueError, match="×2 model; asked for ×4"):
+        cmrvsr_fast.load(tiny_weights, device="cpu", scale=4)
+    with pytest.raises(ValueError, match="scale must be"):
+        default_weights_path(5)
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_embedded_default_beats_bicubic_in_either_orientation(scale: int) -> None:
+    """A sanity check on one small held-out synthetic case, as acquired and transposed: the default has no
+    preferred orientation (the full cross-domain table is measured by benchmarks/embed_default.py and
+    benchmarks/eval_cines.py)."""
+    from cmrvsr_fast.data.synth import HELD_OUT_SEEDS, synth_case
     from cmrvsr_fast.evaluate import bicubic_upscale
     from cmrvsr_fast.metrics import cardiac_psnr, to_grey_levels
+    from cmrvsr_fast.roi import heart_box
 
-    p = generate(2_000_000, (96, 96), 16)
-    hr = p.cine[0]
-    lr = degrade(hr, 4)
-    sr = to_grey_levels(cmrvsr_fast.load(device="cpu").upscale(lr, ed=0, es=p.es))
-    bicubic = to_grey_levels(bicubic_upscale(lr, 4))
-    assert cardiac_psnr(sr, hr, p.heart_box) > cardiac_psnr(bicubic, hr, p.heart_box)
+    case = synth_case(HELD_OUT_SEEDS + 100, display=96, frames=12, kind="sax")
+    upscaler = cmrvsr_fast.load(scale=scale, device="cpu", precision="fp32")
+    gains = []
+    for hr in (case.cine, np.ascontiguousarray(case.cine.swapaxes(1, 2))):
+        lr, box = degrade(hr, scale), heart_box(hr)
+        sr = to_grey_levels(upscaler.upscale(lr, ed=0, es=case.es))
+        gains.append(cardiac_psnr(sr, hr, box) - cardiac_psnr(to_grey_levels(bicubic_upscale(lr, scale)), hr, box))
+    assert min(gains) > 0 and abs(gains[0] - gains[1]) < 0.25, gains
 
 
 def test_demo_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
