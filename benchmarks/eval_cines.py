@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", action="append", required=True, help="npy:DIR, folder:DIR, synth[:N], phantom[:N] …")
     parser.add_argument("--scale", type=int, nargs="+", default=[4])
-    parser.add_argument("--weights", nargs="*", default=["default"], help=".safetensors files, or 'default' (the embedded default of each scale)")
+    parser.add_argument("--weights", nargs="*", default=["default"], help="checkpoints, or 'default' (each scale's)")
     parser.add_argument("--precision", default="fp32", help="the Upscaler's precision (fp32, bf16, auto)")
     parser.add_argument("--reorient", action="store_true", help="also score every cine transposed")
     parser.add_argument("--json", help="write rows and per-sequence scores here")
