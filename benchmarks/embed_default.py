@@ -18,7 +18,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-import numpy as np
+from eval_cines import lanczos  # the baseline beside this script
 
 from cmrvsr_fast.atomic import atomic_write, atomic_write_text
 from cmrvsr_fast.checkpoint import card_path, load_checkpoint
@@ -30,13 +30,6 @@ from cmrvsr_fast.upscaler import default_weights_path
 from cmrvsr_fast.viz import line_plot, save_image
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def lanczos(lr: np.ndarray, scale: int) -> np.ndarray:
-    import cv2  # a development dependency: the baseline of the quality tables
-
-    size = (lr.shape[-1] * scale, lr.shape[-2] * scale)
-    return np.stack([cv2.resize(f, size, interpolation=cv2.INTER_LANCZOS4) for f in lr.astype(np.float32)])
 
 
 def held_out_rows(model, card, records) -> list[dict]:

@@ -5,7 +5,7 @@
 
 Data: `npy:DIR` (every DIR/*.npy holds one (T, H, W) or (S, T, H, W) cine in scanner units), `folder:DIR`,
 `acdc:DIR`, `dsb:DIR` (the CLI's readers), `synth[:N]` and `phantom[:N]` (held-out seeds). Each cine is prepared
-and degraded as the evaluation protocol says (docs/model.md): clipped at its 99.5 % point, scaled to 0–255,
+and degraded as the training data are (cmrvsr_fast.data.degrade): clipped at its 99.5 % point, scaled to 0–255,
 cropped to multiples of 12, k-space truncated and bicubic-downsampled by r. Every method super-resolves the LR
 cine; a checkpoint runs through `cmrvsr_fast.load` as a user's script would. Scores: PSNR/SSIM (paper SSIM) over
 the frame and inside the heart box (CardiacPSNR/SSIM), per frame, averaged per sequence, then over sequences;
@@ -58,6 +58,7 @@ def records_for(spec: str) -> list[CineRecord]:
 
 
 def lanczos(lr: np.ndarray, scale: int) -> np.ndarray:
+    """(T, h, w) -> (T, r·h, r·w) by OpenCV's Lanczos-4, the stronger classical baseline."""
     size = (lr.shape[-1] * scale, lr.shape[-2] * scale)
     return np.stack([cv2.resize(frame, size, interpolation=cv2.INTER_LANCZOS4) for frame in lr.astype(np.float32)])
 

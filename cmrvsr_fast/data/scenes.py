@@ -50,9 +50,10 @@ class Canvas:
         self._texture_of = {name: int(rng.integers(len(self.textures))) for name in TISSUES}
         self._texture_amp = {name: float(rng.uniform(0.0, 0.15)) for name in TISSUES}
 
-    def tissue(self, name: str) -> np.ndarray:
-        """(h, w) intensity field of a tissue: its level times its texture."""
-        return self.levels[name] * (1 + self._texture_amp[name] * self.textures[self._texture_of[name]])
+    def tissue(self, name: str, window: tuple[slice, slice] = (slice(None), slice(None))) -> np.ndarray:
+        """(h, w) intensity field of a tissue, or the part of it in `window`: its level times its texture."""
+        texture = self.textures[self._texture_of[name]][window]
+        return self.levels[name] * (1 + self._texture_amp[name] * texture)
 
     def paint(self, mask: np.ndarray, name: str) -> None:
         self.image = self.image * (1 - mask) + self.tissue(name) * mask
@@ -229,7 +230,7 @@ def dead_leaves(canvas: Canvas, rng: np.random.Generator, shapes: int | None = N
         dy, dx = np.cos(angle) * dy - np.sin(angle) * dx, np.sin(angle) * dy + np.cos(angle) * dx
         mask = np.clip(0.5 - (np.sqrt((dy / ry) ** 2 + (dx / rx) ** 2) - 1) * rx, 0, 1)
         window = (slice(top, bottom), slice(left, right))
-        value = rng.uniform(0.0, 1.0) / canvas.levels[name] * canvas.tissue(name)[window]
+        value = rng.uniform(0.0, 1.0) / canvas.levels[name] * canvas.tissue(name, window)
         static[window] = static[window] * (1 - mask) + value * mask
     amplitude = rng.uniform(1.0, 6.0)  # fine pixels
     fields = [ndimage.gaussian_filter(rng.standard_normal((height, width)), min(height, width) / 8) for _ in range(4)]
