@@ -10,7 +10,8 @@ cropped to multiples of 12, k-space truncated and bicubic-downsampled by r. Ever
 cine; a checkpoint runs through `cmrvsr_fast.load` as a user's script would. Scores: PSNR/SSIM (paper SSIM) over
 the frame and inside the heart box (CardiacPSNR/SSIM), per frame, averaged per sequence, then over sequences;
 `worst_frame_vs_bicubic_db` is the lowest per-frame CardiacPSNR difference to bicubic over all frames.
-`--reorient` also scores each cine transposed (the same cine, another orientation).
+`--reorient` also scores each cine transposed (the same cine, another orientation); `--consistency S …` scores
+each checkpoint at each of the Upscaler's consistency strengths (0: the network's output alone).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tqdm import tqdm
 
 from cmrvsr_fast import load
 from cmrvsr_fast.cli import load_records
+from cmrvsr_fast.consistency import DEFAULT_STRENGTH
 from cmrvsr_fast.data.datasets import make_sequences
 from cmrvsr_fast.data.preprocess import crop_to_multiple
 from cmrvsr_fast.data.readers import CineRecord, prepare_intensities
@@ -79,7 +81,9 @@ def frame_scores(sr: np.ndarray, hr: np.ndarray, box) -> np.ndarray:
     )
 
 
-def evaluate(specs: list[str], scales: list[int], weights: list[str], reorient: bool, precision: str) -> dict:
+def evaluate(
+    specs: list[str], scales: list[int], weights: list[str], reorient: bool, precision: str, strengths: list[float]
+) -> dict:
     upscalers = {}
     for item in weights:
         paths = [default_weights_path(r) for r in scales] if item == "default" else [Path(item)]
@@ -101,7 +105,9 @@ def evaluate(specs: list[str], scales: list[int], weights: list[str], reorient: 
             }
             for name, up in upscalers.items():
                 if up.scale == scale:
-                    methods[Path(name).stem] = lambda s, u=up: u.upscale(s.lr, ed=s.ed, es=s.es)
+                    for strength in strengths:
+                        label = Path(name).stem + (f" dc{strength:g}" if len(strengths) > 1 else "")
+                        methods[label] = lambda s, u=up, c=strength: u.upscale(s.lr, ed=s.ed, es=s.es, consistency=c)
             scores = {name: [] for name in methods}
             for seq in tqdm(sequences, desc=f"{spec} ×{scale}", leave=False):
                 for name, method in methods.items():
@@ -143,9 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", nargs="*", default=["default"], help="checkpoints, or 'default' (each scale's)")
     parser.add_argument("--precision", default="fp32", help="the Upscaler's precision (fp32, bf16, auto)")
     parser.add_argument("--reorient", action="store_true", help="also score every cine transposed")
+    parser.add_argument("--consistency", type=float, nargs="+", default=[DEFAULT_STRENGTH],
+                        help="the Upscaler's consistency strength(s): each checkpoint is scored with each")  # fmt: skip
     parser.add_argument("--json", help="write rows and per-sequence scores here")
     args = parser.parse_args(argv)
-    result = evaluate(args.data, args.scale, args.weights, args.reorient, args.precision)
+    result = evaluate(args.data, args.scale, args.weights, args.reorient, args.precision, args.consistency)
     print(format_rows(result["rows"]))
     if args.json:
         body = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "argv": sys.argv[1:], **result}

@@ -21,6 +21,7 @@ from . import __version__, upscale_job
 from .atomic import atomic_write, atomic_write_text
 from .checkpoint import NORMALISATION, load_checkpoint
 from .config import PRESETS, ModelConfig
+from .consistency import DEFAULT_STRENGTH
 from .data.datasets import phantom_records
 from .data.phantom import generate
 from .data.readers import CineRecord, DataError, read_acdc, read_dsb, read_folder
@@ -287,6 +288,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_upscale_command(args: argparse.Namespace) -> int:
+    if not 0.0 <= args.consistency <= 1.0:
+        raise UsageError(f"--consistency {args.consistency}: must lie in [0, 1]")
     options = upscale_job.Options(
         output_format=args.format,
         ed=args.ed,
@@ -295,6 +298,7 @@ def run_upscale_command(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         shard=upscale_job.parse_shard(args.shard) if args.shard else None,
         progress=not args.quiet,
+        consistency=args.consistency,
     )
 
     def make_upscaler():
@@ -457,6 +461,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--dry-run", action="store_true", help="list what was found (no patient data) and stop")
     up.add_argument("--shard", help="I/N: process every N-th series starting at I (0-based), sharing OUTPUT")
     up.add_argument("--quiet", action="store_true", help="no progress bars")
+    up.add_argument("--consistency", type=float, default=DEFAULT_STRENGTH, metavar="S",
+                    help="0-1: how far each output is moved towards reproducing its input when degraded "
+                         "again (1: exactly, by the least-squares change; 0: off; default %(default)s; "
+                         "docs/quality.md)")  # fmt: skip
     up.set_defaults(run=run_upscale_command)
 
     ex = commands.add_parser("export", help="export the unrolled schedule to ONNX, a TensorRT engine or AOTInductor")

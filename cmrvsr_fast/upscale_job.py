@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import sys
@@ -25,6 +26,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from . import __version__
+from .atomic import atomic_write_text
+from .consistency import DEFAULT_STRENGTH, input_agreement
 from .data.readers import DataError
 from .export.runners import ShapeMismatch
 from .io import find_cine_series, rescale
@@ -57,6 +61,7 @@ class Options:
     dry_run: bool = False
     shard: tuple[int, int] | None = None
     progress: bool = True
+    consistency: float = DEFAULT_STRENGTH  # how far the output is moved to reproduce its input (Upscaler.upscale)
 
 
 @dataclass
@@ -67,6 +72,11 @@ class SeriesResult:
     detail: str = ""
     seconds: float = 0.0
     output: str = ""
+    qa: dict[str, float] = field(default_factory=dict)  # consistency.input_agreement of the written series
+
+    @property
+    def worse_than_bicubic(self) -> bool:
+        return bool(self.qa) and bool(self.qa["super_resolved_db"] < self.qa["bicubic_db"])
 
 
 @dataclass
@@ -212,9 +222,48 @@ def _phase_frames(frames: int, options: Options, ed: int | None, es: int | None)
     return ed, es
 
 
-def _upscale(upscaler: Upscaler, stack: np.ndarray, ed: int, es: int | None, label: str, progress: bool):
-    with tqdm(total=stack.shape[0], desc=label[:40], unit="slice", disable=not progress, leave=False) as bar:
-        return upscaler.upscale(stack, ed=ed, es=es, on_slice=lambda: bar.update(1))
+def _upscale(upscaler: Upscaler, stack: np.ndarray, ed: int, es: int | None, label: str, options: Options):
+    with tqdm(total=stack.shape[0], desc=label[:40], unit="slice", disable=not options.progress, leave=False) as bar:
+        return upscaler.upscale(stack, ed=ed, es=es, on_slice=lambda: bar.update(1), consistency=options.consistency)
+
+
+def sidecar_name(output_name: str) -> str:
+    """The per-series record beside an output (a DICOM series folder or a .nii.gz file)."""
+    return output_name.removesuffix(".nii.gz") + ".json"
+
+
+def write_sidecar(
+    staging: Staging,
+    output_name: str,
+    result: SeriesResult,
+    upscaler: Upscaler,
+    options: Options,
+    ed: int,
+    es: int | None,
+) -> None:
+    """Stage the series' record: what made it (weights, scale, options, phases) and its QA figure. Written
+    last, so a record beside an output means the output is complete."""
+    body = {
+        "format": "cmrvsr_fast.series/1",
+        "software": f"cmrvsr_fast {__version__}",
+        "input": result.label,
+        "input_shape": list(result.shape),
+        "output": output_name,
+        "scale": upscaler.scale,
+        "weights_sha256": upscaler.card.weights_sha256,
+        "precision": upscaler.precision,
+        "consistency": options.consistency,
+        "ed": ed,
+        "es": es if es is not None else "estimated",
+        "qa": {
+            "input_reproduction_db": result.qa,
+            "explanation": "PSNR of the output degraded again (k-space truncation, bicubic) against the input, "
+            "on the input's 0-255 window, beside the same for bicubic interpolation; lower than bicubic means "
+            "the output changed what was acquired",
+            "worse_than_bicubic": result.worse_than_bicubic,
+        },
+    }  # fmt: skip
+    atomic_write_text(staging.folder / sidecar_name(output_name), json.dumps(body, indent=2) + "\n")
 
 
 def _spacing_text(series: CineSeries) -> str:
@@ -258,13 +307,16 @@ def run_dicom(source: Path, output: Path, upscaler: Upscaler, options: Options, 
                 ed, es = _phase_frames(series.shape[1], options, None, None)
                 slope, intercept = rescale(series)
                 real = read_series_pixels(found.archive, series).astype(np.float64) * slope + intercept
-                sr = _upscale(upscaler, real, ed, es, series.label, options.progress)
+                sr = _upscale(upscaler, real, ed, es, series.label, options)
+                result.qa = input_agreement(sr, real, scale)
                 if fmt == "dicom":
                     (staging.folder / name).mkdir()
                     write_series(series, (sr - intercept) / slope, staging.folder / name, scale, digest)
                 else:
                     write_nifti_from_dicom(staging.folder / name, sr, dicom_affine(series, scale), frame_ms(series))
+                write_sidecar(staging, name, result, upscaler, options, ed, es)
                 result.output = str(staging.publish(name))
+                staging.publish(sidecar_name(name))
                 result.status = "written"
     return report
 
@@ -317,20 +369,24 @@ def run_nifti(source: Path, output: Path, upscaler: Upscaler, options: Options, 
                 cine = read_nifti_cine(path)
                 result.shape = cine.stack.shape
                 ed, es = _phase_frames(cine.stack.shape[1], options, cine.ed, cine.es)
-                sr = _upscale(upscaler, cine.stack, ed, es, str(relative), options.progress)
+                sr = _upscale(upscaler, cine.stack, ed, es, str(relative), options)
+                result.qa = input_agreement(sr, cine.stack, scale)
                 (staging.folder / name).parent.mkdir(parents=True, exist_ok=True)
                 write_nifti_cine(staging.folder / name, sr, cine.image, scale)
+                write_sidecar(staging, name, result, upscaler, options, ed, es)
                 result.output = str(staging.publish(name))
+                staging.publish(sidecar_name(name))
                 result.status = "written"
     return report
 
 
 def summary_table(report: JobReport, scale: int) -> str:
-    lines = [f"{'series':<40} {'input S×T×H×W':>18} {'output H×W':>11} {'status':>8} {'s':>7}"]
+    lines = [f"{'series':<40} {'input S×T×H×W':>18} {'output H×W':>11} {'status':>8} {'s':>7} {'QA dB SR/bicubic':>17}"]
     for r in report.results:
         shape = "×".join(map(str, r.shape)) if r.shape else "?"
         size = f"{r.shape[2] * scale}×{r.shape[3] * scale}" if len(r.shape) == 4 else "?"
-        lines.append(f"{r.label[:40]:<40} {shape:>18} {size:>11} {r.status:>8} {r.seconds:7.1f}")
+        qa = f"{r.qa['super_resolved_db']:.1f}/{r.qa['bicubic_db']:.1f}" if r.qa else ""
+        lines.append(f"{r.label[:40]:<40} {shape:>18} {size:>11} {r.status:>8} {r.seconds:7.1f} {qa:>17}")
         if r.detail:
             lines.append(f"    {r.detail}")
     lines += [f"skipped {count} {reason}" for reason, count in sorted(report.skipped.items())]
@@ -353,4 +409,9 @@ def run_upscale(source: Path, output: Path, upscaler: Upscaler | Callable[[], Up
     say(summary_table(report, model.scale))
     for text in report.problems:
         print(f"cmrvsr-fast upscale: {text}", file=sys.stderr)
+    for r in report.results:
+        if r.worse_than_bicubic:
+            print(f"cmrvsr-fast upscale: warning: {r.label}: the output, degraded again, reproduces the input worse "
+                  f"than bicubic interpolation does ({r.qa['super_resolved_db']:.1f} vs {r.qa['bicubic_db']:.1f} dB): "
+                  "the model may have changed what was acquired; review it before use", file=sys.stderr)  # fmt: skip
     return report

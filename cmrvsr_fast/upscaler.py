@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .checkpoint import ModelCard, load_checkpoint
+from .consistency import DEFAULT_STRENGTH, enforce_consistency
 from .data.degrade import bicubic_resize
 from .data.preprocess import denormalise, normalise
 from .engine import Engine
@@ -114,6 +115,7 @@ class Upscaler:
         es: int | None = None,
         stages: int | None = None,
         on_slice: Callable[[], None] | None = None,
+        consistency: float = DEFAULT_STRENGTH,
     ) -> np.ndarray:
         """(T, H, W) or (S, T, H, W) in any intensity units -> (…, T, rH, rW) float32 in the same units.
 
@@ -122,12 +124,16 @@ class Upscaler:
         brightest 0.5 % of pixels) is not lost: the excess is upscaled by bicubic interpolation and added back.
         The output is mapped back to the input's units and limited to the input's own range. One phase code
         serves every slice: ES is estimated on the first slice unless given. on_slice is called after each
-        slice (progress bars)."""
+        slice (progress bars). `consistency` (0–1) moves the output that fraction of the way to agreeing with the
+        input: 1 is the least-squares change after which the output, degraded as the training data were,
+        reproduces the input exactly; 0 leaves the network's output as it is (`consistency.enforce_consistency`)."""
         data = np.asarray(cine, dtype=np.float64)
         if data.ndim not in (3, 4) or min(data.shape) < 1:
             raise ValueError(f"expected a (T, H, W) cine or an (S, T, H, W) stack, got shape {data.shape}")
         if not np.isfinite(data).all():
             raise ValueError("the cine contains NaN or infinite values")
+        if not 0.0 <= consistency <= 1.0:
+            raise ValueError(f"consistency must lie in [0, 1], got {consistency}")
         stack = data if data.ndim == 4 else data[None]
         low, high = intensity_window(np.asarray(cine))  # integer data: the histogram rule, as in training
         r = self.scale
@@ -149,6 +155,9 @@ class Upscaler:
             chunk_codes = codes[None].expand(len(chunk), -1).to(self.device)
             sr = self.engine(chunk.to(self.device), chunk_codes, stages=stages)[:, :, 0].cpu().numpy()
             out[start : start + len(chunk)] = denormalise(sr, mean, std)
+            if consistency:
+                end = start + len(chunk)
+                out[start:end] = enforce_consistency(out[start:end], grey[start:end], r, consistency)
             for _ in range(len(chunk)):
                 if on_slice is not None:
                     on_slice()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import zipfile
 from pathlib import Path
@@ -16,6 +17,8 @@ from pydicom.data import get_testdata_file
 from test_dicom_io import assert_mr_image_iod
 
 from cmrvsr_fast import cli, upscale_job
+from cmrvsr_fast.checkpoint import sha256_file
+from cmrvsr_fast.consistency import DEFAULT_STRENGTH
 from cmrvsr_fast.io.nifti import upscaled_affine
 from cmrvsr_fast.upscaler import default_weights_path
 
@@ -41,6 +44,11 @@ def assert_private(text: str) -> None:
         assert secret not in text, f"patient identifier {secret!r} reached the output"
 
 
+def series_folders(output: Path) -> list[Path]:
+    """The DICOM series written into OUTPUT (beside each, its .json record)."""
+    return sorted(p for p in output.iterdir() if p.is_dir())
+
+
 def read_series(folder: Path) -> list[pydicom.Dataset]:
     return sorted((pydicom.dcmread(p) for p in folder.glob("*.dcm")), key=lambda d: int(d.InstanceNumber))
 
@@ -52,7 +60,7 @@ def test_dicom_round_trip(tmp_path, capsys):
     code, text = run(capsys, tmp_path / "scanner", tmp_path / "out")
     assert code == 0, text
     assert "skipped 1 DICOMDIR" in text and "skipped 1 not DICOM" in text
-    (folder,) = (tmp_path / "out").iterdir()
+    (folder,) = series_folders(tmp_path / "out")
     derived = read_series(folder)
     assert len(derived) == 20 and folder.name.startswith("series0005_x4_")
     source = {d.SOPInstanceUID: d for d in map(pydicom.dcmread, sources)}
@@ -69,10 +77,20 @@ def test_dicom_round_trip(tmp_path, capsys):
         blocks = ds.pixel_array.reshape(36, 4, 36, 4).mean(axis=(1, 3))
         assert np.corrcoef(blocks.ravel(), stored[s, t].ravel())[0, 1] > 0.95
     assert len({d.SeriesInstanceUID for d in derived}) == 1
+    # Beside the series, its record: what made it and the QA figure (no patient data).
+    record_text = (tmp_path / "out" / f"{folder.name}.json").read_text()
+    assert_private(record_text)
+    record = json.loads(record_text)
+    assert record["scale"] == 4 and record["weights_sha256"] == sha256_file(default_weights_path(4))
+    assert record["consistency"] == DEFAULT_STRENGTH and record["input_shape"] == [2, 10, 36, 36]
+    qa = record["qa"]["input_reproduction_db"]
+    assert qa["super_resolved_db"] > qa["bicubic_db"] > 20 and not record["qa"]["worse_than_bicubic"]
+    assert "warning" not in text and f"{qa['super_resolved_db']:.1f}/{qa['bicubic_db']:.1f}" in text
 
     # A rerun gives the same UIDs (deterministic), into a fresh output.
     code, _ = run(capsys, tmp_path / "scanner", tmp_path / "again")
-    again = read_series(next((tmp_path / "again").iterdir()))
+    (again_folder,) = series_folders(tmp_path / "again")
+    again = read_series(again_folder)
     assert code == 0 and [d.SOPInstanceUID for d in again] == [d.SOPInstanceUID for d in derived]
 
 
@@ -92,7 +110,8 @@ def test_zip_and_enhanced_input(tmp_path, capsys):
     archive = shutil.make_archive(str(tmp_path / "study"), "zip", tmp_path / "scanner")
     code, text = run(capsys, archive, tmp_path / "out")
     assert code == 0, text
-    derived = read_series(next((tmp_path / "out").iterdir()))
+    (folder,) = series_folders(tmp_path / "out")
+    derived = read_series(folder)
     assert len(derived) == 16 and all(d.SourceImageSequence[0].ReferencedFrameNumber >= 1 for d in derived)
 
 
@@ -106,8 +125,11 @@ def test_several_series_and_a_failing_one(tmp_path, capsys):
     code, text = run(capsys, tmp_path / "scanner", tmp_path / "out")
     assert code == upscale_job.EXIT_SOME_FAILED
     assert f"{bad[2].name}: no PixelData" in text and "series #9: " in text
-    names = sorted(p.name[:10] for p in (tmp_path / "out").iterdir())
+    names = sorted(p.name[:10] for p in series_folders(tmp_path / "out"))
     assert names == ["series0005", "series0006"]
+    assert sorted(p.stem for p in (tmp_path / "out").glob("*.json")) == [
+        p.name for p in series_folders(tmp_path / "out")
+    ]
     assert_private(text)
 
 
@@ -245,7 +267,7 @@ def test_shards_share_output_and_cover_every_series_once(tmp_path, capsys):
         code, _ = run(capsys, tmp_path / "scanner", tmp_path / "out", "--shard", shard)
         assert code == 0
         written.append(set((tmp_path / "out").glob("*")) - before)
-    assert len(written[0]) == 2 and len(written[1]) == 1 and not written[0] & written[1]
+    assert len(written[0]) == 4 and len(written[1]) == 2 and not written[0] & written[1]  # series and records
     code, text = run(capsys, tmp_path / "scanner", tmp_path / "out", "--shard", "0/2")
     assert code == 3 and "pass --overwrite" in text
 
@@ -281,6 +303,8 @@ def test_nifti_round_trip_with_acdc_info(tmp_path, capsys):
     code, text = run(capsys, tmp_path / "acdc", tmp_path / "out")
     assert code == 0, text
     out = nib.load(tmp_path / "out" / "patient001" / "patient001_4d_x4.nii.gz")
+    record = json.loads((tmp_path / "out" / "patient001" / "patient001_4d_x4.json").read_text())
+    assert record["ed"] == 0 and record["es"] == 3 and record["output"] == "patient001/patient001_4d_x4.nii.gz"
     assert out.shape == (144, 144, 2, 10) and out.get_data_dtype() == np.int16
     assert np.allclose(out.affine, upscaled_affine(affine, 4))
     # The centre of the fine grid's block of 4×4 voxels is the source voxel's centre.
@@ -322,3 +346,23 @@ def test_python_api_reads_cines(tmp_path):
     ((series, stack),) = read_cines(tmp_path / "scanner")
     assert series.label == "#5 cine sax" and stack.shape == (2, 8, 36, 36)
     assert np.array_equal(stack, phantom_stored(2, 8, 36).astype(np.float64))
+
+
+def test_output_that_changed_what_was_acquired_is_flagged(tmp_path, capsys, monkeypatch):
+    """When the output, degraded again, reproduces the input worse than bicubic does (here: noise added to
+    it), `upscale` still writes it, warns on stderr and records it in the series' record."""
+    write_cine_series(tmp_path / "scanner", slices=1, frames=8)
+    real_upscale = upscale_job._upscale
+
+    def noisy(*args, **kwargs):
+        sr = real_upscale(*args, **kwargs)
+        return sr + np.random.default_rng(0).normal(0, 0.3 * sr.std(), sr.shape)
+
+    monkeypatch.setattr(upscale_job, "_upscale", noisy)
+    code, text = run(capsys, tmp_path / "scanner", tmp_path / "out", "--consistency", "0")
+    assert code == 0 and "warning: #5 cine sax: the output, degraded again, reproduces the input worse" in text
+    (record,) = (tmp_path / "out").glob("*.json")
+    body = json.loads(record.read_text())
+    assert body["qa"]["worse_than_bicubic"] and body["consistency"] == 0.0
+    code, text = run(capsys, tmp_path / "scanner", tmp_path / "out2", "--consistency", "1.5")
+    assert code == 2 and "--consistency 1.5: must lie in [0, 1]" in text

@@ -13,6 +13,7 @@ import cmrvsr_fast
 from cmrvsr_fast import CMRVSR, ModelCard, ModelConfig, phase_code, save_checkpoint
 from cmrvsr_fast.checkpoint import sha256_file
 from cmrvsr_fast.cli import main
+from cmrvsr_fast.consistency import DEFAULT_STRENGTH, enforce_consistency, reproduction_psnr
 from cmrvsr_fast.data import bicubic_resize, clip_and_scale, degrade, generate
 from cmrvsr_fast.upscaler import default_weights_path
 
@@ -34,7 +35,8 @@ def test_upscale_works_in_the_acquisitions_units(tiny_weights: Path) -> None:
     assert out.min() >= cine.min() and out.max() <= cine.max()
 
     # The same numbers by hand: clipped at the 99.5 % point and scaled to 0–255 as the training data are,
-    # normalised, the model, back to the input's units, plus the bicubic-upscaled excess above the ceiling.
+    # normalised, the model, moved towards agreement with the input by the consistency strength, back to the
+    # input's units, plus the bicubic-upscaled excess above the ceiling.
     low, high = cine.min(), np.quantile(cine, 0.995)
     grey = (np.minimum(cine, high) - low) / (high - low) * 255
     with torch.no_grad():
@@ -43,8 +45,15 @@ def test_upscale_works_in_the_acquisitions_units(tiny_weights: Path) -> None:
         sr = upscaler.model(x, p)[0, :, 0].numpy() * 40.0 + 50.0
     excess = bicubic_resize(np.maximum(cine - high, 0), 72, 72)
     assert excess.max() > 10  # the phantom's brightest pixels lie above the ceiling
-    expected = np.clip(low + sr / 255 * (high - low) + excess, cine.min(), cine.max())
-    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-3)
+    for strength in (0.0, DEFAULT_STRENGTH, 1.0):
+        agreed = enforce_consistency(sr, grey, 2, strength)
+        expected = np.clip(low + agreed / 255 * (high - low) + excess, cine.min(), cine.max())
+        np.testing.assert_allclose(upscaler.upscale(cine, ed=0, es=4, consistency=strength), expected, rtol=1e-5,
+                                   atol=1e-3)  # fmt: skip
+    # Full consistency: the network's part of the output, degraded again, is the network's input.
+    assert reproduction_psnr(enforce_consistency(sr, grey, 2), grey, 2) > 100 > reproduction_psnr(sr, grey, 2)
+    with pytest.raises(ValueError, match="consistency must lie"):
+        upscaler.upscale(cine, consistency=2.0)
 
 
 def test_upscale_feeds_the_network_as_training_does(tiny_weights: Path, monkeypatch) -> None:
