@@ -113,6 +113,7 @@ def train(
     step, history, best, elapsed_before = 0, [], -math.inf, 0.0
     if options.resume:
         step, history, best, elapsed_before = _resume(model, optimiser, out, device)
+        options.extra_card = {**_sittings(out, step), **options.extra_card}
     elif options.init_from is not None:
         copied = load_shared_weights(model, options.init_from)
         log.info("initialised %d tensors from %s", len(copied), options.init_from)
@@ -257,6 +258,14 @@ def _resume(model, optimiser, out: Path, device) -> tuple[int, list, float, floa
     torch.set_rng_state(state["torch_rng"].cpu())
     log.info("resumed from step %d", state["step"])
     return int(state["step"]), json.loads(state["history"]), float(state["best"]), float(state["elapsed"])
+
+
+def _sittings(out: Path, step: int) -> dict:
+    """What a resumed run's cards keep from its earlier sittings: where it was initialised from, and the steps
+    at which it was resumed (each sitting may have run on other hardware)."""
+    before = read_card(out / "last.safetensors").training
+    kept = {key: before[key] for key in ("initialised_from",) if key in before}
+    return kept | {"resumed_at_steps": [*before.get("resumed_at_steps", []), step]}
 
 
 def _write_logs(out: Path, history: list[dict]) -> None:

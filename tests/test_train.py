@@ -37,6 +37,18 @@ def test_short_run_writes_checkpoints_and_logs(tmp_path: Path, capsys: pytest.Ca
     assert [row["step"] for row in history] == [2, 4, 6]
 
 
+def test_resumed_card_keeps_its_origin(tmp_path: Path) -> None:
+    """A run initialised from another and resumed later still says where it started, and when it was resumed."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["train", *TINY, "--out", str(first), "--steps", "2", "--validate-every", "2"]) == 0
+    start = ["train", *TINY, "--out", str(second), "--validate-every", "2"]
+    assert main([*start, "--steps", "2", "--init-from", str(first / "last.safetensors")]) == 0
+    assert main([*start, "--steps", "4", "--resume"]) == 0
+    training = load_checkpoint(second / "last.safetensors")[1].training
+    assert training["initialised_from"] == str(first / "last.safetensors")
+    assert training["resumed_at_steps"] == [2] and training["iterations"] == 4
+
+
 def test_training_reduces_the_loss(tmp_path: Path) -> None:
     out = tmp_path / "run"
     argv = ["train", *TINY, "--out", str(out), "--steps", "40", "--validate-every", "10", "--lr", "2e-3"]
