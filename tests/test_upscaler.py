@@ -133,7 +133,9 @@ def test_embedded_default_beats_bicubic_in_either_orientation(scale: int) -> Non
         lr, box = degrade(hr, scale), heart_box(hr)
         sr = to_grey_levels(upscaler.upscale(lr, ed=0, es=case.es))
         gains.append(cardiac_psnr(sr, hr, box) - cardiac_psnr(to_grey_levels(bicubic_upscale(lr, scale)), hr, box))
-    assert min(gains) > 0 and abs(gains[0] - gains[1]) < 0.25, gains
+    # One sequence's gain moves by up to ~0.3 dB either way when transposed (real cines, all three defaults,
+    # no sign preferred); the defect guarded against cost 1.4 dB in one orientation.
+    assert min(gains) > 0 and abs(gains[0] - gains[1]) < 0.5, gains
 
 
 def test_demo_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
