@@ -227,6 +227,18 @@ def _upscale(upscaler: Upscaler, stack: np.ndarray, ed: int, es: int | None, lab
         return upscaler.upscale(stack, ed=ed, es=es, on_slice=lambda: bar.update(1), consistency=options.consistency)
 
 
+def pixel_settings(upscaler: Upscaler, options: Options, ed: int, es: int) -> dict[str, object]:
+    """Everything besides the weights and scale that changes the output's pixels: in the derived UIDs (so that
+    different pixels never share a UID) and in the DerivationDescription."""
+    backend = getattr(upscaler.engine, "backend", type(upscaler.engine).__name__)
+    return {"precision": upscaler.precision, "backend": backend, "device": upscaler.device.type,
+            "ED": ed, "ES": es, "consistency": options.consistency}  # fmt: skip
+
+
+def trained_on(upscaler: Upscaler) -> str:
+    return str(upscaler.card.training.get("data", "")) if upscaler.card.training else ""
+
+
 def sidecar_name(output_name: str) -> str:
     """The per-series record beside an output (a DICOM series folder or a .nii.gz file)."""
     return output_name.removesuffix(".nii.gz") + ".json"
@@ -239,7 +251,7 @@ def write_sidecar(
     upscaler: Upscaler,
     options: Options,
     ed: int,
-    es: int | None,
+    es: int,
 ) -> None:
     """Stage the series' record: what made it (weights, scale, options, phases) and its QA figure. Written
     last, so a record beside an output means the output is complete."""
@@ -254,7 +266,9 @@ def write_sidecar(
         "precision": upscaler.precision,
         "consistency": options.consistency,
         "ed": ed,
-        "es": es if es is not None else "estimated",
+        "es": es,
+        "pixel_settings": pixel_settings(upscaler, options, ed, es),
+        "trained_on": trained_on(upscaler),
         "qa": {
             "input_reproduction_db": result.qa,
             "explanation": "PSNR of the output degraded again (k-space truncation, bicubic) against the input, "
@@ -271,11 +285,15 @@ def _spacing_text(series: CineSeries) -> str:
     return "?" if spacing is None else f"{spacing[0]:.3g}×{spacing[1]:.3g}"
 
 
-def describe_dicom(report: ScanReport, usable: list[CineSeries], refused: list[str], not_cine: int) -> str:
+def describe_dicom(
+    report: ScanReport, usable: list[CineSeries], refused: list[str], not_cine: int, derived: int = 0
+) -> str:
     lines = [f"{report.files} files: {len(report.frames)} MR frames"]
     lines += [f"  skipped {count} file(s): {reason}" for reason, count in sorted(report.skipped.items())]
     if not_cine:
         lines.append(f"  skipped {not_cine} series of single images (not cines)")
+    if derived:
+        lines.append(f"  skipped {derived} derived series (ImageType DERIVED: not upscaled again)")
     lines += [f"  unreadable: {name}: {reason}" for name, reason in report.unreadable]
     lines += [f"  refused {text}" for text in refused]
     lines.append(f"{'series':<32} {'slices':>6} {'frames':>6} {'size':>9} {'spacing mm':>11}  notes")
@@ -292,11 +310,14 @@ def run_dicom(source: Path, output: Path, upscaler: Upscaler, options: Options, 
     report.problems += [f"{name}: {reason}" for name, reason in found.report.unreadable] + found.refused
     if found.not_cine:
         report.skipped["series of single images"] = found.not_cine
+    if found.derived:
+        report.skipped["derived series"] = found.derived
     if options.dry_run:
-        say(describe_dicom(found.report, found.series, found.refused, found.not_cine))
+        say(describe_dicom(found.report, found.series, found.refused, found.not_cine, found.derived))
         return report
     if not found.series and not report.problems:
-        raise InputRefused(f"{source}: no MR cine series found ({found.report.files} files looked at)")
+        skipped = "".join(f"; skipped {count} {reason}" for reason, count in sorted(report.skipped.items()))
+        raise InputRefused(f"{source}: no MR cine series found ({found.report.files} files looked at{skipped})")
     fmt = options.output_format or "dicom"
     scale, digest = upscaler.scale, upscaler.card.weights_sha256
     with Staging(output, options.overwrite) as staging:
@@ -307,11 +328,13 @@ def run_dicom(source: Path, output: Path, upscaler: Upscaler, options: Options, 
                 ed, es = _phase_frames(series.shape[1], options, None, None)
                 slope, intercept = rescale(series)
                 real = read_series_pixels(found.archive, series).astype(np.float64) * slope + intercept
+                es = upscaler.es_frame(real, ed) if es is None else es
                 sr = _upscale(upscaler, real, ed, es, series.label, options)
                 result.qa = input_agreement(sr, real, scale)
                 if fmt == "dicom":
                     (staging.folder / name).mkdir()
-                    write_series(series, (sr - intercept) / slope, staging.folder / name, scale, digest)
+                    write_series(series, (sr - intercept) / slope, staging.folder / name, scale, digest,
+                                 pixel_settings(upscaler, options, ed, es), trained_on(upscaler))  # fmt: skip
                 else:
                     write_nifti_from_dicom(staging.folder / name, sr, dicom_affine(series, scale), frame_ms(series))
                 write_sidecar(staging, name, result, upscaler, options, ed, es)
@@ -369,6 +392,7 @@ def run_nifti(source: Path, output: Path, upscaler: Upscaler, options: Options, 
                 cine = read_nifti_cine(path)
                 result.shape = cine.stack.shape
                 ed, es = _phase_frames(cine.stack.shape[1], options, cine.ed, cine.es)
+                es = upscaler.es_frame(cine.stack, ed) if es is None else es
                 sr = _upscale(upscaler, cine.stack, ed, es, str(relative), options)
                 result.qa = input_agreement(sr, cine.stack, scale)
                 (staging.folder / name).parent.mkdir(parents=True, exist_ok=True)

@@ -107,6 +107,15 @@ class Upscaler:
     def scale(self) -> int:
         return self.card.config.scale
 
+    def es_frame(self, cine: np.ndarray, ed: int = 0) -> int:
+        """The ES frame `upscale` uses for this (T, H, W) cine or (S, T, H, W) stack when none is given: estimated
+        on the first slice, on the network's 0–255 window."""
+        data = np.asarray(cine, dtype=np.float64)
+        low, high = intensity_window(np.asarray(cine))
+        if high <= low:  # a constant cine has no cardiac phases to tell apart
+            return ed
+        return estimate_es((np.minimum(data, high) - low) / (high - low) * 255.0, ed=ed)
+
     @torch.no_grad()
     def upscale(
         self,
@@ -145,7 +154,7 @@ class Upscaler:
         excess = np.maximum(stack - high, 0.0)
         frames = stack.shape[1]
         if es is None:
-            es = estimate_es(grey, ed=ed)
+            es = self.es_frame(cine, ed)
         codes = torch.from_numpy(phase_code(frames, ed, es, self.card.config.phase_code).astype(np.float32))
         mean, std = self.card.normalisation
         out = np.empty((stack.shape[0], frames, stack.shape[2] * r, stack.shape[3] * r), dtype=np.float32)

@@ -28,7 +28,10 @@ FRAME_MS = 33.0
 
 
 def mr_header() -> pydicom.Dataset:
-    return pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    """pydicom's MR test image, made an acquired (ORIGINAL) image as a scanner's cine is."""
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
+    return ds
 
 
 def phantom_stored(slices: int, frames: int, size: int, seed: int = 3) -> np.ndarray:

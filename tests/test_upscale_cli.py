@@ -92,6 +92,19 @@ def test_dicom_round_trip(tmp_path, capsys):
     (again_folder,) = series_folders(tmp_path / "again")
     again = read_series(again_folder)
     assert code == 0 and [d.SOPInstanceUID for d in again] == [d.SOPInstanceUID for d in derived]
+    # Anything that changes the pixels changes the UIDs, and the derivation says what made them.
+    uids = {d.SOPInstanceUID for d in derived} | {derived[0].SeriesInstanceUID}
+    for options in (["--consistency", "0"], ["--es", "5"], ["--precision", "fp32"]):
+        out = tmp_path / f"other{len(uids)}"
+        code, _ = run(capsys, tmp_path / "scanner", out, *options)
+        (other_folder,) = series_folders(out)
+        other = read_series(other_folder)
+        assert code == 0 and not uids & ({d.SOPInstanceUID for d in other} | {other[0].SeriesInstanceUID}), options
+        uids |= {d.SOPInstanceUID for d in other} | {other[0].SeriesInstanceUID}
+    description = derived[0].DerivationDescription
+    assert f"consistency {DEFAULT_STRENGTH}" in description and "ES " in description
+    assert "not for diagnostic use" in description and "not for diagnosis" in derived[0].ImageComments
+    assert "trained on synth/" in derived[0].ImageComments
 
 
 def test_dry_run_lists_and_counts_without_writing(tmp_path, capsys):
@@ -151,6 +164,7 @@ def _compressed_cine(folder: Path, name: str) -> None:
         ds = pydicom.dcmread(get_testdata_file(name))
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"1.2.3.4.{t + 1}"
         ds.SeriesInstanceUID, ds.TriggerTime, ds.InstanceNumber, ds.CardiacNumberOfImages = "1.2.3.9", t * 40, t + 1, 2
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]  # the sample is marked derived; a scanner's cine is not
         ds.save_as(folder / f"{t}.dcm")
 
 
@@ -366,3 +380,30 @@ def test_output_that_changed_what_was_acquired_is_flagged(tmp_path, capsys, monk
     assert body["qa"]["worse_than_bicubic"] and body["consistency"] == 0.0
     code, text = run(capsys, tmp_path / "scanner", tmp_path / "out2", "--consistency", "1.5")
     assert code == 2 and "--consistency 1.5: must lie in [0, 1]" in text
+
+
+def test_whole_exam_export_skips_localisers_and_derived_series(tmp_path, capsys):
+    """A 3-plane localiser and derived series (a MIP, and this package's own output routed back) are skipped and
+    counted, not failures: rc 0 when every cine succeeded."""
+    exam = tmp_path / "exam"
+    write_cine_series(exam / "cine", slices=1, frames=8, series_number=5)
+    localiser = write_cine_series(exam / "loc", slices=3, frames=1, series_number=1, seed=11)
+    planes = ([1, 0, 0, 0, 1, 0], [0, 1, 0, 0, 0, -1], [1, 0, 0, 0, 0, -1])
+    for path, orientation in zip(localiser, planes, strict=True):
+        ds = pydicom.dcmread(path)
+        ds.ImageOrientationPatient = orientation
+        ds.save_as(path)
+    for path in write_cine_series(exam / "mip", slices=1, frames=8, series_number=9, seed=13):
+        ds = pydicom.dcmread(path)
+        ds.ImageType = ["DERIVED", "SECONDARY", "MIP"]
+        ds.save_as(path)
+    code, text = run(capsys, exam, tmp_path / "out")
+    assert code == 0, text
+    assert "skipped 1 series of single images" in text and "skipped 1 derived series" in text
+    assert [p.name[:10] for p in series_folders(tmp_path / "out")] == ["series0005"]
+    # The output, routed back beside its source, is not upscaled again.
+    shutil.copytree(tmp_path / "out", exam / "returned")
+    code, text = run(capsys, exam, tmp_path / "again")
+    assert code == 0 and "skipped 2 derived series" in text and len(series_folders(tmp_path / "again")) == 1
+    code, text = run(capsys, tmp_path / "out", tmp_path / "third")
+    assert code == 2 and "no MR cine series found" in text and "skipped 1 derived series" in text

@@ -16,7 +16,7 @@ import numpy as np
 
 from .dicom_pixels import read_series_pixels
 from .dicom_scan import InputArchive, ScanReport, scan
-from .series import CineSeries, NotACine, SeriesRefused, build_series, group_frames
+from .series import CineSeries, DerivedSeries, NotACine, SeriesRefused, build_series, group_frames
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ class Discovery:
     series: list[CineSeries] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     not_cine: int = 0
+    derived: int = 0
 
 
 def find_cine_series(source: str | Path) -> Discovery:
@@ -40,6 +41,8 @@ def find_cine_series(source: str | Path) -> Discovery:
             found.series.append(build_series(frames))
         except NotACine:
             found.not_cine += 1
+        except DerivedSeries:
+            found.derived += 1
         except SeriesRefused as error:
             number = str(frames[0].header.get("SeriesNumber", "?"))
             found.refused.append(f"series #{number}: {error}")

@@ -2,7 +2,8 @@
 
 What the derived images carry, and why:
 - New SeriesInstanceUID and SOPInstanceUIDs: name-based UUIDs under the 2.25 root, derived from the source UIDs,
-  the scale and the weights' sha256, so a rerun gives the same UIDs and a different model gives different ones.
+  the scale, the weights' sha256 and every other setting that changes the pixels (precision, backend, device,
+  ED/ES, consistency strength), so a rerun gives the same UIDs and any change of pixels gives different ones.
 - ImageType DERIVED\\SECONDARY; DerivationDescription; DerivationCodeSequence (DCM 113085 "Spatial resampling");
   SourceImageSequence referencing the source image (and frame) each image was made from.
 - Rows/Columns ×r, PixelSpacing ÷r, and ImagePositionPatient moved to the centre of the finer grid's first pixel:
@@ -21,7 +22,9 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import pydicom
@@ -128,6 +131,10 @@ def _stored(values: np.ndarray, header: Dataset) -> np.ndarray:
     return np.clip(np.rint(values), low, high).astype(dtype)
 
 
+def _settings_text(settings: Mapping[str, object]) -> str:
+    return "; ".join(f"{key} {settings[key]}" for key in sorted(settings))
+
+
 def derived_dataset(
     ref: FrameRef,
     pixels: np.ndarray,
@@ -137,15 +144,27 @@ def derived_dataset(
     series_uid: str,
     instance_number: int,
     now: dt.datetime,
+    settings: Mapping[str, object] = MappingProxyType({}),
+    trained_on: str = "",
 ) -> Dataset:
-    """The derived image made from source frame `ref`; pixels: (rH, rW) in stored-value units."""
+    """The derived image made from source frame `ref`; pixels: (rH, rW) in stored-value units. `settings`: every
+    other choice that changed the pixels (precision, backend, device, ED/ES, consistency), in the UIDs and the
+    DerivationDescription; `trained_on`: what the weights learned from, for the ImageComments notice."""
     ds = _classic_header(ref)
-    sop_uid = derived_uid(ref.sop_uid, ref.frame, scale, weights_sha256, "image")
+    sop_uid = derived_uid(ref.sop_uid, ref.frame, scale, weights_sha256, _settings_text(settings), "image")
     ds.SOPClassUID, ds.SOPInstanceUID = MR_IMAGE, sop_uid
     ds.SeriesInstanceUID = series_uid
     source_type = list(ref.header.get("ImageType", []))
     ds.ImageType = ["DERIVED", "SECONDARY", *source_type[2:]]
-    ds.DerivationDescription = f"cmrvsr_fast {__version__} x{scale} super-resolution; weights sha256 {weights_sha256}"
+    ds.DerivationDescription = "; ".join(
+        filter(None, (f"cmrvsr_fast {__version__} x{scale} super-resolution", f"weights sha256 {weights_sha256}",
+                      _settings_text(settings), "not for diagnostic use"))
+    )[:1024]  # fmt: skip
+    ds.ImageComments = (
+        f"Super-resolved x{scale} by a neural network (cmrvsr_fast {__version__})"
+        + (f" trained on {trained_on}" if trained_on else "")
+        + ". Detail finer than the source was estimated, not acquired: for research, not for diagnosis."
+    )
     code = Dataset()
     code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "113085", "DCM", "Spatial resampling"
     ds.DerivationCodeSequence = Sequence([code])
@@ -188,10 +207,17 @@ def derived_dataset(
 
 
 def write_series(
-    series: CineSeries, sr_stored: np.ndarray, folder: Path, scale: int, weights_sha256: str
+    series: CineSeries,
+    sr_stored: np.ndarray,
+    folder: Path,
+    scale: int,
+    weights_sha256: str,
+    settings: Mapping[str, object] = MappingProxyType({}),
+    trained_on: str = "",
 ) -> list[Path]:
     """Write every derived image of `series` into `folder` (which must exist); sr_stored: (S, T, rH, rW)."""
-    series_uid = derived_uid(series.study_uid, series.series_uid, scale, weights_sha256, "series")
+    text = _settings_text(settings)
+    series_uid = derived_uid(series.study_uid, series.series_uid, scale, weights_sha256, text, "series")
     now = dt.datetime.now()
     written, instance = [], 0
     for slice_index, cine in enumerate(series.slices):
@@ -205,6 +231,8 @@ def write_series(
                 series_uid=series_uid,
                 instance_number=instance,
                 now=now,
+                settings=settings,
+                trained_on=trained_on,
             )
             path = folder / f"IM{instance:05d}.dcm"
             pydicom.dcmwrite(path, ds, enforce_file_format=True)

@@ -11,8 +11,10 @@ Rules (each one reported in the series' notes or as the reason it is refused):
   InstanceNumber order and the last run is kept (noted). A position with fewer than N frames is a short slice and
   is dropped (noted); any other count is refused as ambiguous.
 - Copies of one SOP instance (the same frame twice) count once (noted).
-- A series whose slices have a single frame each is not a cine (counted as skipped, not as a failure). The kept
-  slices must all have the same number of frames.
+- A series whose slices have a single frame each is not a cine, nor is one whose every frame has its own plane
+  (a 3-plane localiser); a series derived after acquisition (ImageType DERIVED\\SECONDARY, or a projection or
+  reformat: MIP, MPR, …) and any series this package wrote are not upscaled (again). Both are counted as
+  skipped, not as failures. The kept slices must all have the same number of frames.
 """
 
 from __future__ import annotations
@@ -32,7 +34,12 @@ class SeriesRefused(ValueError):
 
 
 class NotACine(ValueError):
-    """A series of single images (localisers, scouts): skipped, not a failure."""
+    """A series of single images (localisers, scouts, in one plane or several): skipped, not a failure."""
+
+
+class DerivedSeries(ValueError):
+    """A series derived after acquisition (ImageType DERIVED\\SECONDARY, projections and reformats) or written by
+    this package: skipped, not a failure, so that an output routed back is not upscaled again."""
 
 
 @dataclass
@@ -105,6 +112,17 @@ def _check_series(frames: list[FrameRef]) -> None:
         raise SeriesRefused(f"{frames[0].name}: not a greyscale image ({fmt[3]} samples, {fmt[4] or 'no'} photometric)")
 
 
+PROJECTIONS = {"MIP", "MINIP", "MPR", "PROJECTION IMAGE", "REFORMATTED", "CURVED"}  # ImageType values of reformats
+
+
+def _made_here(frame: FrameRef) -> bool:
+    return str(frame.header.get("DerivationDescription", "")).startswith("cmrvsr_fast")
+
+
+def _rounded(values, decimals: int) -> tuple[float, ...] | None:
+    return None if values is None else tuple(np.round(np.asarray(values, dtype=float), decimals))
+
+
 def _order_slice(frames: list[FrameRef], with_triggers: bool) -> list[FrameRef]:
     if with_triggers:
         return sorted(frames, key=lambda f: (f.trigger_time, f.instance))
@@ -116,6 +134,12 @@ def build_series(frames: list[FrameRef]) -> CineSeries:
     unique = list({(f.sop_uid, f.frame): f for f in frames}.values())
     duplicates = len(frames) - len(unique)
     frames = unique
+    image_type = [str(v).upper() for v in (frames[0].header.get("ImageType") or [])]
+    if image_type[:2] == ["DERIVED", "SECONDARY"] or PROJECTIONS & set(image_type) or _made_here(frames[0]):
+        raise DerivedSeries("ImageType " + "\\".join(image_type))
+    places = {(_rounded(f.orientation, 3), _rounded(f.position, 2)) for f in frames}
+    if len(places) == len(frames) and len(frames) > 0 and frames[0].position is not None:
+        raise NotACine(f"{len(frames)} single image(s), not a cine")  # e.g. a 3-plane localiser
     _check_series(frames)
     header = frames[0].header
     series = CineSeries(
