@@ -24,7 +24,7 @@ from functools import lru_cache
 import numpy as np
 
 from .data.degrade import _cubic_weights, bicubic_resize
-from .intensity import intensity_window
+from .intensity import intensity_window, to_window
 
 DEFAULT_STRENGTH = 0.5
 _PINV_RCOND = 1e-3  # the half-weighted Nyquist line makes A nearly rank-deficient; do not amplify it
@@ -90,14 +90,10 @@ def input_agreement(sr: np.ndarray, cine: np.ndarray, scale: int) -> dict[str, f
     the input cine (…, T, H, W), beside the same figure for bicubic interpolation of the input; both in dB on
     the input's own 0–255 window (`intensity_window`, as the network sees it)."""
     low, high = intensity_window(np.asarray(cine))
-    span = max(high - low, 1e-12)
-
-    def grey(x: np.ndarray) -> np.ndarray:
-        return (np.minimum(np.asarray(x, dtype=np.float64), high) - low) / span * 255.0
-
-    lr = grey(cine)
+    high = max(high, low + 1e-12)  # a constant cine: any window will do
+    lr = to_window(cine, low, high)
     bicubic = bicubic_resize(lr, lr.shape[-2] * scale, lr.shape[-1] * scale)
     return {
-        "super_resolved_db": round(reproduction_psnr(grey(sr), lr, scale), 2),
+        "super_resolved_db": round(reproduction_psnr(to_window(sr, low, high), lr, scale), 2),
         "bicubic_db": round(reproduction_psnr(bicubic, lr, scale), 2),
     }

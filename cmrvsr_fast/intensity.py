@@ -24,14 +24,18 @@ def intensity_window(volume: np.ndarray) -> tuple[float, float]:
     return min(float(data.min()), ceiling), ceiling
 
 
+def to_window(volume: np.ndarray, low: float, ceiling: float) -> np.ndarray:
+    """`volume` clipped at `ceiling` and mapped from [low, ceiling] to 0–255, unrounded (float64); ceiling > low."""
+    return (np.minimum(np.asarray(volume, dtype=np.float64), ceiling) - low) / (ceiling - low) * 255.0
+
+
 def clip_and_scale(volume: np.ndarray) -> np.ndarray:
     """Clip at the 99.5 % point of the intensity distribution, min–max scale to 0–255 and round -> float32
     (the window of `intensity_window`). A constant volume maps to zeros."""
     low, ceiling = intensity_window(volume)
     if ceiling <= low:
         return np.zeros(np.shape(volume), dtype=np.float32)
-    clipped = np.minimum(np.asarray(volume, dtype=np.float64), ceiling)
-    return np.round((clipped - low) / (ceiling - low) * 255.0).astype(np.float32)
+    return np.round(to_window(volume, low, ceiling)).astype(np.float32)
 
 
 def to_display_range(cine: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ from .consistency import DEFAULT_STRENGTH, enforce_consistency
 from .data.degrade import bicubic_resize
 from .data.preprocess import denormalise, normalise
 from .engine import Engine
-from .intensity import intensity_window
+from .intensity import intensity_window, to_window
 from .model import CMRVSR
 from .phase import estimate_es, phase_code
 
@@ -110,11 +110,10 @@ class Upscaler:
     def es_frame(self, cine: np.ndarray, ed: int = 0) -> int:
         """The ES frame `upscale` uses for this (T, H, W) cine or (S, T, H, W) stack when none is given: estimated
         on the first slice, on the network's 0–255 window."""
-        data = np.asarray(cine, dtype=np.float64)
         low, high = intensity_window(np.asarray(cine))
         if high <= low:  # a constant cine has no cardiac phases to tell apart
             return ed
-        return estimate_es((np.minimum(data, high) - low) / (high - low) * 255.0, ed=ed)
+        return estimate_es(to_window(cine, low, high), ed=ed)
 
     @torch.no_grad()
     def upscale(
@@ -150,11 +149,11 @@ class Upscaler:
             return np.full((*stack.shape[:2], stack.shape[2] * r, stack.shape[3] * r), low, np.float32).reshape(
                 *data.shape[:-2], data.shape[-2] * r, data.shape[-1] * r
             )
-        grey = (np.minimum(stack, high) - low) / (high - low) * 255.0
+        grey = to_window(stack, low, high)
         excess = np.maximum(stack - high, 0.0)
         frames = stack.shape[1]
-        if es is None:
-            es = self.es_frame(cine, ed)
+        if es is None:  # as es_frame does, on the window already computed
+            es = estimate_es(grey, ed=ed)
         codes = torch.from_numpy(phase_code(frames, ed, es, self.card.config.phase_code).astype(np.float32))
         mean, std = self.card.normalisation
         out = np.empty((stack.shape[0], frames, stack.shape[2] * r, stack.shape[3] * r), dtype=np.float32)

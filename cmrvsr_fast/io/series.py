@@ -115,10 +115,6 @@ def _check_series(frames: list[FrameRef]) -> None:
 PROJECTIONS = {"MIP", "MINIP", "MPR", "PROJECTION IMAGE", "REFORMATTED", "CURVED"}  # ImageType values of reformats
 
 
-def _made_here(frame: FrameRef) -> bool:
-    return str(frame.header.get("DerivationDescription", "")).startswith("cmrvsr_fast")
-
-
 def _rounded(values, decimals: int) -> tuple[float, ...] | None:
     return None if values is None else tuple(np.round(np.asarray(values, dtype=float), decimals))
 
@@ -135,11 +131,13 @@ def build_series(frames: list[FrameRef]) -> CineSeries:
     duplicates = len(frames) - len(unique)
     frames = unique
     image_type = [str(v).upper() for v in (frames[0].header.get("ImageType") or [])]
-    if image_type[:2] == ["DERIVED", "SECONDARY"] or PROJECTIONS & set(image_type) or _made_here(frames[0]):
+    # This package's own output is DERIVED\SECONDARY too: an output routed back is caught here.
+    if image_type[:2] == ["DERIVED", "SECONDARY"] or PROJECTIONS & set(image_type):
         raise DerivedSeries("ImageType " + "\\".join(image_type))
+    # Every frame in a plane of its own (one orientation or several, as a 3-plane localiser): no cine.
     places = {(_rounded(f.orientation, 3), _rounded(f.position, 2)) for f in frames}
-    if len(places) == len(frames) and len(frames) > 0 and frames[0].position is not None:
-        raise NotACine(f"{len(frames)} single image(s), not a cine")  # e.g. a 3-plane localiser
+    if len(places) == len(frames) and frames[0].position is not None:
+        raise NotACine(f"{len(frames)} single image(s), not a cine")
     _check_series(frames)
     header = frames[0].header
     series = CineSeries(
@@ -164,9 +162,6 @@ def build_series(frames: list[FrameRef]) -> CineSeries:
         distance = float(np.dot(frame.position, normal))
         near = [p for p in by_position if abs(p - distance) <= POSITION_TOLERANCE_MM]
         by_position[near[0] if near else distance].append(frame)
-
-    if all(len(group) == 1 for group in by_position.values()):
-        raise NotACine(f"{len(by_position)} single image(s), not a cine")
 
     declared = {f.cardiac_images for f in frames if f.cardiac_images}
     for position, group in sorted(by_position.items()):
