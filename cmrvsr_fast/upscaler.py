@@ -8,6 +8,7 @@ mapping to the training scale (0–255, then the card's mean/std) and back is it
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -27,6 +28,12 @@ from .phase import estimate_es, phase_code
 log = logging.getLogger(__name__)
 
 DEFAULT_SCALE = 4
+# LR pixels of context read on each side of a tile: the recurrence carries information sideways a few pixels per
+# frame, so the margin is set by measurement of tiled against untiled output (docs/scanner-io.md).
+TILE_MARGIN = 16
+# Host bytes per output pixel while a cine is upscaled and written: the float32 result, its mapped-back copy,
+# float64 bicubic of the clipped-off excess, the QA figure's degradation and the stored integers.
+HOST_BYTES_PER_OUTPUT_PIXEL = 24
 ARTIFACT_SUFFIXES = (".onnx", ".engine", ".plan", ".pt2")
 
 
@@ -40,7 +47,10 @@ def default_weights_path(scale: int = DEFAULT_SCALE) -> Path:
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
     if str(name) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device {name!r}: not a device (expected auto, cpu, cuda or cuda:N)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name}: no CUDA device is visible to torch")
     return device
@@ -63,6 +73,34 @@ def default_memory_budget_mb(device: torch.device) -> float:
         free, _ = torch.cuda.mem_get_info(device)
         return free / 2**20 / 2
     return 4096.0
+
+
+def available_memory_bytes(device: torch.device) -> int:
+    """Memory a job may still take: the GPU's free memory, or the host's available memory (MemAvailable)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+class TooLarge(ValueError):
+    """A cine that cannot be processed in this memory even in tiles (the message says how much it needs)."""
+
+
+def tile_spans(length: int, core: int, margin: int) -> list[tuple[int, int, int, int]]:
+    """Cover 0..length with cores of `core` pixels, each read with `margin` pixels of context on both sides:
+    (read_start, read_stop, core_start, core_stop) per tile."""
+    spans = []
+    for start in range(0, length, core):
+        stop = min(length, start + core)
+        spans.append((max(0, start - margin), min(length, stop + margin), start, stop))
+    return spans
 
 
 class Upscaler:
@@ -107,6 +145,55 @@ class Upscaler:
     def scale(self) -> int:
         return self.card.config.scale
 
+    def check_memory(self, shape: tuple[int, ...]) -> int | None:
+        """For a (T, H, W) or (S, T, H, W) input: TooLarge when its result cannot be held in host memory, else
+        the tile core `upscale` will use (None: whole frames). Cheap; call it before reading a large input."""
+        *_, frames, height, width = shape
+        slices = shape[0] if len(shape) == 4 else 1
+        need = slices * frames * height * width * self.scale**2 * HOST_BYTES_PER_OUTPUT_PIXEL
+        available = available_memory_bytes(torch.device("cpu"))
+        if need > available:
+            raise TooLarge(f"{'×'.join(map(str, shape))} ×{self.scale}: the result needs about "
+                           f"{need / 2**30:.1f} GiB of host memory, {available / 2**30:.1f} GiB are available; "
+                           "split the stack or use a machine with more memory")  # fmt: skip
+        return self.tile_core(frames, height, width)
+
+    def tile_core(self, frames: int, height: int, width: int) -> int | None:
+        """The LR tile core (pixels a side) for a cine whose one pass would not fit in memory, None when it fits.
+        The limit is the larger of the Engine's pass budget and half of the memory available now; the core is
+        the largest multiple of 8 whose tile, context margins included, fits (TooLarge when not even 32 does)."""
+        if self.model is None:  # an exported artifact has a fixed input size: nothing to tile
+            return None
+        ws = self.engine.working_set_bytes
+        limit = max((self.engine.memory_budget_mb or 0) * 2**20, available_memory_bytes(self.device) / 2)
+        if ws(frames, height, width) <= limit:
+            return None
+        core = max(height, width)
+        while core >= 32 and ws(frames, core + 2 * TILE_MARGIN, core + 2 * TILE_MARGIN) > limit:
+            core -= 8 if core % 8 == 0 else core % 8
+        if core < 32:
+            need = ws(frames, 32 + 2 * TILE_MARGIN, 32 + 2 * TILE_MARGIN)
+            raise TooLarge(f"{frames} frames of {height}×{width}: even a 32×32 tile needs {need / 2**30:.1f} GiB, "
+                           f"{limit / 2**30:.1f} GiB may be used on {self.device}")  # fmt: skip
+        return core
+
+    def _network(self, chunk: torch.Tensor, codes: torch.Tensor, stages: int | None, core: int | None) -> np.ndarray:
+        """The Engine on (N, T, 1, H, W) -> (N, T, rH, rW) float32, in overlapping tiles when `core` is given: each
+        tile is read with TILE_MARGIN pixels of context and only its core is kept (docs/scanner-io.md has the
+        measured difference to the untiled output)."""
+        if core is None:
+            return self.engine(chunk.to(self.device), codes, stages=stages)[:, :, 0].cpu().numpy()
+        r, (height, width) = self.scale, chunk.shape[-2:]
+        out = np.empty((*chunk.shape[:2], height * r, width * r), dtype=np.float32)
+        for y0, y1, cy0, cy1 in tile_spans(height, core, TILE_MARGIN):
+            for x0, x1, cx0, cx1 in tile_spans(width, core, TILE_MARGIN):
+                tile = chunk[..., y0:y1, x0:x1].contiguous().to(self.device)
+                sr = self.engine(tile, codes, stages=stages)[:, :, 0].cpu().numpy()
+                out[:, :, cy0 * r : cy1 * r, cx0 * r : cx1 * r] = sr[
+                    :, :, (cy0 - y0) * r : (cy1 - y0) * r, (cx0 - x0) * r : (cx1 - x0) * r
+                ]
+        return out
+
     def es_frame(self, cine: np.ndarray, ed: int = 0) -> int:
         """The ES frame `upscale` uses for this (T, H, W) cine or (S, T, H, W) stack when none is given: estimated
         on the first slice, on the network's 0–255 window."""
@@ -124,6 +211,7 @@ class Upscaler:
         stages: int | None = None,
         on_slice: Callable[[], None] | None = None,
         consistency: float = DEFAULT_STRENGTH,
+        tile: int | None = None,
     ) -> np.ndarray:
         """(T, H, W) or (S, T, H, W) in any intensity units -> (…, T, rH, rW) float32 in the same units.
 
@@ -134,7 +222,9 @@ class Upscaler:
         serves every slice: ES is estimated on the first slice unless given. on_slice is called after each
         slice (progress bars). `consistency` (0–1) moves the output that fraction of the way to agreeing with the
         input: 1 is the least-squares change after which the output, degraded as the training data were,
-        reproduces the input exactly; 0 leaves the network's output as it is (`consistency.enforce_consistency`)."""
+        reproduces the input exactly; 0 leaves the network's output as it is (`consistency.enforce_consistency`).
+        A cine whose pass would not fit in memory runs in overlapping spatial tiles (`tile_core`); `tile` forces
+        tiles of that many LR pixels a side."""
         data = np.asarray(cine, dtype=np.float64)
         if data.ndim not in (3, 4) or min(data.shape) < 1:
             raise ValueError(f"expected a (T, H, W) cine or an (S, T, H, W) stack, got shape {data.shape}")
@@ -157,12 +247,17 @@ class Upscaler:
         codes = torch.from_numpy(phase_code(frames, ed, es, self.card.config.phase_code).astype(np.float32))
         mean, std = self.card.normalisation
         out = np.empty((stack.shape[0], frames, stack.shape[2] * r, stack.shape[3] * r), dtype=np.float32)
-        chunk_size = self.engine.cines_per_pass(frames, *stack.shape[2:], cines=len(grey)) if self.model else len(grey)
+        core = tile if tile is not None else self.check_memory(stack.shape)
+        if core is not None:
+            chunk_size = 1
+        elif self.model is not None:
+            chunk_size = self.engine.cines_per_pass(frames, *stack.shape[2:], cines=len(grey))
+        else:
+            chunk_size = len(grey)
         for start in range(0, len(grey), chunk_size):
             chunk = torch.from_numpy(normalise(grey[start : start + chunk_size], mean, std))[:, :, None]
             chunk_codes = codes[None].expand(len(chunk), -1).to(self.device)
-            sr = self.engine(chunk.to(self.device), chunk_codes, stages=stages)[:, :, 0].cpu().numpy()
-            out[start : start + len(chunk)] = denormalise(sr, mean, std)
+            out[start : start + len(chunk)] = denormalise(self._network(chunk, chunk_codes, stages, core), mean, std)
             if consistency:
                 end = start + len(chunk)
                 out[start:end] = enforce_consistency(out[start:end], grey[start:end], r, consistency)
