@@ -10,7 +10,9 @@ import argparse
 import datetime as dt
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from .data.synth import GENERATOR_VERSION, synth_records
 from .data.synth import HELD_OUT_SEEDS as SYNTH_HELD_OUT_SEEDS
 from .engine import PAIRED_BACKENDS
 from .evaluate import evaluate, format_table
+from .io.nifti import upscaled_affine
 from .model import CMRVSR
 from .ops.dispatch import BackendUnavailable
 from .phase import estimate_es
@@ -247,15 +250,18 @@ def run_demo(args: argparse.Namespace) -> int:
     gain = rows[1].cardiac_psnr - rows[0].cardiac_psnr
     print(f"CardiacPSNR gain over bicubic: {gain:+.2f} dB; ES estimated at frame {es_estimate} (true {phantom.es})")
 
-    affine = np.diag([1.8, 1.8, 8.0, 1.0])  # a plausible 1.8 mm HR grid, 8 mm slices
-    lr_affine = np.diag([1.8 * r, 1.8 * r, 8.0, 1.0])
+    # A plausible 1.8 mm HR grid with 8 mm slices; the LR grid's voxel centres are the centres of r×r HR blocks
+    # (the half-pixel geometry of the degradation), so all four files overlay in a viewer.
+    affine = np.diag([1.8, 1.8, 8.0, 1.0])
+    lr_affine = affine @ np.linalg.inv(upscaled_affine(np.eye(4), r))
     for name, data, aff in (
         ("sr", sr, affine),
         ("bicubic", bicubic, affine),
         ("lr", lr, lr_affine),
         ("hr", hr, affine),
     ):
-        volume = np.ascontiguousarray(np.transpose(data, (2, 3, 0, 1)), dtype=np.float32)  # (X, Y, Z, T)
+        # (X, Y, Z, T) with X along image columns, as upscale reads and writes NIfTI (io/nifti.py)
+        volume = np.ascontiguousarray(np.transpose(data, (3, 2, 0, 1)), dtype=np.float32)
         atomic_write(
             out / f"{name}.nii.gz", lambda tmp, v=volume, a=aff: nib.save(nib.Nifti1Image(v, a), tmp), keep_suffix=True
         )
@@ -290,6 +296,11 @@ def run_demo(args: argparse.Namespace) -> int:
 def run_upscale_command(args: argparse.Namespace) -> int:
     if not 0.0 <= args.consistency <= 1.0:
         raise UsageError(f"--consistency {args.consistency}: must lie in [0, 1]")
+    if args.resume and args.overwrite:
+        raise UsageError("--resume keeps the series OUTPUT holds, --overwrite replaces them: choose one")
+    resolve_device(args.device)  # an unknown device is a usage error before any work
+    if args.json is not None and Path(args.input).resolve() in Path(args.json).resolve().parents:
+        raise UsageError(f"--json {args.json}: inside INPUT; results are never written into an input folder")
     options = upscale_job.Options(
         output_format=args.format,
         ed=args.ed,
@@ -299,6 +310,7 @@ def run_upscale_command(args: argparse.Namespace) -> int:
         shard=upscale_job.parse_shard(args.shard) if args.shard else None,
         progress=not args.quiet,
         consistency=args.consistency,
+        resume=args.resume,
     )
 
     def make_upscaler():
@@ -316,11 +328,20 @@ def run_upscale_command(args: argparse.Namespace) -> int:
             raise UsageError(f"--scale {args.scale}: the weights are a ×{upscaler.scale} model")
         return upscaler
 
+    report, code, message = upscale_job.JobReport(), upscale_job.EXIT_BAD_INPUT, ""
     try:
-        report = upscale_job.run_upscale(Path(args.input), Path(args.output), make_upscaler, options)
-    except upscale_job.InputRefused as error:
-        raise UsageError(str(error)) from None
-    return report.exit_code
+        upscale_job.run_upscale(Path(args.input), Path(args.output), make_upscaler, options, report)
+        code = report.exit_code
+    except (UsageError, DataError, ValueError, FileNotFoundError) as error:  # what main reports as bad input
+        message = str(error)
+        raise UsageError(message) from None
+    except KeyboardInterrupt as stop:
+        code, message = interrupted_code(stop), interrupted_message(stop)
+        raise
+    finally:
+        if args.json is not None and not options.dry_run:
+            upscale_job.write_job_report(args.json, report, code, message, args)
+    return code
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -360,6 +381,36 @@ def run_export(args: argparse.Namespace) -> int:
           f"manifest; T×H×W {args.frames}×{args.height}×{args.width} LR, batch {manifest.batch or 'dynamic'}, "
           f"{precision}")  # fmt: skip
     return EXIT_OK
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (docker stop, systemd, a batch scheduler) turned into the same orderly stop as Ctrl-C."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
+def interrupted_code(stop: KeyboardInterrupt) -> int:
+    return upscale_job.EXIT_SIGTERM if isinstance(stop, Terminated) else upscale_job.EXIT_CTRL_C
+
+
+def interrupted_message(stop: KeyboardInterrupt) -> str:
+    return f"stopped by {'SIGTERM' if isinstance(stop, Terminated) else 'Ctrl-C'}"
+
+
+def non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative (frames are counted from 0)")
+    return value
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be 1 or more")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -455,9 +506,16 @@ def build_parser() -> argparse.ArgumentParser:
                          "seconds once per shape): for stacks and long jobs of one matrix size; not yet timed "
                          "on a GPU")  # fmt: skip
     up.add_argument("--format", choices=["dicom", "nifti"], help="output format (default: the input's)")
-    up.add_argument("--ed", type=int, help="ED frame, 0-based, for every series (default: Info.cfg or frame 0)")
-    up.add_argument("--es", type=int, help="ES frame, 0-based, for every series (default: Info.cfg or estimated)")
+    up.add_argument("--ed", type=non_negative, help="ED frame, 0-based, for every series (default: Info.cfg or 0)")
+    up.add_argument("--es", type=non_negative, help="ES frame, 0-based, for every series (default: Info.cfg or "
+                    "estimated)")  # fmt: skip
     up.add_argument("--overwrite", action="store_true", help="replace series already in OUTPUT")
+    up.add_argument("--resume", action="store_true",
+                    help="keep the series OUTPUT already holds complete and made by the same weights and options; "
+                         "do the rest")  # fmt: skip
+    up.add_argument("--json", type=Path, metavar="REPORT",
+                    help="also write the job's report here: every series with its status, reason, output, seconds "
+                         "and QA figure; what was skipped; the exit code (no patient data)")  # fmt: skip
     up.add_argument("--dry-run", action="store_true", help="list what was found (no patient data) and stop")
     up.add_argument("--shard", help="I/N: process every N-th series starting at I (0-based), sharing OUTPUT")
     up.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -469,15 +527,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = commands.add_parser("export", help="export the unrolled schedule to ONNX, a TensorRT engine or AOTInductor")
     ex.add_argument("--format", required=True, choices=["onnx", "tensorrt", "aoti"])
-    ex.add_argument("--frames", type=int, required=True, help="T, centre frames per cine (static)")
-    ex.add_argument("--height", type=int, required=True, help="LR height (static)")
-    ex.add_argument("--width", type=int, required=True, help="LR width (static)")
-    ex.add_argument("--batch", type=int, help="static batch (default: dynamic for ONNX/TensorRT, 1 for AOTI)")
+    ex.add_argument("--frames", type=positive, required=True, help="T, centre frames per cine (static)")
+    ex.add_argument("--height", type=positive, required=True, help="LR height (static)")
+    ex.add_argument("--width", type=positive, required=True, help="LR width (static)")
+    ex.add_argument("--batch", type=positive, help="static batch (default: dynamic for ONNX/TensorRT, 1 for AOTI)")
     ex.add_argument("--weights", help="a .safetensors checkpoint (default: the embedded lite-x4)")
     ex.add_argument("--precision", choices=["fp32", "fp16", "bf16"], help="default fp32; fp16 for TensorRT")
     ex.add_argument("--out", required=True, help="model.onnx | model.engine | model.pt2")
     ex.add_argument("--device", default="cpu", help="AOTI target: cpu or cuda[:N]")
-    ex.add_argument("--max-batch", type=int, default=8, help="TensorRT profile maximum batch (dynamic batch)")
+    ex.add_argument("--max-batch", type=positive, default=8, help="TensorRT profile maximum batch (dynamic batch)")
     ex.add_argument("--timing-cache", help="TensorRT timing cache file (read and updated)")
     ex.add_argument("--version-compatible", action="store_true", help="TensorRT version-compatible engine")
     ex.add_argument("--hardware-compatible", action="store_true", help="TensorRT Ampere+ hardware compatibility")
@@ -497,13 +555,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Every command: one line on stderr and exit 2 for bad input; Ctrl-C and SIGTERM stop in order (staging
+    removed by the commands' own cleanup), one line and exit 130 / 143."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
         return args.run(args)
     except (UsageError, DataError, FileNotFoundError, ValueError) as error:  # bad input, named in the message
         print(f"cmrvsr-fast {args.command}: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt as stop:
+        print(f"cmrvsr-fast {args.command}: {interrupted_message(stop)}; finished results kept, the one in "
+              "progress discarded", file=sys.stderr)  # fmt: skip
+        return interrupted_code(stop)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

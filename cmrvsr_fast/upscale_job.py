@@ -1,12 +1,15 @@
-"""`cmrvsr-fast upscale INPUT OUTPUT`: DICOM (folder or zip) or NIfTI cines in, derived series out.
+"""`cmrvsr-fast upscale INPUT OUTPUT`: DICOM (folder, zip or one file) or NIfTI cines in, derived series out.
 
-Safety rules, all checked before any work: INPUT must exist; OUTPUT may not be INPUT or lie inside it; an
-existing OUTPUT is refused unless --overwrite (or --shard, where shards share OUTPUT). Every series is written
-into a staging folder next to OUTPUT (`.<OUTPUT>.partial-<pid>`) and moved into OUTPUT by one rename when it is
-complete, so no reader ever sees half a series; the staging folder is removed at the end, also on Ctrl-C.
+Safety rules, all checked before inference: INPUT must exist; OUTPUT may not be INPUT or lie inside it; an
+existing OUTPUT is refused unless --overwrite, --resume or --shard; ED/ES asked for must lie in every cine; OUTPUT
+must be writable and have room for the results. Every series is completed in a hidden staging folder inside
+OUTPUT (`.cmrvsr-partial-<pid>`, so that the final rename never crosses a filesystem, even when OUTPUT is a mount
+point) and moved into place by one rename, so no reader ever sees half a series. The staging folder is removed at
+the end, on failure, on Ctrl-C and on SIGTERM; an OUTPUT this run created is removed again if it stayed empty.
 
-Exit codes: 0 every selected series written; 2 bad input or usage (nothing written); 3 some series failed (each
-reason printed, the other series written).
+Exit codes (EXIT_CODES): 0 every selected series written (or kept by --resume); 2 bad input or usage, nothing
+written; 3 some series failed (each reason printed, the other series written); 130 / 143 stopped by Ctrl-C /
+SIGTERM (finished series kept, the one in progress discarded).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
@@ -37,15 +41,25 @@ from .io.dicom_scan import ScanReport
 from .io.dicom_write import finer_grid_position, write_series
 from .io.nifti import (
     affine_from_dicom,
+    check_nifti_dimensions,
     nifti_stem,
     read_nifti_cine,
     write_nifti_cine,
     write_nifti_from_dicom,
 )
 from .io.series import CineSeries, SeriesRefused, slice_normal
-from .upscaler import Upscaler
+from .upscaler import TooLarge, Upscaler
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_SOME_FAILED = 0, 2, 3
+EXIT_OK, EXIT_BAD_INPUT, EXIT_SOME_FAILED, EXIT_CTRL_C, EXIT_SIGTERM = 0, 2, 3, 130, 143
+EXIT_CODES = {
+    EXIT_OK: "every selected series written (or kept by --resume); non-cine and derived series skipped",
+    EXIT_BAD_INPUT: "bad input or usage: nothing written",
+    EXIT_SOME_FAILED: "some series failed (each reason printed); every other series written",
+    EXIT_CTRL_C: "stopped by Ctrl-C: finished series kept, the one in progress discarded",
+    EXIT_SIGTERM: "stopped by SIGTERM: finished series kept, the one in progress discarded",
+}
+MIN_SIDE = 16  # pixels: a smaller frame is no image to super-resolve (a thumbnail, a navigator, a broken header)
+STAGING_PREFIX = ".cmrvsr-partial-"
 
 
 class InputRefused(ValueError):
@@ -62,13 +76,14 @@ class Options:
     shard: tuple[int, int] | None = None
     progress: bool = True
     consistency: float = DEFAULT_STRENGTH  # how far the output is moved to reproduce its input (Upscaler.upscale)
+    resume: bool = False  # keep series whose output and record exist and were made by the same weights and options
 
 
 @dataclass
 class SeriesResult:
     label: str
     shape: tuple[int, ...]
-    status: str  # written | failed
+    status: str  # written | failed | kept (--resume: done before with the same weights and options)
     detail: str = ""
     seconds: float = 0.0
     output: str = ""
@@ -100,7 +115,7 @@ def recorded(report: JobReport, label: str, shape: tuple[int, ...]) -> Iterator[
     start = time.perf_counter()
     try:
         yield result
-    except (SeriesRefused, DataError, ShapeMismatch) as error:
+    except (SeriesRefused, DataError, ShapeMismatch, TooLarge) as error:
         result.detail = str(error)
     finally:
         result.seconds = time.perf_counter() - start
@@ -122,8 +137,10 @@ def check_paths(source: Path, output: Path, options: Options) -> None:
         raise InputRefused(f"OUTPUT {output} is INPUT or inside it; results are never written into an input folder")
     if output.exists() and not output.is_dir():
         raise InputRefused(f"OUTPUT {output} exists and is not a folder")
-    if output.exists() and any(output.iterdir()) and not (options.overwrite or options.shard or options.dry_run):
-        raise InputRefused(f"OUTPUT {output} exists; pass --overwrite to replace the series it holds")
+    shared = options.overwrite or options.shard or options.resume or options.dry_run
+    if output.exists() and any(output.iterdir()) and not shared:
+        raise InputRefused(f"OUTPUT {output} exists; pass --resume to keep the series it holds or --overwrite "
+                           "to replace them")  # fmt: skip
 
 
 def _is_nifti(path: Path) -> bool:
@@ -143,9 +160,10 @@ def input_kind(source: Path) -> str:
     if source.is_file():
         if _is_nifti(source):
             return "nifti"
-        if zipfile.is_zipfile(source):
+        if zipfile.is_zipfile(source) or _looks_like_dicom(source):
             return "dicom"
-        raise InputRefused(f"{source}: INPUT must be a folder, a .zip of DICOM files, or a .nii/.nii.gz cine")
+        raise InputRefused(f"{source}: INPUT must be a folder, a .zip of DICOM files, a DICOM file, or a "
+                           ".nii/.nii.gz cine")  # fmt: skip
     files = [p for p in source.rglob("*") if p.is_file()]
     if not files:
         raise InputRefused(f"{source}: the folder is empty")
@@ -181,23 +199,57 @@ def series_name(series: CineSeries, scale: int) -> str:
 
 
 class Staging:
-    """A folder next to OUTPUT where each result is completed before one rename moves it into OUTPUT."""
+    """A hidden folder inside OUTPUT where each result is completed before one rename moves it into place.
 
-    def __init__(self, output: Path, overwrite: bool) -> None:
-        self.output, self.overwrite = output, overwrite
-        self.folder = output.parent / f".{output.name}.partial-{os.getpid()}"
+    Inside OUTPUT, not beside it: the rename then never crosses a filesystem, also when OUTPUT is a mount point
+    (a Docker volume, an NFS share, a PACS export mount). Entering creates OUTPUT and the staging folder, so an
+    unwritable OUTPUT is refused before any inference (InputRefused, with the system's reason), as is one without
+    room for `needed_bytes`. Leaving removes the staging folder and, when this run created OUTPUT and nothing was
+    published into it, OUTPUT again."""
+
+    def __init__(self, output: Path, overwrite: bool, needed_bytes: int = 0) -> None:
+        self.output, self.overwrite, self.needed_bytes = output, overwrite, needed_bytes
+        self.folder = output / f"{STAGING_PREFIX}{os.getpid()}"
+        self.created: Path | None = None  # the topmost folder this run created
 
     def __enter__(self) -> Staging:
-        self.output.mkdir(parents=True, exist_ok=True)
-        self.folder.mkdir()
+        missing = [p for p in (self.output, *self.output.parents) if not p.exists()]
+        try:
+            self.output.mkdir(parents=True, exist_ok=True)
+            self.created = missing[-1] if missing else None
+            self.folder.mkdir()
+            free = shutil.disk_usage(self.folder).free
+        except OSError as error:
+            self._remove_created()
+            raise InputRefused(f"OUTPUT {self.output}: cannot be written ({error.strerror or error})") from None
+        if self.needed_bytes > free:
+            self.__exit__()
+            raise InputRefused(f"OUTPUT {self.output}: {free / 2**30:.2f} GiB free, the results need about "
+                               f"{self.needed_bytes / 2**30:.2f} GiB")  # fmt: skip
         return self
 
     def __exit__(self, *exc) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+        self._remove_created()
+
+    def _remove_created(self) -> None:
+        """Remove the folders this run created, from OUTPUT upwards, as long as they are empty."""
+        if self.created is None:
+            return
+        for folder in (self.output, *self.output.parents):
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: something was published, or somebody else wrote there
+                return
+            if folder == self.created:
+                return
 
     def check_free(self, relative: str) -> None:
-        if (self.output / relative).exists() and not self.overwrite:
-            raise SeriesRefused(f"{self.output / relative} exists (pass --overwrite to replace it)")
+        """Neither the output nor its record may exist already, unless --overwrite (a DICOM series and the NIfTI
+        of the same series share the record's name)."""
+        for name in (relative, sidecar_name(relative)):
+            if (self.output / name).exists() and not self.overwrite:
+                raise SeriesRefused(f"{self.output / name} exists (pass --overwrite to replace it)")
 
     def publish(self, relative: str) -> Path:
         """Move staged `relative` into OUTPUT, replacing what is there (the old copy is removed afterwards)."""
@@ -211,6 +263,33 @@ class Staging:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return final
+
+
+def output_bytes(shapes: list[tuple[int, ...]], scale: int, bytes_per_pixel: int) -> int:
+    """About how much the outputs of these (S, T, H, W) inputs take on disk (uncompressed pixels, 2 % headers)."""
+    return int(1.02 * sum(int(np.prod(shape)) * scale * scale * bytes_per_pixel for shape in shapes))
+
+
+def check_phases_asked(options: Options, cines: list[tuple[str, int]]) -> None:
+    """--ed/--es apply to every cine: an index outside any of them is a usage error, found before any work."""
+    for label, index in (("--ed", options.ed), ("--es", options.es)):
+        if index is None:
+            continue
+        for name, frames in cines:
+            if index >= frames:
+                raise InputRefused(f"{label} {index}: {name} has {frames} frames (0-based: 0-{frames - 1})")
+
+
+def check_size(shape: tuple[int, ...]) -> None:
+    if min(shape[-2:]) < MIN_SIDE:
+        raise SeriesRefused(f"{shape[-2]}×{shape[-1]} pixels: smaller than {MIN_SIDE}×{MIN_SIDE}, no image to "
+                            "super-resolve")  # fmt: skip
+
+
+def check_content(stack: np.ndarray) -> None:
+    low, high = float(stack.min()), float(stack.max())
+    if low == high:
+        raise SeriesRefused(f"every pixel has the value {low:g}: a blank cine, nothing to super-resolve")
 
 
 def _phase_frames(frames: int, options: Options, ed: int | None, es: int | None) -> tuple[int, int | None]:
@@ -233,6 +312,30 @@ def pixel_settings(upscaler: Upscaler, options: Options, ed: int, es: int) -> di
     backend = getattr(upscaler.engine, "backend", type(upscaler.engine).__name__)
     return {"precision": upscaler.precision, "backend": backend, "device": upscaler.device.type,
             "ED": ed, "ES": es, "consistency": options.consistency}  # fmt: skip
+
+
+def job_settings(upscaler: Upscaler, options: Options, output_format: str) -> dict[str, object]:
+    """What a series' output depends on besides its input: a --resume keeps an output whose record says the same."""
+    settings = pixel_settings(upscaler, options, options.ed, options.es)
+    settings.pop("ED"), settings.pop("ES")
+    return {"software": __version__, "weights_sha256": upscaler.card.weights_sha256, "scale": upscaler.scale,
+            "format": output_format, "ed_asked": options.ed, "es_asked": options.es, **settings}  # fmt: skip
+
+
+def done_before(output: Path, name: str, settings: dict[str, object]) -> bool:
+    """Whether OUTPUT holds `name` complete (its record is written last) and made with these settings."""
+    record = output / sidecar_name(name)
+    if not (output / name).exists() or not record.is_file():
+        return False
+    try:
+        return json.loads(record.read_text(encoding="utf-8")).get("job") == settings
+    except (OSError, ValueError):
+        return False
+
+
+def keep(report: JobReport, label: str, shape: tuple[int, ...], output: Path) -> None:
+    report.results.append(SeriesResult(label, shape, "kept", "done before with the same weights and options",
+                                       output=str(output)))  # fmt: skip
 
 
 def trained_on(upscaler: Upscaler) -> str:
@@ -268,6 +371,7 @@ def write_sidecar(
         "ed": ed,
         "es": es,
         "pixel_settings": pixel_settings(upscaler, options, ed, es),
+        "job": job_settings(upscaler, options, "nifti" if output_name.endswith(".nii.gz") else "dicom"),
         "trained_on": trained_on(upscaler),
         "qa": {
             "input_reproduction_db": result.qa,
@@ -304,9 +408,11 @@ def describe_dicom(
     return "\n".join(lines)
 
 
-def run_dicom(source: Path, output: Path, upscaler: Upscaler, options: Options, say: Callable[[str], None]):
+def run_dicom(
+    source: Path, output: Path, upscaler: Upscaler, options: Options, say: Callable[[str], None], report: JobReport
+) -> JobReport:
     found = find_cine_series(source)
-    report = JobReport(skipped=dict(found.report.skipped))
+    report.skipped.update(found.report.skipped)
     report.problems += [f"{name}: {reason}" for name, reason in found.report.unreadable] + found.refused
     if found.not_cine:
         report.skipped["series of single images"] = found.not_cine
@@ -320,14 +426,27 @@ def run_dicom(source: Path, output: Path, upscaler: Upscaler, options: Options, 
         raise InputRefused(f"{source}: no MR cine series found ({found.report.files} files looked at{skipped})")
     fmt = options.output_format or "dicom"
     scale, digest = upscaler.scale, upscaler.card.weights_sha256
-    with Staging(output, options.overwrite) as staging:
-        for series in select_shard(found.series, options.shard):
+    selected = select_shard(found.series, options.shard)
+    check_phases_asked(options, [(f"series {s.label}", s.shape[1]) for s in selected])
+    settings = job_settings(upscaler, options, fmt)
+    names = [series_name(series, scale) + (".nii.gz" if fmt == "nifti" else "") for series in selected]
+    todo = []
+    for series, name in zip(selected, names, strict=True):
+        if options.resume and done_before(output, name, settings):
+            keep(report, series.label, series.shape, output / name)
+        else:
+            todo.append((series, name))
+    needed = output_bytes([s.shape for s, _ in todo], scale, 4 if fmt == "nifti" else 2)
+    with Staging(output, options.overwrite, needed) as staging:
+        for series, name in todo:
             with recorded(report, series.label, series.shape) as result:
-                name = series_name(series, scale) + (".nii.gz" if fmt == "nifti" else "")
                 staging.check_free(name)
+                check_size(series.shape)
+                upscaler.check_memory(series.shape)
                 ed, es = _phase_frames(series.shape[1], options, None, None)
                 slope, intercept = rescale(series)
                 real = read_series_pixels(found.archive, series).astype(np.float64) * slope + intercept
+                check_content(real)
                 es = upscaler.es_frame(real, ed) if es is None else es
                 sr = _upscale(upscaler, real, ed, es, series.label, options)
                 result.qa = input_agreement(sr, real, scale)
@@ -363,19 +482,31 @@ def dicom_affine(series: CineSeries, scale: int) -> np.ndarray:
     return affine_from_dicom(finer_grid_position(first, scale), first.orientation, spacing, normal_step)
 
 
-def run_nifti(source: Path, output: Path, upscaler: Upscaler, options: Options, say: Callable[[str], None]):
+def nifti_shape(path: Path) -> tuple[int, ...]:
+    """The (Z, T, Y, X) shape of a NIfTI cine from its header alone (read_nifti_cine's checks of the shape)."""
+    try:
+        shape = nib.load(str(path)).shape
+    except Exception as error:  # noqa: BLE001  (nibabel raises many types for broken files)
+        raise DataError(f"{path}: cannot be read as NIfTI ({error})") from None
+    check_nifti_dimensions(path, shape)
+    x, y, z, t = shape
+    return (z, t, y, x)
+
+
+def run_nifti(
+    source: Path, output: Path, upscaler: Upscaler, options: Options, say: Callable[[str], None], report: JobReport
+) -> JobReport:
     if options.output_format == "dicom":
         raise InputRefused("NIfTI input cannot become DICOM: it carries no patient, study or series identity")
-    report = JobReport()
     paths = nifti_inputs(source)
     root = source if source.is_dir() else source.parent
     if options.dry_run:
         for path in paths:
             try:
                 cine = read_nifti_cine(path)
-                slices, frames, x, y = cine.stack.shape
+                slices, frames, rows, columns = cine.stack.shape
                 zooms = cine.image.header.get_zooms()
-                say(f"{path.relative_to(root)}: {slices} slices, {frames} frames, {x}×{y}, "
+                say(f"{path.relative_to(root)}: {slices} slices, {frames} frames, {rows}×{columns}, "
                     f"{zooms[0]:.3g}×{zooms[1]:.3g} mm" + (f", ED {cine.ed} ES {cine.es} (Info.cfg)"
                                                            if cine.ed is not None else ""))  # fmt: skip
             except DataError as error:
@@ -383,14 +514,31 @@ def run_nifti(source: Path, output: Path, upscaler: Upscaler, options: Options, 
                 say(f"refused {error}")
         return report
     scale = upscaler.scale
-    with Staging(output, options.overwrite) as staging:
-        for path in select_shard(paths, options.shard):
-            relative = path.relative_to(root)
-            name = str(relative.parent / f"{nifti_stem(path)}_x{scale}.nii.gz")
-            with recorded(report, str(relative), ()) as result:
+    settings = job_settings(upscaler, options, "nifti")
+    plan = []  # (path, relative, name, shape): headers checked before any inference
+    for path in select_shard(paths, options.shard):
+        relative = path.relative_to(root)
+        name = str(relative.parent / f"{nifti_stem(path)}_x{scale}.nii.gz")
+        try:
+            shape = nifti_shape(path)
+        except DataError as error:
+            if source.is_file():
+                raise  # the only input: bad input, exit 2
+            report.results.append(SeriesResult(str(relative), (), "failed", str(error)))
+            continue
+        if options.resume and done_before(output, name, settings):
+            keep(report, str(relative), shape, output / name)
+        else:
+            plan.append((path, relative, name, shape))
+    check_phases_asked(options, [(str(relative), shape[1]) for _, relative, _, shape in plan])
+    with Staging(output, options.overwrite, output_bytes([shape for *_, shape in plan], scale, 4)) as staging:
+        for path, relative, name, shape in plan:
+            with recorded(report, str(relative), shape) as result:
                 staging.check_free(name)
+                check_size(shape)
+                upscaler.check_memory(shape)
                 cine = read_nifti_cine(path)
-                result.shape = cine.stack.shape
+                check_content(cine.stack)
                 ed, es = _phase_frames(cine.stack.shape[1], options, cine.ed, cine.es)
                 es = upscaler.es_frame(cine.stack, ed) if es is None else es
                 sr = _upscale(upscaler, cine.stack, ed, es, str(relative), options)
@@ -402,6 +550,28 @@ def run_nifti(source: Path, output: Path, upscaler: Upscaler, options: Options, 
                 staging.publish(sidecar_name(name))
                 result.status = "written"
     return report
+
+
+def write_job_report(path: Path, report: JobReport, code: int, message: str, args: object = None) -> None:
+    """The job as JSON for automation: every series (label, shape, status, reason, output, seconds, QA figure),
+    what was skipped, the problems, the exit code and its meaning. Written on every ending, also a refusal or a
+    stop. Series are named by number and description, files by path: no patient data."""
+    body = {
+        "format": "cmrvsr_fast.upscale-report/1",
+        "software": f"cmrvsr_fast {__version__}",
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "exit_code": code,
+        "meaning": EXIT_CODES.get(code, ""),
+        "message": message,
+        "arguments": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "run"}
+        if args is not None
+        else {},
+        "series": [{"input": r.label, "input_shape": list(r.shape), "status": r.status, "reason": r.detail,
+                    "output": r.output, "seconds": round(r.seconds, 3), "qa_db": r.qa} for r in report.results],
+        "skipped": report.skipped,
+        "problems": report.problems,
+    }  # fmt: skip
+    atomic_write_text(path, json.dumps(body, indent=2) + "\n")
 
 
 def summary_table(report: JobReport, scale: int) -> str:
@@ -418,18 +588,26 @@ def summary_table(report: JobReport, scale: int) -> str:
     return "\n".join(lines)
 
 
-def run_upscale(source: Path, output: Path, upscaler: Upscaler | Callable[[], Upscaler], options: Options) -> JobReport:
-    """The whole job; `upscaler` may be a factory, so that nothing is loaded for a refused input or a dry run."""
+def run_upscale(
+    source: Path,
+    output: Path,
+    upscaler: Upscaler | Callable[[], Upscaler],
+    options: Options,
+    report: JobReport | None = None,
+) -> JobReport:
+    """The whole job; `upscaler` may be a factory, so that nothing is loaded for a refused input or a dry run.
+    `report`, when given, is filled as the job goes (what was done before an interruption stays in it)."""
 
     def say(text: str) -> None:
         print(text, flush=True)
 
+    report = JobReport() if report is None else report
     check_paths(source, output, options)
     runner = run_dicom if input_kind(source) == "dicom" else run_nifti
     if options.dry_run:
-        return runner(source, output, None, options, say)  # type: ignore[arg-type]
+        return runner(source, output, None, options, say, report)  # type: ignore[arg-type]
     model = upscaler() if callable(upscaler) and not isinstance(upscaler, Upscaler) else upscaler
-    report = runner(source, output.resolve(), model, options, say)
+    runner(source, output.resolve(), model, options, say, report)
     say(summary_table(report, model.scale))
     for text in report.problems:
         print(f"cmrvsr-fast upscale: {text}", file=sys.stderr)

@@ -12,11 +12,12 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from dicom_fixtures import SECRET_STRINGS, phantom_stored, write_cine_series, write_enhanced_series
+from dicom_fixtures import phantom_stored, write_cine_series, write_enhanced_series
 from pydicom.data import get_testdata_file
 from test_dicom_io import assert_mr_image_iod
+from upscale_helpers import assert_private, run
 
-from cmrvsr_fast import cli, upscale_job
+from cmrvsr_fast import upscale_job
 from cmrvsr_fast.checkpoint import sha256_file
 from cmrvsr_fast.consistency import DEFAULT_STRENGTH
 from cmrvsr_fast.io.nifti import upscaled_affine
@@ -28,20 +29,6 @@ def no_identifier_in_logs(caplog):
     """Whatever a test does, no patient identifier of the fixtures reaches a log record."""
     yield
     assert_private(caplog.text)
-
-
-def run(capsys, *args: str) -> tuple[int, str]:
-    """Run the CLI in-process; returns the exit code and everything it printed (stdout and stderr), after checking
-    that none of it names the patient."""
-    code = cli.main(["upscale", *map(str, args), "--device", "cpu", "--quiet"])
-    captured = capsys.readouterr()
-    assert_private(captured.out + captured.err)
-    return code, captured.out + captured.err
-
-
-def assert_private(text: str) -> None:
-    for secret in SECRET_STRINGS:
-        assert secret not in text, f"patient identifier {secret!r} reached the output"
 
 
 def series_folders(output: Path) -> list[Path]:
@@ -151,7 +138,8 @@ def test_truncated_files(tmp_path, capsys):
     data = paths[1].read_bytes()
     paths[1].write_bytes(data[: len(data) - 500])  # pixel data cut short
     code, text = run(capsys, tmp_path / "scanner", tmp_path / "out")
-    assert code == 3 and paths[1].name in text and not any((tmp_path / "out").iterdir())
+    assert code == 3 and f"{paths[1].name}: truncated: PixelData lacks " in text
+    assert not (tmp_path / "out").exists(), "a failed run leaves no empty OUTPUT behind"
     paths[1].write_bytes(data[:400])  # cut inside the header
     code, text = run(capsys, tmp_path / "scanner", tmp_path / "out2")
     assert code == 3 and f"{paths[1].name}: no PixelData (truncated" in text
@@ -257,7 +245,10 @@ def test_scale_picks_the_default_and_checks_given_weights(tmp_path, capsys, monk
             assert code == 2 and f"{flag} needs a CUDA device" in text and not (tmp_path / "out").exists()
 
 
-def test_interrupted_run_leaves_no_half_written_series(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("created", [True, False])
+def test_interrupted_run_leaves_no_half_written_series(tmp_path, capsys, monkeypatch, created):
+    """Ctrl-C after the first series' files are written, before it is published: one line, exit 130, the
+    staging folder removed, and OUTPUT removed too when this run created it and it stayed empty."""
     write_cine_series(tmp_path / "scanner", slices=2, frames=8)
     real_write = upscale_job.write_series
 
@@ -266,10 +257,13 @@ def test_interrupted_run_leaves_no_half_written_series(tmp_path, capsys, monkeyp
         raise KeyboardInterrupt
 
     monkeypatch.setattr(upscale_job, "write_series", write_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        cli.main(["upscale", str(tmp_path / "scanner"), str(tmp_path / "out"), "--device", "cpu", "--quiet"])
-    assert list((tmp_path / "out").iterdir()) == []
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "scanner"], "the staging folder is removed"
+    if not created:
+        (tmp_path / "out").mkdir()
+    code, text = run(capsys, tmp_path / "scanner", tmp_path / "out")
+    assert code == upscale_job.EXIT_CTRL_C and "Traceback" not in text
+    assert text.strip().splitlines()[-1].startswith("cmrvsr-fast upscale: stopped by Ctrl-C")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ([] if created else ["out"]) + ["scanner"]
+    assert created or list((tmp_path / "out").iterdir()) == [], "the staging folder is removed"
 
 
 def test_shards_share_output_and_cover_every_series_once(tmp_path, capsys):

@@ -156,8 +156,12 @@ def test_demo_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert [row["method"] for row in body["rows"]] == ["bicubic", "cmrvsr"] and body["scale"] == 4
     import nibabel as nib
 
-    assert nib.load(out / "sr.nii.gz").shape == (96, 96, 1, 12)
-    assert nib.load(out / "lr.nii.gz").shape == (24, 24, 1, 12)
+    sr, lr, hr = (nib.load(out / f"{name}.nii.gz") for name in ("sr", "lr", "hr"))
+    assert sr.shape == (96, 96, 1, 12) and lr.shape == (24, 24, 1, 12)
+    # The files overlay: an LR voxel's centre is the centre of its 4×4 block of HR voxels, and SR lies on HR's grid.
+    assert np.allclose(lr.affine @ [0, 0, 0, 1], hr.affine @ [1.5, 1.5, 0, 1])
+    assert np.allclose(lr.affine @ [5, 7, 0, 1], hr.affine @ [21.5, 29.5, 0, 1])
+    assert np.allclose(sr.affine, hr.affine)
 
 
 def test_precision_choice(tiny_weights: Path) -> None:

@@ -9,6 +9,7 @@ patient attribute is read into any field that is printed.
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -30,21 +31,25 @@ class InputArchive:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self._zip = zipfile.ZipFile(self.root) if self.root.is_file() and zipfile.is_zipfile(self.root) else None
+        # A single DICOM file (an enhanced multi-frame cine is one file) is a folder of one member.
+        self._folder = self.root.parent if self.root.is_file() and self._zip is None else self.root
 
     def names(self) -> list[str]:
         """Member names relative to the root, sorted, files only."""
         if self._zip is not None:
             return sorted(info.filename for info in self._zip.infolist() if not info.is_dir())
+        if self._folder != self.root:
+            return [self.root.name]
         return sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file())
 
     def open(self, name: str) -> BinaryIO:
         if self._zip is not None:
             return io.BytesIO(self._zip.read(name))
-        return open(self.root / name, "rb")
+        return open(self._folder / name, "rb")
 
     def display(self, name: str) -> str:
         """How a member is named in messages: the input path and the member."""
-        return f"{self.root}:{name}" if self._zip is not None else str(self.root / name)
+        return f"{self.root}:{name}" if self._zip is not None else str(self._folder / name)
 
 
 @dataclass(eq=False)
@@ -157,6 +162,16 @@ def _enhanced_frames(name: str, ds: pydicom.Dataset) -> list[FrameRef]:
     return frames
 
 
+def _missing_pixel_bytes(ds: pydicom.Dataset, file_size: int) -> int:
+    """How many bytes of PixelData the file declares but does not hold (0 when complete or of undefined length,
+    as encapsulated pixel data is: its decoder finds a cut itself)."""
+    element = ds.get_item(PIXEL_DATA) if PIXEL_DATA in ds else None
+    tell, length = getattr(element, "value_tell", None), getattr(element, "length", None)
+    if tell is None or length is None or length == 0xFFFFFFFF:
+        return 0
+    return max(0, tell + length - file_size)
+
+
 def _detach(ds: pydicom.Dataset) -> None:
     """Keep the header only: drop the (deferred) pixel data after noting its presence, and the closed source."""
     ds.has_pixel_data = PIXEL_DATA in ds
@@ -179,18 +194,22 @@ def scan(root: str | Path) -> ScanReport:
                 # Parse every element but leave large values on disk: PixelData's presence is checked here,
                 # its value is read when the series is processed.
                 ds = pydicom.dcmread(handle, defer_size="64 KB")
+                size = handle.seek(0, os.SEEK_END)
         except InvalidDicomError:
             report.skipped["not DICOM"] += 1
             continue
         except Exception as error:  # pydicom raises many types on a damaged header  # noqa: BLE001
             report.unreadable.append((archive.display(name), f"damaged DICOM header ({type(error).__name__})"))
             continue
+        missing = _missing_pixel_bytes(ds, size)
         _detach(ds)
         sop_class = str(ds.get("SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", ""))
         if sop_class == MEDIA_DIRECTORY:
             report.skipped["DICOMDIR"] += 1
         elif sop_class in (MR_IMAGE, ENHANCED_MR_IMAGE) and not ds.has_pixel_data:
             report.unreadable.append((archive.display(name), "no PixelData (truncated, or not an image)"))
+        elif sop_class in (MR_IMAGE, ENHANCED_MR_IMAGE) and missing:
+            report.unreadable.append((archive.display(name), f"truncated: PixelData lacks {missing} of its bytes"))
         elif sop_class == MR_IMAGE:
             report.frames.extend(_classic_frames(name, ds))
         elif sop_class == ENHANCED_MR_IMAGE:

@@ -29,6 +29,7 @@ from types import MappingProxyType
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
 from pydicom.valuerep import DSfloat
@@ -119,7 +120,20 @@ def _classic_header(ref: FrameRef) -> Dataset:
     for keyword in TYPE2:
         if keyword not in ds:
             setattr(ds, keyword, None)
+    _declare_cardiac_gating(ds)
     return ds
+
+
+def _declare_cardiac_gating(ds: Dataset) -> None:
+    """TriggerTime (Type 2C) belongs in an MR image only when ScanOptions says it was gated (CG cardiac, PPG
+    peripheral pulse). A cine with trigger times was gated, and many scanners leave ScanOptions empty (always,
+    for an enhanced source, which has no such attribute): CG is added rather than the trigger times dropped."""
+    if ds.get("TriggerTime") in (None, ""):
+        return
+    value = ds.get("ScanOptions")
+    options = [str(v) for v in (value if isinstance(value, list | MultiValue) else [value]) if v]
+    if not {"CG", "PPG"} & set(options):
+        ds.ScanOptions = [*options, "CG"] if options else "CG"
 
 
 def _stored(values: np.ndarray, header: Dataset) -> np.ndarray:
@@ -129,6 +143,14 @@ def _stored(values: np.ndarray, header: Dataset) -> np.ndarray:
     low, high = (-(2 ** (bits_stored - 1)), 2 ** (bits_stored - 1) - 1) if signed else (0, 2**bits_stored - 1)
     dtype = np.dtype(f"<{'i' if signed else 'u'}{bits_allocated // 8}")
     return np.clip(np.rint(values), low, high).astype(dtype)
+
+
+_ASCII = str.maketrans({"²": "^2", "³": "^3", "×": "x", "–": "-", "—": "-", "’": "'"})
+
+
+def _ascii(text: str) -> str:
+    """Text this package writes, in DICOM's default repertoire (the source's SpecificCharacterSet may be any)."""
+    return text.translate(_ASCII).encode("ascii", "replace").decode("ascii")
 
 
 def _settings_text(settings: Mapping[str, object]) -> str:
@@ -156,11 +178,11 @@ def derived_dataset(
     ds.SeriesInstanceUID = series_uid
     source_type = list(ref.header.get("ImageType", []))
     ds.ImageType = ["DERIVED", "SECONDARY", *source_type[2:]]
-    ds.DerivationDescription = "; ".join(
+    ds.DerivationDescription = _ascii("; ".join(
         filter(None, (f"cmrvsr_fast {__version__} x{scale} super-resolution", f"weights sha256 {weights_sha256}",
                       _settings_text(settings), "not for diagnostic use"))
-    )[:1024]  # fmt: skip
-    ds.ImageComments = (
+    ))[:1024]  # fmt: skip
+    ds.ImageComments = _ascii(
         f"Super-resolved x{scale} by a neural network (cmrvsr_fast {__version__})"
         + (f" trained on {trained_on}" if trained_on else "")
         + ". Detail finer than the source was estimated, not acquired: for research, not for diagnosis."

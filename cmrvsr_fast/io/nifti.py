@@ -1,9 +1,13 @@
 """4-D NIfTI cines (X, Y, Z, T) in and out, with the affine of the ×r grid; ACDC folders with their Info.cfg.
 
-The network works on the (X, Y) planes. Upscaling voxel (i, j) of the fine grid sits at source voxel coordinate
-(i + 0.5)/r − 0.5 (half-pixel centres, as the bicubic baseline), so the new affine is A · S with
-S = diag(1/r, 1/r, 1) and a translation of (1 − r)/(2r) voxels along X and Y. Data are read as real values
-(scl_slope/scl_inter applied); integer files without scaling are written back in their own integer type.
+Orientation: a NIfTI voxel (i, j) of a file converted from DICOM (dcm2niix, and this package's DICOM → NIfTI
+output) is DICOM pixel (row j, column i): i runs along a DICOM row. So a (X, Y) plane is read as the (Y, X) image
+(rows, columns), and the network sees the same anatomy the same way up from either file format.
+
+Upscaling voxel (i, j) of the fine grid sits at source voxel coordinate (i + 0.5)/r − 0.5 (half-pixel centres,
+as the bicubic baseline), so the new affine is A · S with S = diag(1/r, 1/r, 1) and a translation of
+(1 − r)/(2r) voxels along X and Y. Data are read as real values (scl_slope/scl_inter applied); integer files
+without scaling are written back in their own integer type.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from ..data.readers import DataError, read_acdc_info
 class NiftiCine:
     name: str  # the file name without .nii/.nii.gz
     path: Path
-    stack: np.ndarray  # (Z, T, X, Y) real values, float64
+    stack: np.ndarray  # (Z, T, Y, X) real values, float64: (slices, frames, rows, columns) as DICOM has them
     image: nib.Nifti1Image  # the source image (header and affine)
     ed: int | None = None  # 0-based, from an ACDC Info.cfg beside the file
     es: int | None = None
@@ -33,23 +37,37 @@ def nifti_stem(path: Path) -> str:
     return name[: -len(".nii.gz")] if name.endswith(".nii.gz") else name[: -len(".nii")]
 
 
+def check_nifti_dimensions(path: Path, shape: tuple[int, ...]) -> None:
+    """A cine is 4-D (X, Y, Z, T); every other shape is refused with what it probably is and what to do."""
+    if len(shape) == 4:
+        return
+    if len(shape) == 3:
+        reason = ("a 3-D file is ambiguous (a volume, or a single-slice cine?): save a single slice as "
+                  "(X, Y, 1, T)")  # fmt: skip
+    elif len(shape) < 3:
+        reason = f"a {len(shape)}-D file is one image, not a cine"
+    else:
+        reason = (f"a {len(shape)}-D file holds more than one cine (dimensions after T: echoes, components?): "
+                  "save each cine as its own 4-D file")  # fmt: skip
+    raise DataError(f"{path}: expected a 4-D (X, Y, Z, T) cine, got shape {tuple(shape)}; {reason}")
+
+
 def read_nifti_cine(path: str | Path) -> NiftiCine:
-    """A 4-D (X, Y, Z, T) cine; ED/ES come from an Info.cfg in the same folder (ACDC layout) when present."""
+    """A 4-D (X, Y, Z, T) cine as (Z, T, Y, X) (see the module docstring); ED/ES come from an Info.cfg in the same
+    folder (ACDC layout) when present."""
     path = Path(path)
     try:
         image = nib.load(str(path))
+        check_nifti_dimensions(path, image.shape)
         data = np.asarray(image.get_fdata(dtype=np.float64))
+    except DataError:
+        raise
     except Exception as error:  # noqa: BLE001  (nibabel raises many types for broken files)
         raise DataError(f"{path}: cannot be read as NIfTI ({error})") from None
-    if data.ndim != 4:
-        raise DataError(
-            f"{path}: expected a 4-D (X, Y, Z, T) cine, got shape {data.shape}; a 3-D file is ambiguous "
-            "(a volume or a single-slice cine): save a single slice as (X, Y, 1, T)"
-        )
     if not np.isfinite(data).all():
         bad = int((~np.isfinite(data)).sum())
         raise DataError(f"{path}: contains {bad} NaN or infinite value(s)")
-    cine = NiftiCine(nifti_stem(path), path, np.transpose(data, (2, 3, 0, 1)), image)
+    cine = NiftiCine(nifti_stem(path), path, np.transpose(data, (2, 3, 1, 0)), image)
     info_path = path.parent / "Info.cfg"
     if info_path.is_file():
         info = read_acdc_info(info_path)
@@ -73,8 +91,8 @@ def upscaled_affine(affine: np.ndarray, scale: int) -> np.ndarray:
 
 
 def write_nifti_cine(path: Path, stack: np.ndarray, source: nib.Nifti1Image, scale: int) -> Path:
-    """stack: (Z, T, rX, rY) real values -> a 4-D NIfTI beside nothing half-written (temporary file, rename)."""
-    data = np.transpose(stack, (2, 3, 0, 1))
+    """stack: (Z, T, rY, rX) real values -> a 4-D NIfTI beside nothing half-written (temporary file, rename)."""
+    data = np.transpose(stack, (3, 2, 0, 1))
     header = source.header.copy()
     slope, inter = source.header.get_slope_inter()
     source_dtype = source.get_data_dtype()
