@@ -293,14 +293,48 @@ def run_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def check_report_path(args: argparse.Namespace) -> None:
+    """--json goes neither into INPUT (nor over an INPUT file) nor into OUTPUT (a run that wrote nothing removes
+    the OUTPUT it created, and a rerun would find it taken)."""
+    report, source, output = (Path(p).resolve() for p in (args.json, args.input, args.output))
+    if report == source or source in report.parents:
+        raise UsageError(f"--json {args.json}: INPUT or inside it; results are never written into an input")
+    if report == output or output in report.parents:
+        raise UsageError(f"--json {args.json}: inside OUTPUT; put the report beside it")
+
+
 def run_upscale_command(args: argparse.Namespace) -> int:
+    """The upscale job; with --json, its report is written however the command ends (refusal, stop, error)."""
+    report, code, message = upscale_job.JobReport(), upscale_job.EXIT_BAD_INPUT, ""
+    try:
+        code = _upscale_command(args, report)
+        return code
+    except (UsageError, DataError, ValueError, FileNotFoundError) as error:  # what main reports as bad input
+        message = str(error)
+        raise
+    except KeyboardInterrupt as stop:
+        code, message = interrupted_code(stop), interrupted_message(stop)
+        raise
+    except BaseException as error:
+        code, message = upscale_job.EXIT_INTERNAL_ERROR, f"internal error: {type(error).__name__}: {error}"
+        raise
+    finally:
+        if args.json is not None and not args.dry_run and not message.startswith(f"--json {args.json}:"):
+            try:
+                upscale_job.write_job_report(args.json, report, code, message, args)
+            except OSError as error:  # the report's failure must not hide the job's own outcome
+                print(f"cmrvsr-fast upscale: --json {args.json}: not written ({error.strerror or error})",
+                      file=sys.stderr)  # fmt: skip
+
+
+def _upscale_command(args: argparse.Namespace, report: upscale_job.JobReport) -> int:
     if not 0.0 <= args.consistency <= 1.0:
         raise UsageError(f"--consistency {args.consistency}: must lie in [0, 1]")
     if args.resume and args.overwrite:
         raise UsageError("--resume keeps the series OUTPUT holds, --overwrite replaces them: choose one")
     resolve_device(args.device)  # an unknown device is a usage error before any work
-    if args.json is not None and Path(args.input).resolve() in Path(args.json).resolve().parents:
-        raise UsageError(f"--json {args.json}: inside INPUT; results are never written into an input folder")
+    if args.json is not None:
+        check_report_path(args)
     options = upscale_job.Options(
         output_format=args.format,
         ed=args.ed,
@@ -328,20 +362,8 @@ def run_upscale_command(args: argparse.Namespace) -> int:
             raise UsageError(f"--scale {args.scale}: the weights are a ×{upscaler.scale} model")
         return upscaler
 
-    report, code, message = upscale_job.JobReport(), upscale_job.EXIT_BAD_INPUT, ""
-    try:
-        upscale_job.run_upscale(Path(args.input), Path(args.output), make_upscaler, options, report)
-        code = report.exit_code
-    except (UsageError, DataError, ValueError, FileNotFoundError) as error:  # what main reports as bad input
-        message = str(error)
-        raise UsageError(message) from None
-    except KeyboardInterrupt as stop:
-        code, message = interrupted_code(stop), interrupted_message(stop)
-        raise
-    finally:
-        if args.json is not None and not options.dry_run:
-            upscale_job.write_job_report(args.json, report, code, message, args)
-    return code
+    upscale_job.run_upscale(Path(args.input), Path(args.output), make_upscaler, options, report)
+    return report.exit_code
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -567,8 +589,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cmrvsr-fast {args.command}: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as stop:
-        print(f"cmrvsr-fast {args.command}: {interrupted_message(stop)}; finished results kept, the one in "
-              "progress discarded", file=sys.stderr)  # fmt: skip
+        kept = "; finished series kept, the one in progress discarded" if args.command == "upscale" else ""
+        print(f"cmrvsr-fast {args.command}: {interrupted_message(stop)}{kept}", file=sys.stderr)
         return interrupted_code(stop)
     finally:
         if in_main_thread:

@@ -7,9 +7,9 @@ OUTPUT (`.cmrvsr-partial-<pid>`, so that the final rename never crosses a filesy
 point) and moved into place by one rename, so no reader ever sees half a series. The staging folder is removed at
 the end, on failure, on Ctrl-C and on SIGTERM; an OUTPUT this run created is removed again if it stayed empty.
 
-Exit codes (EXIT_CODES): 0 every selected series written (or kept by --resume); 2 bad input or usage, nothing
-written; 3 some series failed (each reason printed, the other series written); 130 / 143 stopped by Ctrl-C /
-SIGTERM (finished series kept, the one in progress discarded).
+Exit codes (EXIT_CODES): 0 every selected series written (or kept by --resume); 1 internal error (traceback);
+2 bad input or usage, nothing written; 3 some series failed (each reason printed, the other series written);
+130 / 143 stopped by Ctrl-C / SIGTERM (finished series kept, the one in progress discarded).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -50,9 +51,11 @@ from .io.nifti import (
 from .io.series import CineSeries, SeriesRefused, slice_normal
 from .upscaler import TooLarge, Upscaler
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_SOME_FAILED, EXIT_CTRL_C, EXIT_SIGTERM = 0, 2, 3, 130, 143
+EXIT_OK, EXIT_INTERNAL_ERROR, EXIT_BAD_INPUT, EXIT_SOME_FAILED, EXIT_CTRL_C, EXIT_SIGTERM = 0, 1, 2, 3, 130, 143
 EXIT_CODES = {
     EXIT_OK: "every selected series written (or kept by --resume); non-cine and derived series skipped",
+    EXIT_INTERNAL_ERROR: "internal error (a bug, or the system failing): the traceback is printed; series "
+    "finished before it are kept",
     EXIT_BAD_INPUT: "bad input or usage: nothing written",
     EXIT_SOME_FAILED: "some series failed (each reason printed); every other series written",
     EXIT_CTRL_C: "stopped by Ctrl-C: finished series kept, the one in progress discarded",
@@ -88,6 +91,7 @@ class SeriesResult:
     seconds: float = 0.0
     output: str = ""
     qa: dict[str, float] = field(default_factory=dict)  # consistency.input_agreement of the written series
+    tile_core: int | None = None  # LR tile core when the series was processed in tiles (Upscaler.check_memory)
 
     @property
     def worse_than_bicubic(self) -> bool:
@@ -138,7 +142,8 @@ def check_paths(source: Path, output: Path, options: Options) -> None:
     if output.exists() and not output.is_dir():
         raise InputRefused(f"OUTPUT {output} exists and is not a folder")
     shared = options.overwrite or options.shard or options.resume or options.dry_run
-    if output.exists() and any(output.iterdir()) and not shared:
+    held = [p for p in output.iterdir() if not p.name.startswith(STAGING_PREFIX)] if output.is_dir() else []
+    if held and not shared:
         raise InputRefused(f"OUTPUT {output} exists; pass --resume to keep the series it holds or --overwrite "
                            "to replace them")  # fmt: skip
 
@@ -207,9 +212,9 @@ class Staging:
     room for `needed_bytes`. Leaving removes the staging folder and, when this run created OUTPUT and nothing was
     published into it, OUTPUT again."""
 
-    def __init__(self, output: Path, overwrite: bool, needed_bytes: int = 0) -> None:
-        self.output, self.overwrite, self.needed_bytes = output, overwrite, needed_bytes
-        self.folder = output / f"{STAGING_PREFIX}{os.getpid()}"
+    def __init__(self, output: Path, overwrite: bool, needed_bytes: int = 0, resume: bool = False) -> None:
+        self.output, self.overwrite, self.needed_bytes, self.resume = output, overwrite, needed_bytes, resume
+        self.folder = output  # until entered: a unique name is made then (runs in containers share PID 1)
         self.created: Path | None = None  # the topmost folder this run created
 
     def __enter__(self) -> Staging:
@@ -217,7 +222,7 @@ class Staging:
         try:
             self.output.mkdir(parents=True, exist_ok=True)
             self.created = missing[-1] if missing else None
-            self.folder.mkdir()
+            self.folder = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.output))
             free = shutil.disk_usage(self.folder).free
         except OSError as error:
             self._remove_created()
@@ -229,7 +234,8 @@ class Staging:
         return self
 
     def __exit__(self, *exc) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if self.folder != self.output:
+            shutil.rmtree(self.folder, ignore_errors=True)
         self._remove_created()
 
     def _remove_created(self) -> None:
@@ -246,10 +252,21 @@ class Staging:
 
     def check_free(self, relative: str) -> None:
         """Neither the output nor its record may exist already, unless --overwrite (a DICOM series and the NIfTI
-        of the same series share the record's name)."""
-        for name in (relative, sidecar_name(relative)):
-            if (self.output / name).exists() and not self.overwrite:
-                raise SeriesRefused(f"{self.output / name} exists (pass --overwrite to replace it)")
+        of the same series share the record's name). With --resume, an output without its record is one whose
+        run stopped between the two renames of `publish_series`: incomplete, so it is redone."""
+        record = self.output / sidecar_name(relative)
+        unrecorded = self.resume and not record.exists()
+        for path in (self.output / relative, record):
+            if path.exists() and not (self.overwrite or unrecorded):
+                raise SeriesRefused(f"{path} exists (pass --overwrite to replace it)")
+
+    def publish_series(self, relative: str) -> Path:
+        """Publish a staged output, then its record: an old record goes first, so that a record beside an output
+        always describes it."""
+        (self.output / sidecar_name(relative)).unlink(missing_ok=True)
+        final = self.publish(relative)
+        self.publish(sidecar_name(relative))
+        return final
 
     def publish(self, relative: str) -> Path:
         """Move staged `relative` into OUTPUT, replacing what is there (the old copy is removed afterwards)."""
@@ -259,7 +276,12 @@ class Staging:
         if final.is_dir():
             old = self.folder / f".old-{final.name}"
             os.replace(final, old)
-        os.replace(staged, final)
+        try:
+            os.replace(staged, final)
+        except BaseException:  # a stop between the two renames: the old copy goes back
+            if old is not None:
+                os.replace(old, final)
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return final
@@ -301,17 +323,24 @@ def _phase_frames(frames: int, options: Options, ed: int | None, es: int | None)
     return ed, es
 
 
-def _upscale(upscaler: Upscaler, stack: np.ndarray, ed: int, es: int | None, label: str, options: Options):
-    with tqdm(total=stack.shape[0], desc=label[:40], unit="slice", disable=not options.progress, leave=False) as bar:
-        return upscaler.upscale(stack, ed=ed, es=es, on_slice=lambda: bar.update(1), consistency=options.consistency)
+def _upscale(upscaler: Upscaler, stack: np.ndarray, ed: int, es: int, result: SeriesResult, options: Options):
+    """The series through the Upscaler, in the tiles chosen (and recorded) before its pixels were read."""
+    with tqdm(total=stack.shape[0], desc=result.label[:40], unit="slice", disable=not options.progress,
+              leave=False) as bar:  # fmt: skip
+        return upscaler.upscale(stack, ed=ed, es=es, on_slice=lambda: bar.update(1), consistency=options.consistency,
+                                tile=result.tile_core or 0)  # fmt: skip
 
 
-def pixel_settings(upscaler: Upscaler, options: Options, ed: int, es: int) -> dict[str, object]:
+def pixel_settings(
+    upscaler: Upscaler, options: Options, ed: int, es: int, tile_core: int | None = None
+) -> dict[str, object]:
     """Everything besides the weights and scale that changes the output's pixels: in the derived UIDs (so that
-    different pixels never share a UID) and in the DerivationDescription."""
+    different pixels never share a UID) and in the DerivationDescription. Tiles change pixels only by float
+    rounding (docs/scanner-io.md), but a rounding can flip a stored integer: a tiled output says so."""
     backend = getattr(upscaler.engine, "backend", type(upscaler.engine).__name__)
-    return {"precision": upscaler.precision, "backend": backend, "device": upscaler.device.type,
-            "ED": ed, "ES": es, "consistency": options.consistency}  # fmt: skip
+    settings = {"precision": upscaler.precision, "backend": backend, "device": upscaler.device.type,
+                "ED": ed, "ES": es, "consistency": options.consistency}  # fmt: skip
+    return settings if tile_core is None else settings | {"tiles": tile_core}
 
 
 def job_settings(upscaler: Upscaler, options: Options, output_format: str) -> dict[str, object]:
@@ -370,7 +399,7 @@ def write_sidecar(
         "consistency": options.consistency,
         "ed": ed,
         "es": es,
-        "pixel_settings": pixel_settings(upscaler, options, ed, es),
+        "pixel_settings": pixel_settings(upscaler, options, ed, es, result.tile_core),
         "job": job_settings(upscaler, options, "nifti" if output_name.endswith(".nii.gz") else "dicom"),
         "trained_on": trained_on(upscaler),
         "qa": {
@@ -437,28 +466,28 @@ def run_dicom(
         else:
             todo.append((series, name))
     needed = output_bytes([s.shape for s, _ in todo], scale, 4 if fmt == "nifti" else 2)
-    with Staging(output, options.overwrite, needed) as staging:
+    with Staging(output, options.overwrite, needed, options.resume) as staging:
         for series, name in todo:
             with recorded(report, series.label, series.shape) as result:
                 staging.check_free(name)
                 check_size(series.shape)
-                upscaler.check_memory(series.shape)
+                result.tile_core = upscaler.check_memory(series.shape)
                 ed, es = _phase_frames(series.shape[1], options, None, None)
                 slope, intercept = rescale(series)
                 real = read_series_pixels(found.archive, series).astype(np.float64) * slope + intercept
                 check_content(real)
                 es = upscaler.es_frame(real, ed) if es is None else es
-                sr = _upscale(upscaler, real, ed, es, series.label, options)
+                sr = _upscale(upscaler, real, ed, es, result, options)
                 result.qa = input_agreement(sr, real, scale)
                 if fmt == "dicom":
                     (staging.folder / name).mkdir()
                     write_series(series, (sr - intercept) / slope, staging.folder / name, scale, digest,
-                                 pixel_settings(upscaler, options, ed, es), trained_on(upscaler))  # fmt: skip
+                                 pixel_settings(upscaler, options, ed, es, result.tile_core),
+                                 trained_on(upscaler))  # fmt: skip
                 else:
                     write_nifti_from_dicom(staging.folder / name, sr, dicom_affine(series, scale), frame_ms(series))
                 write_sidecar(staging, name, result, upscaler, options, ed, es)
-                result.output = str(staging.publish(name))
-                staging.publish(sidecar_name(name))
+                result.output = str(staging.publish_series(name))
                 result.status = "written"
     return report
 
@@ -507,7 +536,7 @@ def run_nifti(
                 slices, frames, rows, columns = cine.stack.shape
                 zooms = cine.image.header.get_zooms()
                 say(f"{path.relative_to(root)}: {slices} slices, {frames} frames, {rows}×{columns}, "
-                    f"{zooms[0]:.3g}×{zooms[1]:.3g} mm" + (f", ED {cine.ed} ES {cine.es} (Info.cfg)"
+                    f"{zooms[1]:.3g}×{zooms[0]:.3g} mm" + (f", ED {cine.ed} ES {cine.es} (Info.cfg)"
                                                            if cine.ed is not None else ""))  # fmt: skip
             except DataError as error:
                 report.problems.append(str(error))
@@ -531,23 +560,23 @@ def run_nifti(
         else:
             plan.append((path, relative, name, shape))
     check_phases_asked(options, [(str(relative), shape[1]) for _, relative, _, shape in plan])
-    with Staging(output, options.overwrite, output_bytes([shape for *_, shape in plan], scale, 4)) as staging:
+    needed = output_bytes([shape for *_, shape in plan], scale, 4)
+    with Staging(output, options.overwrite, needed, options.resume) as staging:
         for path, relative, name, shape in plan:
             with recorded(report, str(relative), shape) as result:
                 staging.check_free(name)
                 check_size(shape)
-                upscaler.check_memory(shape)
+                result.tile_core = upscaler.check_memory(shape)
                 cine = read_nifti_cine(path)
                 check_content(cine.stack)
                 ed, es = _phase_frames(cine.stack.shape[1], options, cine.ed, cine.es)
                 es = upscaler.es_frame(cine.stack, ed) if es is None else es
-                sr = _upscale(upscaler, cine.stack, ed, es, str(relative), options)
+                sr = _upscale(upscaler, cine.stack, ed, es, result, options)
                 result.qa = input_agreement(sr, cine.stack, scale)
                 (staging.folder / name).parent.mkdir(parents=True, exist_ok=True)
                 write_nifti_cine(staging.folder / name, sr, cine.image, scale)
                 write_sidecar(staging, name, result, upscaler, options, ed, es)
-                result.output = str(staging.publish(name))
-                staging.publish(sidecar_name(name))
+                result.output = str(staging.publish_series(name))
                 result.status = "written"
     return report
 

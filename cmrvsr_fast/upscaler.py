@@ -223,8 +223,8 @@ class Upscaler:
         slice (progress bars). `consistency` (0–1) moves the output that fraction of the way to agreeing with the
         input: 1 is the least-squares change after which the output, degraded as the training data were,
         reproduces the input exactly; 0 leaves the network's output as it is (`consistency.enforce_consistency`).
-        A cine whose pass would not fit in memory runs in overlapping spatial tiles (`tile_core`); `tile` forces
-        tiles of that many LR pixels a side."""
+        A cine whose pass would not fit in memory runs in overlapping spatial tiles (`check_memory`); `tile`
+        forces tiles of that many LR pixels a side, 0 forbids them."""
         data = np.asarray(cine, dtype=np.float64)
         if data.ndim not in (3, 4) or min(data.shape) < 1:
             raise ValueError(f"expected a (T, H, W) cine or an (S, T, H, W) stack, got shape {data.shape}")
@@ -247,7 +247,7 @@ class Upscaler:
         codes = torch.from_numpy(phase_code(frames, ed, es, self.card.config.phase_code).astype(np.float32))
         mean, std = self.card.normalisation
         out = np.empty((stack.shape[0], frames, stack.shape[2] * r, stack.shape[3] * r), dtype=np.float32)
-        core = tile if tile is not None else self.check_memory(stack.shape)
+        core = self.check_memory(stack.shape) if tile is None else (tile or None)
         if core is not None:
             chunk_size = 1
         elif self.model is not None:
