@@ -305,6 +305,8 @@ def check_report_path(args: argparse.Namespace) -> None:
 
 def run_upscale_command(args: argparse.Namespace) -> int:
     """The upscale job; with --json, its report is written however the command ends (refusal, stop, error)."""
+    if args.json is not None:
+        check_report_path(args)  # refused: no report, since it would go where it may not
     report, code, message = upscale_job.JobReport(), upscale_job.EXIT_BAD_INPUT, ""
     try:
         code = _upscale_command(args, report)
@@ -319,7 +321,7 @@ def run_upscale_command(args: argparse.Namespace) -> int:
         code, message = upscale_job.EXIT_INTERNAL_ERROR, f"internal error: {type(error).__name__}: {error}"
         raise
     finally:
-        if args.json is not None and not args.dry_run and not message.startswith(f"--json {args.json}:"):
+        if args.json is not None and not args.dry_run:
             try:
                 upscale_job.write_job_report(args.json, report, code, message, args)
             except OSError as error:  # the report's failure must not hide the job's own outcome
@@ -333,8 +335,6 @@ def _upscale_command(args: argparse.Namespace, report: upscale_job.JobReport) ->
     if args.resume and args.overwrite:
         raise UsageError("--resume keeps the series OUTPUT holds, --overwrite replaces them: choose one")
     resolve_device(args.device)  # an unknown device is a usage error before any work
-    if args.json is not None:
-        check_report_path(args)
     options = upscale_job.Options(
         output_format=args.format,
         ed=args.ed,

@@ -437,6 +437,52 @@ def describe_dicom(
     return "\n".join(lines)
 
 
+@dataclass
+class Work:
+    """One cine of the job: how it is named, read and written; everything else is the same for every format."""
+
+    label: str  # in the summary and the report (no patient data)
+    what: str  # in a usage message about it
+    shape: tuple[int, ...]  # (S, T, H, W)
+    name: str  # the output's name in OUTPUT
+    read: Callable[[], tuple[np.ndarray, int | None, int | None]]  # real values; ED/ES the input itself states
+    write: Callable[[Path, np.ndarray, int, int, SeriesResult], None]  # staged path, SR, ED, ES
+
+
+def run_works(
+    works: list[Work], output: Path, upscaler: Upscaler, options: Options, report: JobReport, fmt: str
+) -> JobReport:
+    """Keep what --resume may keep, check what is asked of the rest up front, then each cine in turn: read,
+    upscale, write into staging with its record, publish."""
+    settings = job_settings(upscaler, options, fmt)
+    todo = []
+    for work in works:
+        if options.resume and done_before(output, work.name, settings):
+            keep(report, work.label, work.shape, output / work.name)
+        else:
+            todo.append(work)
+    check_phases_asked(options, [(work.what, work.shape[1]) for work in todo])
+    needed = output_bytes([work.shape for work in todo], upscaler.scale, 4 if fmt == "nifti" else 2)
+    with Staging(output, options.overwrite, needed, options.resume) as staging:
+        for work in todo:
+            with recorded(report, work.label, work.shape) as result:
+                staging.check_free(work.name)
+                check_size(work.shape)
+                result.tile_core = upscaler.check_memory(work.shape)
+                cine, stated_ed, stated_es = work.read()
+                check_content(cine)
+                ed, es = _phase_frames(cine.shape[1], options, stated_ed, stated_es)
+                es = upscaler.es_frame(cine, ed) if es is None else es
+                sr = _upscale(upscaler, cine, ed, es, result, options)
+                result.qa = input_agreement(sr, cine, upscaler.scale)
+                (staging.folder / work.name).parent.mkdir(parents=True, exist_ok=True)
+                work.write(staging.folder / work.name, sr, ed, es, result)
+                write_sidecar(staging, work.name, result, upscaler, options, ed, es)
+                result.output = str(staging.publish_series(work.name))
+                result.status = "written"
+    return report
+
+
 def run_dicom(
     source: Path, output: Path, upscaler: Upscaler, options: Options, say: Callable[[str], None], report: JobReport
 ) -> JobReport:
@@ -454,42 +500,27 @@ def run_dicom(
         skipped = "".join(f"; skipped {count} {reason}" for reason, count in sorted(report.skipped.items()))
         raise InputRefused(f"{source}: no MR cine series found ({found.report.files} files looked at{skipped})")
     fmt = options.output_format or "dicom"
-    scale, digest = upscaler.scale, upscaler.card.weights_sha256
-    selected = select_shard(found.series, options.shard)
-    check_phases_asked(options, [(f"series {s.label}", s.shape[1]) for s in selected])
-    settings = job_settings(upscaler, options, fmt)
-    names = [series_name(series, scale) + (".nii.gz" if fmt == "nifti" else "") for series in selected]
-    todo = []
-    for series, name in zip(selected, names, strict=True):
-        if options.resume and done_before(output, name, settings):
-            keep(report, series.label, series.shape, output / name)
-        else:
-            todo.append((series, name))
-    needed = output_bytes([s.shape for s, _ in todo], scale, 4 if fmt == "nifti" else 2)
-    with Staging(output, options.overwrite, needed, options.resume) as staging:
-        for series, name in todo:
-            with recorded(report, series.label, series.shape) as result:
-                staging.check_free(name)
-                check_size(series.shape)
-                result.tile_core = upscaler.check_memory(series.shape)
-                ed, es = _phase_frames(series.shape[1], options, None, None)
-                slope, intercept = rescale(series)
-                real = read_series_pixels(found.archive, series).astype(np.float64) * slope + intercept
-                check_content(real)
-                es = upscaler.es_frame(real, ed) if es is None else es
-                sr = _upscale(upscaler, real, ed, es, result, options)
-                result.qa = input_agreement(sr, real, scale)
-                if fmt == "dicom":
-                    (staging.folder / name).mkdir()
-                    write_series(series, (sr - intercept) / slope, staging.folder / name, scale, digest,
-                                 pixel_settings(upscaler, options, ed, es, result.tile_core),
-                                 trained_on(upscaler))  # fmt: skip
-                else:
-                    write_nifti_from_dicom(staging.folder / name, sr, dicom_affine(series, scale), frame_ms(series))
-                write_sidecar(staging, name, result, upscaler, options, ed, es)
-                result.output = str(staging.publish_series(name))
-                result.status = "written"
-    return report
+    scale = upscaler.scale
+
+    def work(series: CineSeries) -> Work:
+        def read():
+            slope, intercept = rescale(series)
+            return read_series_pixels(found.archive, series).astype(np.float64) * slope + intercept, None, None
+
+        def write(path: Path, sr: np.ndarray, ed: int, es: int, result: SeriesResult) -> None:
+            if fmt == "nifti":
+                write_nifti_from_dicom(path, sr, dicom_affine(series, scale), frame_ms(series))
+                return
+            slope, intercept = rescale(series)
+            path.mkdir()
+            write_series(series, (sr - intercept) / slope, path, scale, upscaler.card.weights_sha256,
+                         pixel_settings(upscaler, options, ed, es, result.tile_core), trained_on(upscaler))  # fmt: skip
+
+        name = series_name(series, scale) + (".nii.gz" if fmt == "nifti" else "")
+        return Work(series.label, f"series {series.label}", series.shape, name, read, write)
+
+    works = [work(series) for series in select_shard(found.series, options.shard)]
+    return run_works(works, output, upscaler, options, report, fmt)
 
 
 def frame_ms(series: CineSeries) -> float | None:
@@ -543,42 +574,29 @@ def run_nifti(
                 say(f"refused {error}")
         return report
     scale = upscaler.scale
-    settings = job_settings(upscaler, options, "nifti")
-    plan = []  # (path, relative, name, shape): headers checked before any inference
-    for path in select_shard(paths, options.shard):
+
+    def work(path: Path, shape: tuple[int, ...]) -> Work:
         relative = path.relative_to(root)
+
+        def read():
+            cine = read_nifti_cine(path)
+            return cine.stack, cine.ed, cine.es
+
+        def write(staged: Path, sr: np.ndarray, ed: int, es: int, result: SeriesResult) -> None:
+            write_nifti_cine(staged, sr, nib.load(str(path)), scale)  # the source's header and affine (lazy)
+
         name = str(relative.parent / f"{nifti_stem(path)}_x{scale}.nii.gz")
+        return Work(str(relative), str(relative), shape, name, read, write)
+
+    works = []  # headers checked before any inference
+    for path in select_shard(paths, options.shard):
         try:
-            shape = nifti_shape(path)
+            works.append(work(path, nifti_shape(path)))
         except DataError as error:
             if source.is_file():
                 raise  # the only input: bad input, exit 2
-            report.results.append(SeriesResult(str(relative), (), "failed", str(error)))
-            continue
-        if options.resume and done_before(output, name, settings):
-            keep(report, str(relative), shape, output / name)
-        else:
-            plan.append((path, relative, name, shape))
-    check_phases_asked(options, [(str(relative), shape[1]) for _, relative, _, shape in plan])
-    needed = output_bytes([shape for *_, shape in plan], scale, 4)
-    with Staging(output, options.overwrite, needed, options.resume) as staging:
-        for path, relative, name, shape in plan:
-            with recorded(report, str(relative), shape) as result:
-                staging.check_free(name)
-                check_size(shape)
-                result.tile_core = upscaler.check_memory(shape)
-                cine = read_nifti_cine(path)
-                check_content(cine.stack)
-                ed, es = _phase_frames(cine.stack.shape[1], options, cine.ed, cine.es)
-                es = upscaler.es_frame(cine.stack, ed) if es is None else es
-                sr = _upscale(upscaler, cine.stack, ed, es, result, options)
-                result.qa = input_agreement(sr, cine.stack, scale)
-                (staging.folder / name).parent.mkdir(parents=True, exist_ok=True)
-                write_nifti_cine(staging.folder / name, sr, cine.image, scale)
-                write_sidecar(staging, name, result, upscaler, options, ed, es)
-                result.output = str(staging.publish_series(name))
-                result.status = "written"
-    return report
+            report.results.append(SeriesResult(str(path.relative_to(root)), (), "failed", str(error)))
+    return run_works(works, output, upscaler, options, report, "nifti")
 
 
 def write_job_report(path: Path, report: JobReport, code: int, message: str, args: object = None) -> None:

@@ -168,14 +168,12 @@ class Upscaler:
         limit = max((self.engine.memory_budget_mb or 0) * 2**20, available_memory_bytes(self.device) / 2)
         if ws(frames, height, width) <= limit:
             return None
-        core = max(height, width)
-        while core >= 32 and ws(frames, core + 2 * TILE_MARGIN, core + 2 * TILE_MARGIN) > limit:
-            core -= 8 if core % 8 == 0 else core % 8
-        if core < 32:
-            need = ws(frames, 32 + 2 * TILE_MARGIN, 32 + 2 * TILE_MARGIN)
-            raise TooLarge(f"{frames} frames of {height}×{width}: even a 32×32 tile needs {need / 2**30:.1f} GiB, "
-                           f"{limit / 2**30:.1f} GiB may be used on {self.device}")  # fmt: skip
-        return core
+        for core in range(max(height, width) // 8 * 8, 31, -8):
+            if ws(frames, core + 2 * TILE_MARGIN, core + 2 * TILE_MARGIN) <= limit:
+                return core
+        need = ws(frames, 32 + 2 * TILE_MARGIN, 32 + 2 * TILE_MARGIN)
+        raise TooLarge(f"{frames} frames of {height}×{width}: even a 32×32 tile needs {need / 2**30:.1f} GiB, "
+                       f"{limit / 2**30:.1f} GiB may be used on {self.device}")  # fmt: skip
 
     def _network(self, chunk: torch.Tensor, codes: torch.Tensor, stages: int | None, core: int | None) -> np.ndarray:
         """The Engine on (N, T, 1, H, W) -> (N, T, rH, rW) float32, in overlapping tiles when `core` is given: each
