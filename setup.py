@@ -21,6 +21,12 @@ ROOT = Path(__file__).resolve().parent
 DEFAULT_ARCHS = "80;86;87;89;90"
 
 
+def read_version() -> str:
+    """The version from cmrvsr_fast/_version.py, without importing the package (torch may not be installed yet)."""
+    text = (ROOT / "cmrvsr_fast" / "_version.py").read_text(encoding="utf-8")
+    return re.search(r'^__version__ = "([^"]+)"', text, re.M).group(1)
+
+
 def _flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
@@ -134,7 +140,7 @@ CUDA_HOME = _cuda_home()
 
 setup(
     name="cmrvsr_fast",
-    version="0.1.0",
+    version=read_version(),
     description="Fast, phase-aware video super-resolution for cardiac MRI cines (MICCAI 2020 network)",
     long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",

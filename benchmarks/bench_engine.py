@@ -34,8 +34,8 @@ from measure import MeasurementFailed, current_rss_mb, hardware_name, in_a_child
 from results_io import write_result
 
 from cmrvsr_fast import CMRVSR, ModelConfig
-from cmrvsr_fast.cost import inference_flops
-from cmrvsr_fast.engine import PAIRED_BACKENDS, Engine, cudnn_benchmark_mode
+from cmrvsr_fast.inference.engine import PAIRED_BACKENDS, Engine, cudnn_benchmark_mode
+from cmrvsr_fast.model.cost import inference_flops
 
 PATHS = (
     "reference fp32",
@@ -140,7 +140,7 @@ def with_cudnn_benchmark(model: CMRVSR):
 def exported_runner(path: str, model: CMRVSR, lr: torch.Tensor, workdir: Path):
     from cmrvsr_fast.export.runners import load_runner
 
-    from cmrvsr_fast.checkpoint import ModelCard
+    from cmrvsr_fast.model.checkpoint import ModelCard
 
     card = ModelCard(model.config, weights_sha256="benchmark")
     batch, frames, _, height, width = lr.shape

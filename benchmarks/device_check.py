@@ -144,7 +144,7 @@ try:
     facts.update(onnxruntime=ort.__version__, ort_providers=ort.get_available_providers())
 except ImportError as e:
     facts["onnxruntime"] = f"absent ({e})"
-from cmrvsr_fast import _ext
+from cmrvsr_fast.ops import extension as _ext
 facts["extension"] = "loaded" if _ext.available() else f"absent: {_ext.UNAVAILABLE_REASON}"
 if _ext.available():
     ext = _ext.extension()

@@ -40,9 +40,9 @@ from measure import (
 from results_io import RESULTS, write_result
 from torch.utils.flop_counter import FlopCounterMode
 
-from cmrvsr_fast import zoo
-from cmrvsr_fast.engine import Engine, unsupported_reason
-from cmrvsr_fast.zoo.baselines import BaselineConfig
+from cmrvsr_fast.inference.engine import Engine, unsupported_reason
+from cmrvsr_fast.model import zoo
+from cmrvsr_fast.model.baselines import BaselineConfig
 
 FLOP_COUNT_SIZE = 16
 PATHS = ("auto", "eager", "compiled", "engine", "engine-compiled")

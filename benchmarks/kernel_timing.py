@@ -43,7 +43,7 @@ from test_convlstm import random_layer, random_step
 from test_phase_fusion import fusion_case
 from tolerances import relative_l2
 
-from cmrvsr_fast import _ext
+from cmrvsr_fast.ops import extension as _ext
 from cmrvsr_fast.ops.convlstm import convlstm_layer, convlstm_layer_ref, convlstm_step, convlstm_step_ref
 from cmrvsr_fast.ops.phase_fusion import window_conv3x3, window_conv3x3_ref
 

@@ -22,7 +22,7 @@ from results_io import write_result
 
 from cmrvsr_fast import CMRVSR, ModelCard, ModelConfig
 from cmrvsr_fast.data import generate
-from cmrvsr_fast.upscaler import Upscaler, default_weights_path, load
+from cmrvsr_fast.inference.upscaler import Upscaler, default_weights_path, load
 
 BUDGET_S = 60.0
 

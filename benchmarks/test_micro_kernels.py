@@ -17,8 +17,8 @@ from test_convlstm import random_step
 from test_phase_fusion import fusion_case
 from tolerances import RELATIVE_L2, ieee_float32, relative_l2
 
+from cmrvsr_fast.ops.backends import cuda_unavailable_reason, triton_unavailable_reason
 from cmrvsr_fast.ops.convlstm import convlstm_step
-from cmrvsr_fast.ops.dispatch import cuda_unavailable_reason, triton_unavailable_reason
 from cmrvsr_fast.ops.phase_fusion import window_conv3x3
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")

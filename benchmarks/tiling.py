@@ -20,12 +20,12 @@ import torch
 from measure import hardware_kind, hardware_name
 from results_io import write_result
 
-from cmrvsr_fast import upscaler as upscaler_module
+from cmrvsr_fast.cardiac.roi import heart_box
 from cmrvsr_fast.cli import DEMO_SEED
 from cmrvsr_fast.data import generate
 from cmrvsr_fast.data.degrade import degrade
-from cmrvsr_fast.metrics import cardiac_psnr, psnr
-from cmrvsr_fast.roi import heart_box
+from cmrvsr_fast.evaluation.metrics import cardiac_psnr, psnr
+from cmrvsr_fast.inference import upscaler as upscaler_module
 
 
 def stacks(scale: int) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:

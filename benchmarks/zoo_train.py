@@ -25,11 +25,11 @@ import torch
 from measure import hardware_kind, hardware_name
 from results_io import write_result
 
-from cmrvsr_fast import zoo
-from cmrvsr_fast.checkpoint import NORMALISATION, load_weights, read_card
 from cmrvsr_fast.cli import HELD_OUT_PHANTOM_SEEDS
 from cmrvsr_fast.data.datasets import make_sequences, phantom_records
-from cmrvsr_fast.evaluate import score_methods, super_resolve
+from cmrvsr_fast.evaluation.evaluate import score_methods, super_resolve
+from cmrvsr_fast.model import zoo
+from cmrvsr_fast.model.checkpoint import NORMALISATION, load_weights, read_card
 
 DEFAULT_BUDGET = "300x4"
 LEARNING_RATE = 4e-4  # the embedded default's recipe, for every member but one:

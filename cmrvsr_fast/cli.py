@@ -19,25 +19,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, upscale_job
-from .atomic import atomic_write, atomic_write_text
-from .checkpoint import NORMALISATION, load_checkpoint
-from .config import PRESETS, ModelConfig
-from .consistency import DEFAULT_STRENGTH
-from .data.datasets import phantom_records
-from .data.phantom import generate
-from .data.readers import CineRecord, DataError, read_acdc, read_dsb, read_folder
-from .data.synth import GENERATOR_VERSION, synth_records
-from .data.synth import HELD_OUT_SEEDS as SYNTH_HELD_OUT_SEEDS
-from .engine import PAIRED_BACKENDS
-from .evaluate import evaluate, format_table
-from .io.nifti import upscaled_affine
-from .model import CMRVSR
-from .ops.dispatch import BackendUnavailable
-from .phase import estimate_es
-from .upscaler import default_weights_path, load, resolve_device
-from .viz import montage, save_png
-from .zoo import names as zoo_names
+from cmrvsr_fast._version import __version__
+from cmrvsr_fast.atomic import atomic_write, atomic_write_text
+from cmrvsr_fast.cardiac.phase import estimate_es
+from cmrvsr_fast.data.datasets import phantom_records
+from cmrvsr_fast.data.phantom import generate
+from cmrvsr_fast.data.readers import CineRecord, DataError, read_acdc, read_dsb, read_folder
+from cmrvsr_fast.data.synth import GENERATOR_VERSION, synth_records
+from cmrvsr_fast.data.synth import HELD_OUT_SEEDS as SYNTH_HELD_OUT_SEEDS
+from cmrvsr_fast.evaluation.evaluate import evaluate, format_table
+from cmrvsr_fast.evaluation.viz import montage, save_png
+from cmrvsr_fast.inference.consistency import DEFAULT_STRENGTH
+from cmrvsr_fast.inference.engine import PAIRED_BACKENDS
+from cmrvsr_fast.inference.upscaler import default_weights_path, load, resolve_device
+from cmrvsr_fast.io.nifti import upscaled_affine
+from cmrvsr_fast.jobs import upscale
+from cmrvsr_fast.model.checkpoint import NORMALISATION, load_checkpoint
+from cmrvsr_fast.model.config import PRESETS, ModelConfig
+from cmrvsr_fast.model.network import CMRVSR
+from cmrvsr_fast.model.zoo import names as zoo_names
+from cmrvsr_fast.ops.backends import BackendUnavailable
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
 HELD_OUT_PHANTOM_SEEDS = 1_000_000  # phantoms from here on are never used for training
@@ -164,9 +165,9 @@ def training_records(spec: str, size: int, count_default: int = 64) -> tuple[lis
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from . import zoo
-    from .data.datasets import make_sequences
-    from .train import TrainOptions, train
+    from cmrvsr_fast.data.datasets import make_sequences
+    from cmrvsr_fast.model import zoo
+    from cmrvsr_fast.training.train import TrainOptions, train
 
     config = zoo.config_for(args.preset)
     if zoo.parameter_count(zoo.build_model(config)) == 0:
@@ -224,10 +225,10 @@ def run_demo(args: argparse.Namespace) -> int:
     pictured and scored against bicubic."""
     import nibabel as nib
 
-    from .data.datasets import Sequence
-    from .data.degrade import degrade
-    from .evaluate import bicubic_upscale, format_table, score_methods
-    from .roi import heart_box
+    from cmrvsr_fast.cardiac.roi import heart_box
+    from cmrvsr_fast.data.datasets import Sequence
+    from cmrvsr_fast.data.degrade import degrade
+    from cmrvsr_fast.evaluation.evaluate import bicubic_upscale, format_table, score_methods
 
     started = time.perf_counter()
     upscaler = load(args.weights, args.device, scale=args.scale)
@@ -307,7 +308,7 @@ def run_upscale_command(args: argparse.Namespace) -> int:
     """The upscale job; with --json, its report is written however the command ends (refusal, stop, error)."""
     if args.json is not None:
         check_report_path(args)  # refused: no report, since it would go where it may not
-    report, code, message = upscale_job.JobReport(), upscale_job.EXIT_BAD_INPUT, ""
+    report, code, message = upscale.JobReport(), upscale.EXIT_BAD_INPUT, ""
     try:
         code = _upscale_command(args, report)
         return code
@@ -318,30 +319,30 @@ def run_upscale_command(args: argparse.Namespace) -> int:
         code, message = interrupted_code(stop), interrupted_message(stop)
         raise
     except BaseException as error:
-        code, message = upscale_job.EXIT_INTERNAL_ERROR, f"internal error: {type(error).__name__}: {error}"
+        code, message = upscale.EXIT_INTERNAL_ERROR, f"internal error: {type(error).__name__}: {error}"
         raise
     finally:
         if args.json is not None and not args.dry_run:
             try:
-                upscale_job.write_job_report(args.json, report, code, message, args)
+                upscale.write_job_report(args.json, report, code, message, args)
             except OSError as error:  # the report's failure must not hide the job's own outcome
                 print(f"cmrvsr-fast upscale: --json {args.json}: not written ({error.strerror or error})",
                       file=sys.stderr)  # fmt: skip
 
 
-def _upscale_command(args: argparse.Namespace, report: upscale_job.JobReport) -> int:
+def _upscale_command(args: argparse.Namespace, report: upscale.JobReport) -> int:
     if not 0.0 <= args.consistency <= 1.0:
         raise UsageError(f"--consistency {args.consistency}: must lie in [0, 1]")
     if args.resume and args.overwrite:
         raise UsageError("--resume keeps the series OUTPUT holds, --overwrite replaces them: choose one")
     resolve_device(args.device)  # an unknown device is a usage error before any work
-    options = upscale_job.Options(
+    options = upscale.Options(
         output_format=args.format,
         ed=args.ed,
         es=args.es,
         overwrite=args.overwrite,
         dry_run=args.dry_run,
-        shard=upscale_job.parse_shard(args.shard) if args.shard else None,
+        shard=upscale.parse_shard(args.shard) if args.shard else None,
         progress=not args.quiet,
         consistency=args.consistency,
         resume=args.resume,
@@ -362,12 +363,12 @@ def _upscale_command(args: argparse.Namespace, report: upscale_job.JobReport) ->
             raise UsageError(f"--scale {args.scale}: the weights are a ×{upscaler.scale} model")
         return upscaler
 
-    upscale_job.run_upscale(Path(args.input), Path(args.output), make_upscaler, options, report)
+    upscale.run_upscale(Path(args.input), Path(args.output), make_upscaler, options, report)
     return report.exit_code
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from .export.manifest import SUFFIXES
+    from cmrvsr_fast.export.manifest import SUFFIXES
 
     out = Path(args.out)
     if out.suffix != SUFFIXES[args.format]:
@@ -380,17 +381,17 @@ def run_export(args: argparse.Namespace) -> int:
     model, card = load_checkpoint(args.weights or default_weights_path())
     shape = {"frames": args.frames, "height": args.height, "width": args.width}
     if args.format == "aoti":
-        from .export.aoti_export import export_aoti
+        from cmrvsr_fast.export.aoti_export import export_aoti
 
         manifest = export_aoti(model, card, out, **shape, batch=args.batch or 1, precision=precision,
                                device=str(resolve_device(args.device)))  # fmt: skip
     else:
-        from .export.onnx_export import export_onnx
+        from cmrvsr_fast.export.onnx_export import export_onnx
 
         onnx_path = out if args.format == "onnx" else out.with_suffix(".onnx")
         manifest = export_onnx(model, card, onnx_path, **shape, batch=args.batch)
         if args.format == "tensorrt":
-            from .export.tensorrt_build import build_engine, require_tensorrt
+            from cmrvsr_fast.export.tensorrt_build import build_engine, require_tensorrt
 
             try:
                 require_tensorrt()
@@ -414,7 +415,7 @@ def _on_sigterm(signum, frame) -> None:
 
 
 def interrupted_code(stop: KeyboardInterrupt) -> int:
-    return upscale_job.EXIT_SIGTERM if isinstance(stop, Terminated) else upscale_job.EXIT_CTRL_C
+    return upscale.EXIT_SIGTERM if isinstance(stop, Terminated) else upscale.EXIT_CTRL_C
 
 
 def interrupted_message(stop: KeyboardInterrupt) -> str:

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from cmrvsr_fast.atomic import atomic_write
-from cmrvsr_fast.checkpoint import ModelCard
-from cmrvsr_fast.model import CMRVSR
+from cmrvsr_fast.model.checkpoint import ModelCard
+from cmrvsr_fast.model.network import CMRVSR
 
 from .graphs import Schedule, example_inputs
 from .manifest import Manifest

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from cmrvsr_fast.engine import Engine
-from cmrvsr_fast.model import CMRVSR
+from cmrvsr_fast.inference.engine import Engine
+from cmrvsr_fast.model.network import CMRVSR
 
 
 class Schedule(nn.Module):

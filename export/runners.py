@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cmrvsr_fast.checkpoint import ModelCard
-from cmrvsr_fast.config import ModelConfig
+from cmrvsr_fast.model.checkpoint import ModelCard
+from cmrvsr_fast.model.config import ModelConfig
 
 from .manifest import ArtifactRefused, Manifest, verify
 

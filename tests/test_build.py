@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import cmrvsr_fast
-from cmrvsr_fast import _ext
+from cmrvsr_fast.ops import extension as _ext
 
 ROOT = Path(__file__).resolve().parents[1]
 NVCC = shutil.which("nvcc") is not None and os.environ.get("CMRVSR_SKIP_CUDA_BUILD") != "1"
@@ -95,7 +95,7 @@ def test_plain_wheel_installs_and_imports(tmp_path: Path) -> None:
     subprocess.run(pip, check=True, capture_output=True)
     probe = (
         "import cmrvsr_fast, cmrvsr_fast.kernels, cmrvsr_fast.export, torch;"
-        "from cmrvsr_fast import _ext;"
+        "from cmrvsr_fast.ops import extension as _ext;"
         "m = cmrvsr_fast.CMRVSR(cmrvsr_fast.ModelConfig(features=4, lstm_layers=1, warmup=1, stages=1)).eval();"
         "print(cmrvsr_fast.__file__, _ext.available(), tuple(m(torch.zeros(1, 2, 1, 3, 3), torch.zeros(1, 2)).shape))"
     )

@@ -11,7 +11,7 @@ import torch
 from conftest import make_inputs, make_model
 
 from cmrvsr_fast import ModelCard, ModelConfig, import_official_checkpoint, load_checkpoint, save_checkpoint
-from cmrvsr_fast.checkpoint import card_path
+from cmrvsr_fast.model.checkpoint import card_path
 
 
 def test_round_trip_is_bit_exact(tmp_path: Path, tiny_config: ModelConfig) -> None:

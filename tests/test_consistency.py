@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cmrvsr_fast.consistency import (
+from cmrvsr_fast.data.degrade import bicubic_resize, degrade
+from cmrvsr_fast.data.synth import synth_case
+from cmrvsr_fast.inference.consistency import (
     degrade_linear,
     enforce_consistency,
     input_agreement,
     reproduction_psnr,
 )
-from cmrvsr_fast.data.degrade import bicubic_resize, degrade
-from cmrvsr_fast.data.synth import synth_case
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ from conftest import run_under_triton_interpreter
 from tolerances import RELATIVE_L2 as TOLERANCE
 from tolerances import TF32_RELATIVE_L2, relative_l2
 
-from cmrvsr_fast.model import ConvLSTMCell
+from cmrvsr_fast.model.network import ConvLSTMCell
+from cmrvsr_fast.ops.backends import resolve_backend
 from cmrvsr_fast.ops.convlstm import convlstm_layer, convlstm_layer_ref, convlstm_step, convlstm_step_ref
-from cmrvsr_fast.ops.dispatch import resolve_backend
 
 
 def random_step(directions, batch, features, height, width, dtype=torch.float32, seed=0):
@@ -71,7 +71,7 @@ assert worst <= TOLERANCE[torch.float32], worst
 # The Engine with the fused step against the reference model, at an awkward shape (n > T wraps, odd sizes).
 from conftest import make_inputs, make_model
 from cmrvsr_fast import ModelConfig
-from cmrvsr_fast.engine import Engine
+from cmrvsr_fast.inference.engine import Engine
 torch.manual_seed(5)
 model = make_model(ModelConfig(scale=4, features=6, lstm_layers=2, window=5, warmup=3, stages=2)).eval()
 lr, phase = make_inputs(2, 2, 5, 7)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cmrvsr_fast import ModelConfig
-from cmrvsr_fast.cost import inference_flops, macs_per_lr_pixel
+from cmrvsr_fast.model.cost import inference_flops, macs_per_lr_pixel
 
 
 def test_paper_x4_costs_per_pixel() -> None:

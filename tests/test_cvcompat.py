@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cmrvsr_fast.cvcompat import gaussian_blur5, morph_close, morph_open, otsu_mask
+from cmrvsr_fast.cardiac.cvcompat import gaussian_blur5, morph_close, morph_open, otsu_mask
 
 cv2 = pytest.importorskip("cv2", reason="opencv-python-headless (dev extra) is needed to compare with OpenCV")
 

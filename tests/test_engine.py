@@ -10,9 +10,9 @@ from tolerances import RELATIVE_L2, relative_l2
 import cmrvsr_fast
 from cmrvsr_fast import ModelConfig
 from cmrvsr_fast.data import degrade, generate
-from cmrvsr_fast.engine import Engine
-from cmrvsr_fast.evaluate import super_resolve
-from cmrvsr_fast.metrics import cardiac_psnr, to_grey_levels
+from cmrvsr_fast.evaluation.evaluate import super_resolve
+from cmrvsr_fast.evaluation.metrics import cardiac_psnr, to_grey_levels
+from cmrvsr_fast.inference.engine import Engine
 
 CASES = [
     (ModelConfig(scale=3, features=5, lstm_layers=2, warmup=3, stages=3), (2, 7, 5, 6)),
@@ -66,7 +66,7 @@ def test_aligned_frame_channels_change_nothing(monkeypatch: pytest.MonkeyPatch) 
 def test_auto_takes_the_fastest_measured_backend_per_op(monkeypatch: pytest.MonkeyPatch) -> None:
     """Device check run 4 (H200): the Triton layer op for the recurrence, cuDNN for the window fusion; the CPU
     keeps PyTorch ops (the interpreter is a testing aid), and a GPU without Triton falls back with the reason."""
-    import cmrvsr_fast.engine as engine_module
+    import cmrvsr_fast.inference.engine as engine_module
 
     gpu = torch.device("cuda")
     assert engine_module.auto_backend("window_conv3x3", gpu) == ("torch", None)
@@ -84,7 +84,7 @@ def test_auto_takes_the_fastest_measured_backend_per_op(monkeypatch: pytest.Monk
 
 @pytest.mark.parametrize("factor", [2, 3])
 def test_channels_last_pixel_shuffle_is_pixel_shuffle(factor: int) -> None:
-    from cmrvsr_fast.engine import pixel_shuffle_channels_last
+    from cmrvsr_fast.inference.engine import pixel_shuffle_channels_last
 
     x = torch.randn(2, 5 * factor * factor, 3, 4).contiguous(memory_format=torch.channels_last)
     out = pixel_shuffle_channels_last(x, factor)
@@ -121,7 +121,7 @@ def test_bf16_keeps_the_cardiac_psnr_of_the_embedded_default() -> None:
     upscaler = cmrvsr_fast.load(device="cpu")
     p = generate(3_000_000, (96, 96), 16)
     hr, lr = p.cine[0], degrade(p.cine[0], 4)
-    from cmrvsr_fast.phase import phase_code
+    from cmrvsr_fast.cardiac.phase import phase_code
 
     codes = phase_code(16, 0, p.es)
     reference = super_resolve(upscaler.model, lr, codes, upscaler.card.normalisation)
@@ -269,7 +269,7 @@ import torch
 from conftest import make_inputs, make_model, run_under_triton_interpreter
 from tolerances import RELATIVE_L2, relative_l2
 from cmrvsr_fast import ModelConfig
-from cmrvsr_fast.engine import Engine
+from cmrvsr_fast.inference.engine import Engine
 config = ModelConfig(scale=2, features=8, lstm_layers=1, window=3, warmup=2, stages=2)
 model = make_model(config).eval()
 lr, phase = make_inputs(1, 4, 6, 5)

@@ -15,9 +15,9 @@ import torch
 from conftest import make_inputs, make_model
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
-import cmrvsr_fast.engine as engine_module
+import cmrvsr_fast.inference.engine as engine_module
 from cmrvsr_fast import ModelConfig
-from cmrvsr_fast.engine import Engine
+from cmrvsr_fast.inference.engine import Engine
 from cmrvsr_fast.ops.convlstm import convlstm_layer_ref
 
 COPIES = {torch.ops.aten.clone.default, torch.ops.aten.copy_.default, torch.ops.aten._to_copy.default}

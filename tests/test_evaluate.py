@@ -10,12 +10,12 @@ import pytest
 from test_datasets import write_acdc_patient
 
 from cmrvsr_fast import CMRVSR, ModelConfig, save_checkpoint
+from cmrvsr_fast.cardiac.roi import heart_box
 from cmrvsr_fast.cli import main
 from cmrvsr_fast.data import crop_to_multiple, degrade, generate
 from cmrvsr_fast.data.datasets import phantom_records
-from cmrvsr_fast.evaluate import evaluate
-from cmrvsr_fast.metrics import cardiac_psnr, cardiac_ssim, psnr, ssim
-from cmrvsr_fast.roi import heart_box
+from cmrvsr_fast.evaluation.evaluate import evaluate
+from cmrvsr_fast.evaluation.metrics import cardiac_psnr, cardiac_ssim, psnr, ssim
 
 
 def test_bicubic_row_is_the_metrics_of_bicubic() -> None:

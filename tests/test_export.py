@@ -17,9 +17,9 @@ from conftest import make_inputs
 from tolerances import relative_l2
 
 from cmrvsr_fast import cli, load
-from cmrvsr_fast.checkpoint import ModelCard
-from cmrvsr_fast.config import ModelConfig
-from cmrvsr_fast.model import CMRVSR
+from cmrvsr_fast.model.checkpoint import ModelCard
+from cmrvsr_fast.model.config import ModelConfig
+from cmrvsr_fast.model.network import CMRVSR
 
 ONNX_TOLERANCE = 1e-4  # relative L2 against the reference model (the contract)
 FRAMES, HEIGHT, WIDTH = 5, 10, 12

@@ -17,8 +17,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from fps_vs_params import count_flops_per_frame  # noqa: E402
 from zoo_train import finished  # noqa: E402
 
-from cmrvsr_fast import ModelConfig, zoo  # noqa: E402
-from cmrvsr_fast.cost import inference_flops  # noqa: E402
+from cmrvsr_fast import ModelConfig  # noqa: E402
+from cmrvsr_fast.model import zoo  # noqa: E402
+from cmrvsr_fast.model.cost import inference_flops  # noqa: E402
 
 
 def test_counted_flops_agree_with_the_spec_cost_where_the_schedules_agree() -> None:

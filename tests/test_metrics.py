@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cmrvsr_fast.cardiac.roi import heart_box
 from cmrvsr_fast.data import generate
-from cmrvsr_fast.metrics import cardiac_psnr, cardiac_ssim, gaussian_window, psnr, ssim, to_grey_levels
-from cmrvsr_fast.roi import heart_box
+from cmrvsr_fast.evaluation.metrics import cardiac_psnr, cardiac_ssim, gaussian_window, psnr, ssim, to_grey_levels
 
 skimage_metrics = pytest.importorskip("skimage.metrics", reason="scikit-image (dev extra) is the reference SSIM")
 

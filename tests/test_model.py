@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from conftest import make_inputs, make_model
 
 from cmrvsr_fast import CMRVSR, ModelConfig, deep_supervision_loss
-from cmrvsr_fast.model import cyclic_indices
+from cmrvsr_fast.model.network import cyclic_indices
 
 
 def count(module: torch.nn.Module) -> int:

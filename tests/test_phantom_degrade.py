@@ -7,10 +7,10 @@ import time
 import numpy as np
 import pytest
 
+from cmrvsr_fast.cardiac.phase import estimate_es
+from cmrvsr_fast.cardiac.roi import heart_box
 from cmrvsr_fast.data import crop_to_multiple, degrade, denormalise, generate, normalise
 from cmrvsr_fast.data.phantom import volume_curve
-from cmrvsr_fast.phase import estimate_es
-from cmrvsr_fast.roi import heart_box
 
 cv2 = pytest.importorskip("cv2", reason="opencv-python-headless (dev extra) restates the authors' resize")
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cmrvsr_fast import estimate_es, heart_box, phase_code
-from cmrvsr_fast.phase import es_search_range, fallback_es
+from cmrvsr_fast.cardiac.phase import es_search_range, fallback_es
 
 
 def cases():

@@ -22,10 +22,12 @@ import pytest
 from dicom_fixtures import phantom_stored, write_cine_series, write_enhanced_series
 from upscale_helpers import run
 
-from cmrvsr_fast import cli, upscale_job, upscaler
+from cmrvsr_fast import cli
+from cmrvsr_fast.inference import upscaler
 from cmrvsr_fast.io import read_cines
 from cmrvsr_fast.io.nifti import read_nifti_cine, write_nifti_from_dicom
-from cmrvsr_fast.upscale_job import EXIT_BAD_INPUT, EXIT_CODES, EXIT_OK, EXIT_SIGTERM, EXIT_SOME_FAILED
+from cmrvsr_fast.jobs import upscale
+from cmrvsr_fast.jobs.upscale import EXIT_BAD_INPUT, EXIT_CODES, EXIT_OK, EXIT_SIGTERM, EXIT_SOME_FAILED
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,7 +60,7 @@ def test_staging_lies_inside_output_so_a_mount_point_works(tmp_path, capsys, mon
             raise OSError(errno.EXDEV, "Invalid cross-device link")
         real_replace(src, dst)
 
-    monkeypatch.setattr(upscale_job.os, "replace", replace_within_mount)
+    monkeypatch.setattr(upscale.os, "replace", replace_within_mount)
     for fmt in ("dicom", "nifti"):
         code, text = run(capsys, tmp_path / "scanner", tmp_path / "mnt" / fmt, "--format", fmt)
         assert code == EXIT_OK, text
@@ -91,7 +93,7 @@ def test_unwritable_output_is_refused_before_inference(tmp_path, capsys, monkeyp
 def test_output_without_room_is_refused_with_the_numbers(tmp_path, capsys, monkeypatch):
     write_cine_series(tmp_path / "scanner", slices=1, frames=8)
     _no_inference(monkeypatch)
-    monkeypatch.setattr(upscale_job.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 1000))
+    monkeypatch.setattr(upscale.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 1000))
     code, text = run(capsys, tmp_path / "scanner", tmp_path / "out")
     assert code == EXIT_BAD_INPUT and "GiB free, the results need about" in text
     assert not (tmp_path / "out").exists()

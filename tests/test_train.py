@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cmrvsr_fast.checkpoint import load_checkpoint
 from cmrvsr_fast.cli import main
+from cmrvsr_fast.model.checkpoint import load_checkpoint
 
 TINY = ["--preset", "lite-x4", "--data", "phantom:2", "--size", "48", "--crop", "8", "--batch", "2"]
 

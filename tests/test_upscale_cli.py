@@ -17,11 +17,11 @@ from pydicom.data import get_testdata_file
 from test_dicom_io import assert_mr_image_iod
 from upscale_helpers import assert_private, run
 
-from cmrvsr_fast import upscale_job
-from cmrvsr_fast.checkpoint import sha256_file
-from cmrvsr_fast.consistency import DEFAULT_STRENGTH
+from cmrvsr_fast.inference.consistency import DEFAULT_STRENGTH
+from cmrvsr_fast.inference.upscaler import default_weights_path
 from cmrvsr_fast.io.nifti import upscaled_affine
-from cmrvsr_fast.upscaler import default_weights_path
+from cmrvsr_fast.jobs import upscale
+from cmrvsr_fast.model.checkpoint import sha256_file
 
 
 @pytest.fixture(autouse=True)
@@ -123,7 +123,7 @@ def test_several_series_and_a_failing_one(tmp_path, capsys):
     del ds.PixelData
     ds.save_as(bad[2])
     code, text = run(capsys, tmp_path / "scanner", tmp_path / "out")
-    assert code == upscale_job.EXIT_SOME_FAILED
+    assert code == upscale.EXIT_SOME_FAILED
     assert f"{bad[2].name}: no PixelData" in text and "series #9: " in text
     names = sorted(p.name[:10] for p in series_folders(tmp_path / "out"))
     assert names == ["series0005", "series0006"]
@@ -250,17 +250,17 @@ def test_interrupted_run_leaves_no_half_written_series(tmp_path, capsys, monkeyp
     """Ctrl-C after the first series' files are written, before it is published: one line, exit 130, the
     staging folder removed, and OUTPUT removed too when this run created it and it stayed empty."""
     write_cine_series(tmp_path / "scanner", slices=2, frames=8)
-    real_write = upscale_job.write_series
+    real_write = upscale.write_series
 
     def write_then_interrupt(series, stored, folder, *args):
         real_write(series, stored, folder, *args)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(upscale_job, "write_series", write_then_interrupt)
+    monkeypatch.setattr(upscale, "write_series", write_then_interrupt)
     if not created:
         (tmp_path / "out").mkdir()
     code, text = run(capsys, tmp_path / "scanner", tmp_path / "out")
-    assert code == upscale_job.EXIT_CTRL_C and "Traceback" not in text
+    assert code == upscale.EXIT_CTRL_C and "Traceback" not in text
     assert text.strip().splitlines()[-1].startswith("cmrvsr-fast upscale: stopped by Ctrl-C")
     assert sorted(p.name for p in tmp_path.iterdir()) == ([] if created else ["out"]) + ["scanner"]
     assert created or list((tmp_path / "out").iterdir()) == [], "the staging folder is removed"
@@ -360,13 +360,13 @@ def test_output_that_changed_what_was_acquired_is_flagged(tmp_path, capsys, monk
     """When the output, degraded again, reproduces the input worse than bicubic does (here: noise added to
     it), `upscale` still writes it, warns on stderr and records it in the series' record."""
     write_cine_series(tmp_path / "scanner", slices=1, frames=8)
-    real_upscale = upscale_job._upscale
+    real_upscale = upscale._upscale
 
     def noisy(*args, **kwargs):
         sr = real_upscale(*args, **kwargs)
         return sr + np.random.default_rng(0).normal(0, 0.3 * sr.std(), sr.shape)
 
-    monkeypatch.setattr(upscale_job, "_upscale", noisy)
+    monkeypatch.setattr(upscale, "_upscale", noisy)
     code, text = run(capsys, tmp_path / "scanner", tmp_path / "out", "--consistency", "0")
     assert code == 0 and "warning: #5 cine sax: the output, degraded again, reproduces the input worse" in text
     (record,) = (tmp_path / "out").glob("*.json")

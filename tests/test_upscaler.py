@@ -11,11 +11,11 @@ import torch
 
 import cmrvsr_fast
 from cmrvsr_fast import CMRVSR, ModelCard, ModelConfig, phase_code, save_checkpoint
-from cmrvsr_fast.checkpoint import sha256_file
 from cmrvsr_fast.cli import main
-from cmrvsr_fast.consistency import DEFAULT_STRENGTH, enforce_consistency, reproduction_psnr
 from cmrvsr_fast.data import bicubic_resize, clip_and_scale, degrade, generate
-from cmrvsr_fast.upscaler import default_weights_path
+from cmrvsr_fast.inference.consistency import DEFAULT_STRENGTH, enforce_consistency, reproduction_psnr
+from cmrvsr_fast.inference.upscaler import default_weights_path
+from cmrvsr_fast.model.checkpoint import sha256_file
 
 
 @pytest.fixture
@@ -121,10 +121,10 @@ def test_embedded_default_beats_bicubic_in_either_orientation(scale: int) -> Non
     """A sanity check on one small held-out synthetic case, as acquired and transposed: the default has no
     preferred orientation (the full cross-domain table is measured by benchmarks/embed_default.py and
     benchmarks/eval_cines.py)."""
+    from cmrvsr_fast.cardiac.roi import heart_box
     from cmrvsr_fast.data.synth import HELD_OUT_SEEDS, synth_case
-    from cmrvsr_fast.evaluate import bicubic_upscale
-    from cmrvsr_fast.metrics import cardiac_psnr, to_grey_levels
-    from cmrvsr_fast.roi import heart_box
+    from cmrvsr_fast.evaluation.evaluate import bicubic_upscale
+    from cmrvsr_fast.evaluation.metrics import cardiac_psnr, to_grey_levels
 
     case = synth_case(HELD_OUT_SEEDS + 100, display=96, frames=12, kind="sax")
     upscaler = cmrvsr_fast.load(scale=scale, device="cpu", precision="fp32")
@@ -165,7 +165,7 @@ def test_demo_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_precision_choice(tiny_weights: Path) -> None:
-    from cmrvsr_fast.upscaler import native_bf16
+    from cmrvsr_fast.inference.upscaler import native_bf16
 
     auto = cmrvsr_fast.load(tiny_weights, device="cpu")
     assert auto.precision == ("bf16" if native_bf16(torch.device("cpu")) else "fp32")

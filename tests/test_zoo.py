@@ -10,15 +10,16 @@ import pytest
 import torch
 from conftest import make_inputs, make_model
 
-from cmrvsr_fast import CMRVSR, ModelConfig, zoo
-from cmrvsr_fast.checkpoint import ModelCard, load_checkpoint, load_weights, read_card, save_checkpoint
+from cmrvsr_fast import CMRVSR, ModelConfig
 from cmrvsr_fast.cli import main
-from cmrvsr_fast.config import ABLATIONS
-from cmrvsr_fast.cost import macs_per_lr_pixel
-from cmrvsr_fast.engine import Engine
-from cmrvsr_fast.evaluate import bicubic_upscale
-from cmrvsr_fast.model import ConvLSTMCell
-from cmrvsr_fast.zoo.baselines import BaselineConfig, FlowNet, warp
+from cmrvsr_fast.evaluation.evaluate import bicubic_upscale
+from cmrvsr_fast.inference.engine import Engine
+from cmrvsr_fast.model import zoo
+from cmrvsr_fast.model.baselines import BaselineConfig, FlowNet, warp
+from cmrvsr_fast.model.checkpoint import ModelCard, load_checkpoint, load_weights, read_card, save_checkpoint
+from cmrvsr_fast.model.config import ABLATIONS
+from cmrvsr_fast.model.cost import macs_per_lr_pixel
+from cmrvsr_fast.model.network import ConvLSTMCell
 
 SMALL = ModelConfig(scale=4, features=6, lstm_layers=2, window=5, warmup=3, stages=2)
 

@@ -1,8 +1,8 @@
 """Data: the cine phantom, the SPEC §4 degradation, intensity preparation, dataset readers and torch datasets."""
 
-from .degrade import bicubic_resize, degrade, truncate_kspace
-from .phantom import Phantom, generate
-from .preprocess import clip_and_scale, crop_to_multiple, denormalise, normalise
+from cmrvsr_fast.data.degrade import bicubic_resize, degrade, truncate_kspace
+from cmrvsr_fast.data.phantom import Phantom, generate
+from cmrvsr_fast.data.preprocess import clip_and_scale, crop_to_multiple, denormalise, normalise
 
 __all__ = [
     "Phantom",

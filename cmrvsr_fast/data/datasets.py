@@ -14,12 +14,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset
 
-from ..phase import estimate_es, phase_code
-from ..roi import Box, heart_box
-from .degrade import degrade
-from .phantom import generate
-from .preprocess import crop_to_multiple, normalise
-from .readers import CineRecord
+from cmrvsr_fast.cardiac.phase import estimate_es, phase_code
+from cmrvsr_fast.cardiac.roi import Box, heart_box
+from cmrvsr_fast.data.degrade import degrade
+from cmrvsr_fast.data.phantom import generate
+from cmrvsr_fast.data.preprocess import crop_to_multiple, normalise
+from cmrvsr_fast.data.readers import CineRecord
 
 
 @dataclass

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..checkpoint import NORMALISATION
-from ..intensity import clip_and_scale
+from cmrvsr_fast.cardiac.intensity import clip_and_scale
+from cmrvsr_fast.model.checkpoint import NORMALISATION
 
 __all__ = ["NORMALISATION", "clip_and_scale", "crop_to_multiple", "denormalise", "normalise"]
 

@@ -18,8 +18,8 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from ..intensity import clip_and_scale
-from .preprocess import crop_to_multiple
+from cmrvsr_fast.cardiac.intensity import clip_and_scale
+from cmrvsr_fast.data.preprocess import crop_to_multiple
 
 log = logging.getLogger(__name__)
 

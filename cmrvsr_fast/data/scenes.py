@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .phantom import volume_curve
+from cmrvsr_fast.data.phantom import volume_curve
 
 TISSUES = ("fat", "muscle", "soft", "lung", "liver", "blood", "myocardium", "bone", "marrow", "fluid", "valve")
 _BSSFP = {  # bright-blood levels relative to blood = 1, with the range each is drawn from

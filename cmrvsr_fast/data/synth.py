@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..intensity import clip_and_scale
-from .acquisition import Acquisition, acquire
-from .readers import CineRecord
-from .scenes import SCENE_KINDS, draw_scene
+from cmrvsr_fast.cardiac.intensity import clip_and_scale
+from cmrvsr_fast.data.acquisition import Acquisition, acquire
+from cmrvsr_fast.data.readers import CineRecord
+from cmrvsr_fast.data.scenes import SCENE_KINDS, draw_scene
 
 GENERATOR_VERSION = "synth/1"  # bump when a change alters what a seed produces (recorded in model cards)
 SCENE_SHARES = {"sax": 0.4, "lax": 0.35, "texture": 0.25}

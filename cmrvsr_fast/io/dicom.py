@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .dicom_pixels import read_series_pixels
-from .dicom_scan import InputArchive, ScanReport, scan
-from .series import CineSeries, DerivedSeries, NotACine, SeriesRefused, build_series, group_frames
+from cmrvsr_fast.io.dicom_pixels import read_series_pixels
+from cmrvsr_fast.io.dicom_scan import InputArchive, ScanReport, scan
+from cmrvsr_fast.io.series import CineSeries, DerivedSeries, NotACine, SeriesRefused, build_series, group_frames
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 
-from .dicom_scan import InputArchive
-from .series import CineSeries, SeriesRefused
+from cmrvsr_fast.io.dicom_scan import InputArchive
+from cmrvsr_fast.io.series import CineSeries, SeriesRefused
 
 DECODERS_EXTRA = "pip install 'cmrvsr_fast[dicom]'"
 

@@ -34,9 +34,9 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
 from pydicom.valuerep import DSfloat
 
-from .. import __version__
-from .dicom_scan import ENHANCED_MR_IMAGE, MR_IMAGE, FrameRef
-from .series import CineSeries
+from cmrvsr_fast._version import __version__
+from cmrvsr_fast.io.dicom_scan import ENHANCED_MR_IMAGE, MR_IMAGE, FrameRef
+from cmrvsr_fast.io.series import CineSeries
 
 SERIES_NUMBER_OFFSET = 1000
 # uuid5(NAMESPACE_URL, "https://github.com/cmrvsr_fast/implementation") under 2.25: fixed across releases

@@ -18,8 +18,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ..atomic import atomic_write
-from ..data.readers import DataError, read_acdc_info
+from cmrvsr_fast.atomic import atomic_write
+from cmrvsr_fast.data.readers import DataError, read_acdc_info
 
 
 @dataclass

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .dicom_scan import FrameRef
+from cmrvsr_fast.io.dicom_scan import FrameRef
 
 POSITION_TOLERANCE_MM = 0.01
 

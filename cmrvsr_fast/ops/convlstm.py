@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .dispatch import resolve_backend
+from cmrvsr_fast.ops.backends import resolve_backend
 
 
 def convlstm_step_ref(h: Tensor, w: Tensor, gx: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
@@ -111,7 +111,7 @@ DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}  # csrc/co
 
 def _convlstm_step_cuda(h: Tensor, w: Tensor, gx: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
     """The CUDA C++ twin (csrc/convlstm.cu) through the extension's pointer-and-stream launcher."""
-    from .. import _ext
+    from cmrvsr_fast.ops import extension as _ext
 
     h, w, gx, c = (t.contiguous() for t in (h, w, gx, c))
     h_out, c_out = torch.empty_like(h), torch.empty_like(c)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .dispatch import resolve_backend
+from cmrvsr_fast.ops.backends import resolve_backend
 
 
 def window_conv3x3_ref(
@@ -124,8 +124,8 @@ def _window_conv3x3_cuda(
     residual: Tensor | None,
 ) -> Tensor:  # fmt: skip
     """The CUDA C++ twin (csrc/phase_fusion.cu) through the extension's pointer-and-stream launcher."""
-    from .. import _ext
-    from .convlstm import DTYPE_CODES
+    from cmrvsr_fast.ops import extension as _ext
+    from cmrvsr_fast.ops.convlstm import DTYPE_CODES
 
     x, w = x.contiguous(), w.to(x.dtype).contiguous()
     frame = frame.to(torch.int32).contiguous()

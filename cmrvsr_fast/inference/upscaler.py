@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import ModelCard, load_checkpoint
-from .consistency import DEFAULT_STRENGTH, enforce_consistency
-from .data.degrade import bicubic_resize
-from .data.preprocess import denormalise, normalise
-from .engine import Engine
-from .intensity import intensity_window, to_window
-from .model import CMRVSR
-from .phase import estimate_es, phase_code
+from cmrvsr_fast.cardiac.intensity import intensity_window, to_window
+from cmrvsr_fast.cardiac.phase import estimate_es, phase_code
+from cmrvsr_fast.data.degrade import bicubic_resize
+from cmrvsr_fast.data.preprocess import denormalise, normalise
+from cmrvsr_fast.inference.consistency import DEFAULT_STRENGTH, enforce_consistency
+from cmrvsr_fast.inference.engine import Engine
+from cmrvsr_fast.model.checkpoint import ModelCard, load_checkpoint
+from cmrvsr_fast.model.network import CMRVSR
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +300,10 @@ def load(
 
 def _load_path(path: Path, device, precision, backend, compile, cuda_graph, cudnn_benchmark) -> Upscaler:
     if path.suffix in ARTIFACT_SUFFIXES:
-        from .export.runners import card_from_manifest, load_runner  # onnxruntime/TensorRT only when asked for
+        from cmrvsr_fast.export.runners import (  # onnxruntime/TensorRT only when asked for
+            card_from_manifest,
+            load_runner,
+        )
 
         runner = load_runner(path)
         return Upscaler.from_runner(

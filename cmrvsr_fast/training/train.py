@@ -28,11 +28,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from .atomic import atomic_write, atomic_write_text
-from .checkpoint import ModelCard, load_shared_weights, load_weights, read_card, save_checkpoint
-from .data.datasets import ClipDataset, Sequence
-from .evaluate import bicubic_upscale, score_methods, super_resolve
-from .zoo import AnyConfig, build_model
+from cmrvsr_fast.atomic import atomic_write, atomic_write_text
+from cmrvsr_fast.data.datasets import ClipDataset, Sequence
+from cmrvsr_fast.evaluation.evaluate import bicubic_upscale, score_methods, super_resolve
+from cmrvsr_fast.model.checkpoint import ModelCard, load_shared_weights, load_weights, read_card, save_checkpoint
+from cmrvsr_fast.model.zoo import AnyConfig, build_model
 
 log = logging.getLogger(__name__)
 

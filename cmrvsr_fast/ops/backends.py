@@ -32,7 +32,7 @@ def triton_unavailable_reason(device: torch.device) -> str | None:
 
 def cuda_unavailable_reason(device: torch.device) -> str | None:
     """None when the CUDA C++ extension can run on `device`, else why not."""
-    from .. import _ext
+    from cmrvsr_fast.ops import extension as _ext
 
     if not _ext.available():
         return f"the CUDA extension cmrvsr_fast._C is unavailable ({_ext.UNAVAILABLE_REASON})"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import ModuleType
 
 try:
-    from . import _C as _compiled
+    from cmrvsr_fast import _C as _compiled
 except ImportError as error:
     _compiled = None
     UNAVAILABLE_REASON = (

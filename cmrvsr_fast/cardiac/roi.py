@@ -7,8 +7,8 @@ import logging
 import numpy as np
 from scipy import ndimage
 
-from .cvcompat import gaussian_blur5, morph_close, morph_open, otsu_mask
-from .intensity import to_display_range
+from cmrvsr_fast.cardiac.cvcompat import gaussian_blur5, morph_close, morph_open, otsu_mask
+from cmrvsr_fast.cardiac.intensity import to_display_range
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .atomic import atomic_write, atomic_write_text
-from .config import ModelConfig
-from .model import CMRVSR
-from .zoo import config_from_dict
-from .zoo.baselines import BaselineConfig
+from cmrvsr_fast.atomic import atomic_write, atomic_write_text
+from cmrvsr_fast.model.baselines import BaselineConfig
+from cmrvsr_fast.model.config import ModelConfig
+from cmrvsr_fast.model.network import CMRVSR
+from cmrvsr_fast.model.zoo import config_from_dict
 
 CARD_FORMAT = "cmrvsr_fast.card/1"
 

@@ -13,13 +13,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .data.datasets import Sequence, make_sequences
-from .data.degrade import bicubic_resize
-from .data.preprocess import denormalise, normalise
-from .data.readers import CineRecord
-from .engine import Engine
-from .metrics import cardiac_psnr, cardiac_ssim, psnr, ssim, to_grey_levels
-from .model import CMRVSR
+from cmrvsr_fast.data.datasets import Sequence, make_sequences
+from cmrvsr_fast.data.degrade import bicubic_resize
+from cmrvsr_fast.data.preprocess import denormalise, normalise
+from cmrvsr_fast.data.readers import CineRecord
+from cmrvsr_fast.evaluation.metrics import cardiac_psnr, cardiac_ssim, psnr, ssim, to_grey_levels
+from cmrvsr_fast.inference.engine import Engine
+from cmrvsr_fast.model.network import CMRVSR
 
 # For a scale, the model to evaluate and its (mean, std) normalisation, or None for bicubic only.
 ModelForScale = Callable[[int], "tuple[str, CMRVSR, tuple[float, float]] | None"]

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import SUPPORTED_SCALES
+from cmrvsr_fast.model.config import SUPPORTED_SCALES
 
 BASELINE_KINDS = ("bicubic", "edsr-baseline", "frvsr-light")
 

@@ -31,16 +31,17 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
-from . import __version__
-from .atomic import atomic_write_text
-from .consistency import DEFAULT_STRENGTH, input_agreement
-from .data.readers import DataError
-from .export.runners import ShapeMismatch
-from .io import find_cine_series, rescale
-from .io.dicom_pixels import read_series_pixels
-from .io.dicom_scan import ScanReport
-from .io.dicom_write import finer_grid_position, write_series
-from .io.nifti import (
+from cmrvsr_fast._version import __version__
+from cmrvsr_fast.atomic import atomic_write_text
+from cmrvsr_fast.data.readers import DataError
+from cmrvsr_fast.export.runners import ShapeMismatch
+from cmrvsr_fast.inference.consistency import DEFAULT_STRENGTH, input_agreement
+from cmrvsr_fast.inference.upscaler import TooLarge, Upscaler
+from cmrvsr_fast.io import find_cine_series, rescale
+from cmrvsr_fast.io.dicom_pixels import read_series_pixels
+from cmrvsr_fast.io.dicom_scan import ScanReport
+from cmrvsr_fast.io.dicom_write import finer_grid_position, write_series
+from cmrvsr_fast.io.nifti import (
     affine_from_dicom,
     check_nifti_dimensions,
     nifti_stem,
@@ -48,8 +49,7 @@ from .io.nifti import (
     write_nifti_cine,
     write_nifti_from_dicom,
 )
-from .io.series import CineSeries, SeriesRefused, slice_normal
-from .upscaler import TooLarge, Upscaler
+from cmrvsr_fast.io.series import CineSeries, SeriesRefused, slice_normal
 
 EXIT_OK, EXIT_INTERNAL_ERROR, EXIT_BAD_INPUT, EXIT_SOME_FAILED, EXIT_CTRL_C, EXIT_SIGTERM = 0, 1, 2, 3, 130, 143
 EXIT_CODES = {

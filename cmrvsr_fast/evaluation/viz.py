@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .atomic import atomic_write
+from cmrvsr_fast.atomic import atomic_write
 
 
 def montage(rows: list[list[np.ndarray]], gap: int = 2, scale: int = 1) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .roi import Box, heart_box
+from cmrvsr_fast.cardiac.roi import Box, heart_box
 
 SSIM_VARIANTS = ("standard", "paper")
 _WINDOW, _SIGMA, _K1, _K2, _RANGE = 11, 1.5, 0.01, 0.03, 255.0

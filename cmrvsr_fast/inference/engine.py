@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .model import CMRVSR, cyclic_indices
-from .ops.convlstm import convlstm_layer
-from .ops.dispatch import log_once, resolve_backend, triton_unavailable_reason
-from .ops.phase_fusion import window_conv3x3
+from cmrvsr_fast.model.network import CMRVSR, cyclic_indices
+from cmrvsr_fast.ops.backends import log_once, resolve_backend, triton_unavailable_reason
+from cmrvsr_fast.ops.convlstm import convlstm_layer
+from cmrvsr_fast.ops.phase_fusion import window_conv3x3
 
 # The ops an Engine backend applies to: the ConvLSTM recurrence, and the window fusion with the projection.
 FUSED_OPS = ("convlstm_step", "window_conv3x3")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .config import ModelConfig
+from cmrvsr_fast.model.config import ModelConfig
 
 
 def macs_per_lr_pixel(config: ModelConfig) -> dict[str, int]:

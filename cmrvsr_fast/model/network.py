@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import ModelConfig
+from cmrvsr_fast.model.config import ModelConfig
 
 
 def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:

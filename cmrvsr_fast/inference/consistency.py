@@ -23,8 +23,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from .data.degrade import _cubic_weights, bicubic_resize
-from .intensity import intensity_window, to_window
+from cmrvsr_fast.cardiac.intensity import intensity_window, to_window
+from cmrvsr_fast.data.degrade import _cubic_weights, bicubic_resize
 
 DEFAULT_STRENGTH = 0.5
 _PINV_RCOND = 1e-3  # the half-weighted Nyquist line makes A nearly rank-deficient; do not amplify it

@@ -7,10 +7,10 @@ import math
 
 import numpy as np
 
-from .config import PHASE_CODE_VARIANTS
-from .cvcompat import gaussian_blur5, otsu_mask
-from .intensity import to_display_range
-from .roi import first_slice, heart_box
+from cmrvsr_fast.cardiac.cvcompat import gaussian_blur5, otsu_mask
+from cmrvsr_fast.cardiac.intensity import to_display_range
+from cmrvsr_fast.cardiac.roi import first_slice, heart_box
+from cmrvsr_fast.model.config import PHASE_CODE_VARIANTS
 
 log = logging.getLogger(__name__)
 

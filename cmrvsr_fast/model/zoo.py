@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..config import ABLATED_BASES, ABLATIONS, PRESETS, SUPPORTED_SCALES, ModelConfig
-from ..model import CMRVSR
-from .baselines import BASELINE_KINDS, BaselineConfig, build_baseline
+from cmrvsr_fast.model.baselines import BASELINE_KINDS, BaselineConfig, build_baseline
+from cmrvsr_fast.model.config import ABLATED_BASES, ABLATIONS, PRESETS, SUPPORTED_SCALES, ModelConfig
+from cmrvsr_fast.model.network import CMRVSR
 
 AnyConfig = ModelConfig | BaselineConfig
 

@@ -1,0 +1,1 @@
+"""Training with the paper's recipe on one process or under torchrun (train)."""
