@@ -11,9 +11,9 @@ builds the same seeded model and inputs. A stack runs in passes of as many cines
 Upscaler's default on a CPU). Per path: latency per cine (median of the timed runs after one warm-up pass:
 compiled and exported paths warm up on a full-length pass, since the reference's module inputs are views whose
 strides depend on T; eager paths on 4 frames, enough to create every oneDNN primitive but the T-sized input
-convolutions), FPS (output frames per second), achieved TFLOP/s against the SPEC §6 cost, peak memory, and the
-relative L2 error against the reference eager output of the same slice count. Writes dated JSON to
-benchmarks/results/.
+convolutions), FPS (output frames per second), achieved TFLOP/s against the model's cost
+(cmrvsr_fast.model.cost), peak memory, and the relative L2 error against the reference eager output of the same
+slice count. Writes dated JSON to benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ from measure import MeasurementFailed, current_rss_mb, hardware_name, in_a_child
 from results_io import write_result
 
 from cmrvsr_fast import CMRVSR, ModelConfig
-from cmrvsr_fast.inference.engine import PAIRED_BACKENDS, Engine, cudnn_benchmark_mode
+from cmrvsr_fast.inference.engine import Engine, cudnn_benchmark_mode
 from cmrvsr_fast.model.cost import inference_flops
+from cmrvsr_fast.ops.backends import PAIRED_BACKENDS
 
 PATHS = (
     "reference fp32",
@@ -48,7 +49,7 @@ PATHS = (
     "aoti fp32",
     "aoti bf16",
 )
-KERNEL_BACKENDS = ("triton", "cuda", "auto")  # auto: the Upscaler's default (Engine's per-op fastest measured)
+KERNEL_BACKENDS = ("triton", "cuda", "auto")  # auto: the Upscaler's default (cmrvsr_fast.ops.backends picks)
 # Engine paths with the fused kernels (GPU only; `make device-check` asks for them with --paths).
 KERNEL_PATHS = tuple(f"engine {dtype} {backend}" for backend in KERNEL_BACKENDS for dtype in ("fp32", "bf16"))
 # GPU only: the Engine's whole schedule captured as a CUDA graph, with each backend.
@@ -63,7 +64,7 @@ GRAPH_PATHS = (
 # PyTorch's default, TF32 on, is what "reference fp32" measures.
 IEEE_PATHS = ("reference fp32 ieee",)
 # GPU: the compiled PyTorch pieces paired with one Triton kernel (Engine(backend={op: "triton"})), and the compiled
-# engine under a CUDA graph: the first H200 run had the compiled engine ahead of the all-Triton one.
+# engine under a CUDA graph (the compiled engine can be ahead of the all-Triton one).
 HYBRID_PATHS = (
     "engine bf16 compiled triton-step",
     "engine bf16 compiled triton-fusion",
@@ -74,12 +75,12 @@ HYBRID_PATHS = (
 )
 # The issue's compiled reference: Inductor's max-autotune (GPU: minutes of autotuning, hence not in PATHS).
 AUTOTUNE_PATHS = ("reference fp32 compiled max-autotune",)
-# Hopper: the Triton layer op with the TMA tiles offered to its autotuner (opt-in, not yet run on a GPU), beside
+# Hopper: the Triton layer op with the TMA tiles offered to its autotuner (opt-in), beside
 # the same paths without them in one process (kernels/convlstm_nhwc.py: `tma_tiles_in_autotuning`).
 TMA_PATHS = ("engine bf16 auto tma", "engine bf16 compiled triton-step tma")
 # GPU: cuDNN timing its algorithms per convolution shape (torch.backends.cudnn.benchmark) instead of its
 # heuristic's choice — for the Engine its cudnn_benchmark option, for the reference the switch around it — beside
-# the same paths without it (cuDNN's convolutions were ~54 of run 4's 168 ms). Never timed on a GPU yet.
+# the same paths without it (cuDNN's convolutions are a large share of a GPU pass).
 CUDNN_BENCHMARK_PATHS = (
     "reference fp32 cudnn-benchmark",
     "engine bf16 auto cudnn-benchmark",
@@ -89,7 +90,7 @@ ALL_PATHS = (PATHS + KERNEL_PATHS + GRAPH_PATHS + IEEE_PATHS + HYBRID_PATHS + AU
              + CUDNN_BENCHMARK_PATHS)  # fmt: skip
 # Words of the paths that run_path times in a child process of their own even with --in-process, and why.
 ISOLATED = {
-    "tma": "kernels never run on a GPU yet: a fault poisons the process's CUDA context, and every row after it",
+    "tma": "kernels new to a GPU: a fault poisons the process's CUDA context, and every row after it",
     # PyTorch keeps cuDNN's plans per thread, keyed by shape, dtype and layout but not by the benchmark switch,
     # and looks them up first: in this process the twins' heuristic plans would be reused, nothing timed.
     "cudnn-benchmark": "cuDNN's plan cache would serve the plans its twins already chose",

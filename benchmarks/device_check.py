@@ -188,7 +188,7 @@ def local_cuda_arch() -> str:
 
 def targets(rows: list[dict], matmul_tflops: float) -> dict:
     """Issue 7's targets on the largest stack measured: the best bf16 path against reference eager fp32 and the
-    compiled reference, and its achieved TFLOP/s (SPEC §6 cost) as a fraction of the measured bf16 matmul rate.
+    compiled reference, and its achieved TFLOP/s (model/cost.py) as a fraction of the measured bf16 matmul rate.
     Like against like: the references run with cuDNN's benchmark mode off (PyTorch's default), so the targets'
     best path is chosen among the paths without it; the paths with it get their own block, against the reference
     with the mode on where that row ran."""
@@ -275,16 +275,16 @@ def benchmark_commands(
     else:
         # The 10-slice stack (the issue's targets) in one pass (the CPU's 4 GiB pass budget would split it into
         # five), the paths in order of importance: a step stopped at its limit keeps what matters. In one process
-        # (a Python and CUDA start per path cost ~6 s each in the second run, 2026-11-26). No ONNX Runtime row:
+        # (a Python and CUDA start per path costs seconds each). No ONNX Runtime row:
         # the image's onnxruntime runs on the CPU only, minutes per paper-x4 stack. Left to bench_engine.py: the
         # float32 kernel paths without graphs and the CUDA C++ path without one (as fast as with one there).
-        # First the references and the paths that were fastest in run 3 (2026-11-26: compiled pieces, with the
-        # Triton layer op for the recurrence), each beside its twin with cuDNN's benchmark mode on; then the TMA
-        # tiles offered to its autotuner, beside the same paths without them (each in a child process, never run
-        # on a GPU yet); the reference with cuDNN's benchmark mode too, for an honest ratio if the mode wins; the
-        # other bf16 paths. Then the reference under max-autotune (the issue's compiled baseline: runs 3 and 4
-        # never reached it; the background warm-up makes its compilation cheaper, and should it still take
-        # minutes, only AFTER_MAX_AUTOTUNE's rows are lost).
+        # First the references and the paths measured fastest (compiled pieces, with the Triton layer op for the
+        # recurrence: docs/performance.md), each beside its twin with cuDNN's benchmark mode on; then the TMA
+        # tiles offered to its autotuner, beside the same paths without them (each in a child process); the
+        # reference with cuDNN's benchmark mode too, for an honest ratio if the mode wins; the other bf16 paths.
+        # Then the reference under max-autotune (the issue's compiled baseline, last because its compilation can
+        # take minutes; the background warm-up makes it cheaper, and should it still run long, only
+        # AFTER_MAX_AUTOTUNE's rows are lost).
         bench += ["--in-process", "--slices", "10", "--budget-mb", "65536", "--stack-repeats", "3", "--paths",
                   "reference fp32", "reference fp32 compiled", "engine bf16 compiled triton-step",
                   "engine bf16 compiled triton-step cudnn-benchmark", "engine bf16 auto",
@@ -304,8 +304,8 @@ def benchmark_commands(
     # the kernels step's do_bench timings: they run on their own, not here.)
     profile_json = out / "profile_engine_device.json"
     profile = [python, "benchmarks/profile_engine.py", "--out", str(profile_json)]
-    if not cpu_rehearsal:  # run 3 profiled the reference and the eager engine; now the fastest paths
-        # The best path of run 4, the product's default (eager, backend auto), and the all-Triton one.
+    if not cpu_rehearsal:  # the fastest paths
+        # The best path measured, the product's default (eager, backend auto), and the all-Triton one.
         profile += ["--paths", "engine bf16 compiled triton-step", "engine bf16 auto", "engine bf16 triton"]
     if cpu_rehearsal:
         profile += ["--preset", "lite-x4", "--frames", "4", "--size", "12", "--slices", "2", "--paths",
@@ -317,9 +317,9 @@ def benchmark_commands(
         bench_128 += ["--slices", "1", "--preset", "lite-x4", "--frames", "4", "--size", "16", "--repeats", "1",
                       "--paths", "reference fp32", "engine bf16"]  # fmt: skip
     else:
-        # The 10-slice stack first (the issue asks for both counts; run 4 reached two one-cine rows), the paths
-        # that build fastest first (a compiled path recompiles for every new shape). Passes of at most 32 GB
-        # (run 4: ~5.8 GB per 128² cine): the stack fits an 80 GB H100 in two passes.
+        # The 10-slice stack first (the issue asks for both counts), the paths that build fastest first (a
+        # compiled path recompiles for every new shape). Passes of at most 32 GB (a few GB per 128² cine): the
+        # stack fits an 80 GB GPU in two passes.
         bench_128 += ["--in-process", "--size", "128", "--slices", "10", "1", "--budget-mb", "32768", "--repeats",
                       "3", "--stack-repeats", "3", "--paths", "reference fp32", "engine bf16 auto",
                       "engine bf16 triton graph", "engine bf16 compiled triton-step", "reference fp32 compiled",
@@ -344,8 +344,7 @@ def run_tests(args: argparse.Namespace, python: str, left) -> list[dict]:
     # The rehearsal tests the step's plumbing on one file's quick tests (its interpreter tests take minutes).
     test_files = [] if not args.cpu_rehearsal else ["tests/test_convlstm.py", "-k", "not interpreter"]
     # Parallel workers where pytest-xdist is installed: the GPU tests' time is mostly Triton compiling its
-    # autotuning candidates on the CPU (run 3 stopped at its 90 s limit with two thirds done, 2026-11-26; run 4
-    # took 57 s for 30 tests; now ~43, with a tile test per configuration: ~35 % of the budget, ~105 s).
+    # autotuning candidates on the CPU, with a tile test per configuration: ~35 % of the budget.
     workers = ["-n", "4"] if importlib.util.find_spec("xdist") and not args.cpu_rehearsal else []
     if "gpu_tests" in args.skip:
         steps.append(skipped("gpu_tests"))

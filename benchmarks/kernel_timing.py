@@ -3,11 +3,11 @@
     python benchmarks/kernel_timing.py [--cpu-rehearsal]
 
 On a GPU (a step of `make device-check`): the ConvLSTM step of both directions at F = 64 (10 cines at 64×64 and one
-at 128×128) and the window fusion (34 positions × 10 cines at 64×64), in fp32 and bf16, through Triton, the PyTorch
-reference, the CUDA C++ twins when the extension is built, and the channels-last Triton step and fusion
-(kernels/convlstm_nhwc.py, kernels/phase_fusion_nhwc.py; the fusion at the Engine's aligned 136 outputs) on the same
-values; then a whole layer's recurrence (42 frames, bf16) through the layer
-op, per step; then the channels-last step under each of its autotuning configurations in turn; times are
+at 128×128) and the window fusion (34 positions × 10 cines at 64×64), in fp32 and bf16, through the Triton kernels
+(kernels/convlstm_nhwc.py, kernels/phase_fusion_nhwc.py; the fusion also at the Engine's aligned 136 outputs on
+channels-last frames), the PyTorch references and the CUDA C++ twins when the extension is built, on the same
+values; then a whole layer's recurrence (42 frames, bf16) through the layer op, per step; then the channels-last
+step under each of its autotuning configurations in turn; times are
 `triton.testing.do_bench` medians in ms. With --cpu-rehearsal the same code runs on the CPU at toy sizes in fp32
 (Triton under TRITON_INTERPRET=1, a wall clock for do_bench); only the GPU sizes, bf16, the CUDA C++ twins and
 do_bench itself are left to the GPU. Prints one JSON row per measurement as it goes (a run stopped at its limit
@@ -39,12 +39,11 @@ from cmrvsr_fast.kernels.convlstm_nhwc import (
     pack_weights,
     tma_applies,
 )
-from test_convlstm import random_layer, random_step
-from test_phase_fusion import fusion_case
+from kernel_helpers import fusion_case, random_layer, random_step
 from tolerances import relative_l2
 
 from cmrvsr_fast.ops import extension as _ext
-from cmrvsr_fast.ops.convlstm import convlstm_layer, convlstm_layer_ref, convlstm_step, convlstm_step_ref
+from cmrvsr_fast.ops.convlstm import convlstm_layer, convlstm_layer_ref, convlstm_step_cuda, convlstm_step_ref
 from cmrvsr_fast.ops.phase_fusion import window_conv3x3, window_conv3x3_ref
 
 
@@ -68,20 +67,17 @@ def step_rows(device: str, shapes: list[tuple], dtypes: list[torch.dtype], timer
         for dtype in dtypes:
             inputs, (h_ref, c_ref) = random_step(*shape, dtype=dtype)
             inputs = [t.to(device) for t in inputs]
-            h, c = convlstm_step(*inputs, backend="triton")
-            row = {"op": "convlstm_step", "shape": list(shape), "dtype": str(dtype),
-                   "rel_l2_h": relative_l2(h.cpu(), h_ref), "rel_l2_c": relative_l2(c.cpu(), c_ref)}  # fmt: skip
-            row["triton_ms"] = timer(partial(convlstm_step, *inputs, backend="triton"))
-            row["reference_ms"] = timer(partial(convlstm_step_ref, *inputs))
-            if cuda_twin:
-                row["cuda_ms"] = timer(partial(convlstm_step, *inputs, backend="cuda"))
-            # The experimental channels-last step on the same values (the layout change is outside the timing).
+            # The channels-last Triton step (the layout change is outside the timing).
             h0, w, gx, c0 = inputs
             nhwc = (channels_last(h0), pack_weights(w), channels_last(gx), channels_last(c0))
-            h_nhwc, c_nhwc = convlstm_step_nhwc(*nhwc)
-            row["rel_l2_h_nhwc"] = relative_l2(h_nhwc.permute(0, 1, 4, 2, 3).cpu(), h_ref)
-            row["rel_l2_c_nhwc"] = relative_l2(c_nhwc.permute(0, 1, 4, 2, 3).cpu(), c_ref)
-            row["triton_nhwc_ms"] = timer(partial(convlstm_step_nhwc, *nhwc))
+            h, c = convlstm_step_nhwc(*nhwc)
+            row = {"op": "convlstm_step", "shape": list(shape), "dtype": str(dtype),
+                   "rel_l2_h": relative_l2(h.permute(0, 1, 4, 2, 3).cpu(), h_ref),
+                   "rel_l2_c": relative_l2(c.permute(0, 1, 4, 2, 3).cpu(), c_ref)}  # fmt: skip
+            row["triton_ms"] = timer(partial(convlstm_step_nhwc, *nhwc))
+            row["reference_ms"] = timer(partial(convlstm_step_ref, *inputs))
+            if cuda_twin:
+                row["cuda_ms"] = timer(partial(convlstm_step_cuda, *inputs))
             yield row
 
 
@@ -160,8 +156,8 @@ def fusion_rows(device: str, cases: list[dict], dtypes: list[torch.dtype], timer
             row["reference_ms"] = timer(partial(window_conv3x3_ref, *inputs))
             if cuda_twin:
                 row["cuda_ms"] = timer(partial(window_conv3x3, *inputs, backend="cuda"))
-            # The channels-last kernel (its op is taken for frames channels-last in memory) on the Engine's GPU
-            # shapes: outputs aligned to a multiple of 8 with zero weights (129 -> 136), as the Engine pads them.
+            # The kernel on frames channels-last in memory (no conversion) at the Engine's GPU shapes: outputs
+            # aligned to a multiple of 8 with zero weights (129 -> 136), as the Engine pads them.
             frames_last = inputs[0].permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
             pad = -inputs[2].shape[1] % 8
             aligned = [frames_last, inputs[1], F.pad(inputs[2], (0, 0, 0, 0, 0, 0, 0, pad)), F.pad(inputs[3], (0, pad)),
@@ -204,12 +200,11 @@ def main() -> None:
         tiles, tma_tiles = _CONFIGS, _TMA_CONFIGS  # bf16
     cuda_twin = device == "cuda" and _ext.available()
     rows = []
-    # What run 4 did not measure first: the step's tiles side by side (the autotuner's candidates, 9 since session
-    # 7), the layer through the autotuned layer op, the TMA tiles (never run on a GPU yet: a tile that faults
-    # would cost the rows after it; the GPU tests, run before, launch every tile once, so their log would show
-    # which); then what run 4 measured: the step in both layouts against PyTorch and CUDA C++, the fusion, the
-    # 128×128 step and its TMA tiles (the 128-pixel rows' own width). A run stopped at its limit loses the least
-    # wanted.
+    # Most wanted first: the step's tiles side by side (the autotuner's candidates), the layer through the
+    # autotuned layer op, the TMA tiles (a tile that faults would cost the rows after it; the GPU tests, run
+    # before, launch every tile once, so their log would show which); then the step against PyTorch and CUDA C++,
+    # the fusion, the 128×128 step and its TMA tiles (the 128-pixel rows' own width). A run stopped at its limit
+    # loses the least wanted.
     measured = itertools.chain(tile_rows(device, shapes[:1], layer_dtypes, timer, tiles),
                                layer_rows(device, layers, layer_dtypes, timer, cuda_twin),
                                tile_rows(device, shapes[:1], layer_dtypes, timer, tma_tiles),

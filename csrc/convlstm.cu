@@ -1,4 +1,4 @@
-// CUDA twin of kernels/convlstm.py: one fused ConvLSTM step for D directions.
+// CUDA twin of the ConvLSTM step (cmrvsr_fast/ops/convlstm.py): one fused step for D directions.
 //
 // Two kernels behind one launcher:
 // - the scalar twin (any dtype, any F): each block stages a (TILE+2)² halo of h for a chunk of input channels in

@@ -4,10 +4,10 @@
 
 namespace cmrvsr {
 
-// dtype codes shared with Python (cmrvsr_fast/ops/convlstm.py): 0 float32, 1 bfloat16, 2 float16.
+// dtype codes shared with Python (cmrvsr_fast/ops/extension.py): 0 float32, 1 bfloat16, 2 float16.
 enum class DType : int { kFloat32 = 0, kBFloat16 = 1, kFloat16 = 2 };
 
-// One ConvLSTM step of D directions (see kernels/convlstm.py for the maths and layouts):
+// One ConvLSTM step of D directions (see cmrvsr_fast/ops/convlstm.py, convlstm_step_ref, for the maths and layouts):
 // h (D, B, F, H, W), w (D, 4F, F, 3, 3), gx (D, B, 4F, H, W) in `dtype`; c (D, B, F, H, W) float32;
 // writes h_out (dtype) and c_out (float32). Pointers are device pointers; `stream` is a cudaStream_t.
 // Returns "" on success, else the CUDA error string.

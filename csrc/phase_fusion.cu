@@ -1,4 +1,5 @@
-// CUDA twin of kernels/phase_fusion.py: the window-decomposed fusion without the window·(2F+1)-channel concat.
+// CUDA twin of the window op (cmrvsr_fast/ops/phase_fusion.py): the window-decomposed fusion without the
+// window·(2F+1)-channel concat.
 //
 // Two kernels behind one launcher, as in convlstm.cu:
 // - the scalar twin (any dtype): each block stages a (TILE+2)² halo of one window frame's input channels, a chunk

@@ -27,7 +27,7 @@ class Schedule(nn.Module):
         self.engine.phase_maps(*size)
 
     def forward(self, lr: Tensor, phase: Tensor) -> Tensor:
-        return self.engine._forward(lr, phase, self.stages).float()
+        return self.engine.forward_pass(lr, phase, self.stages)
 
 
 class LstmStep(nn.Module):

@@ -1,1 +1,2 @@
-"""Triton kernels, installed as cmrvsr_fast.kernels (see DESIGN.md: one file per fused op)."""
+"""Triton kernels, installed as cmrvsr_fast.kernels: the channels-last kernels of the two fused ops
+(cmrvsr_fast/ops), one file each, and the tiles they share (conv_tiles.py)."""

@@ -1,10 +1,9 @@
-"""Shared pieces of the implicit-GEMM 3×3 convolutions in the Triton kernels (convlstm.py, phase_fusion.py).
+"""Shared pieces of the channels-last implicit-GEMM 3×3 convolutions in the Triton kernels (convlstm_nhwc.py,
+phase_fusion_nhwc.py).
 
-K runs over the flat (input channel, tap) index k = channel · 9 + tap, the order in which an (O, C, 3, 3)
-weight tensor stores a row: the weight tile of a K step is then one contiguous run per output channel (wide loads,
-no repacking), and the activation tile is an im2col gather, one shifted pixel row per (channel, tap). One flat,
-software-pipelined loop over K with one compiled body: with the taps unrolled statically the first device check's
-Triton steps ran out of time on an H200 (2026-11-26), most likely in compilation.
+A K step is one tap and a chunk of input channels (`channels_last_tap`), contiguous per pixel under one mask per
+pixel. One flat, software-pipelined loop over K with one compiled body: with the taps unrolled statically the
+kernels took far longer to compile.
 """
 
 from __future__ import annotations
@@ -42,18 +41,6 @@ def patch_tile(H, W, OUT, BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_W:
 
 
 @triton.jit
-def im2col_tile(base, offs_k, mask_k, y, x, mask_p, H, W):
-    """(P, K) values of a (C, H, W) block at `base`: column k = channel · 9 + tap of the 3×3 window of pixels
-    (y, x); zero outside the image (the convolution's zero padding) and for k past the end (mask_k)."""
-    channel = offs_k // 9
-    tap = offs_k % 9
-    yy = y[:, None] + (tap // 3 - 1)[None, :]
-    xx = x[:, None] + (tap % 3 - 1)[None, :]
-    inside = (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W) & mask_p[:, None] & mask_k[None, :]
-    return tl.load(base + channel[None, :] * H * W + yy * W + xx, mask=inside, other=0.0)
-
-
-@triton.jit
 def channels_last_tap(base, step, chunks, y, x, mask_p, H, W, row, channels, BLOCK_K: tl.constexpr):
     """K step `step` of a channels-last 3×3 implicit GEMM (convlstm_nhwc.py, phase_fusion_nhwc.py): tap
     step // chunks and the (step % chunks)-th chunk of BLOCK_K of the pixels' `channels` input channels, each
@@ -72,13 +59,6 @@ def channels_last_tap(base, step, chunks, y, x, mask_p, H, W, row, channels, BLO
 
 
 @triton.jit
-def weight_rows(base, offs_out, mask_out, offs_k, mask_k, row_length):
-    """(K, O) weights from an (O, row_length) block at `base` (an (O, C, 3, 3) tensor, row_length = 9·C)."""
-    return tl.load(base + offs_out[None, :] * row_length + offs_k[:, None],
-                   mask=mask_k[:, None] & mask_out[None, :], other=0.0)  # fmt: skip
-
-
-@triton.jit
 def accumulate(acc, a, b, FP32_IEEE: tl.constexpr):
     """acc + a @ b; float32 operands without TF32 rounding when FP32_IEEE, else on the tensor cores (TF32 for
     float32 operands)."""
@@ -91,9 +71,9 @@ def accumulate(acc, a, b, FP32_IEEE: tl.constexpr):
 
 def autotune(configs: list, key: list[str], prune=None):
     """triton.autotune, keeping the chosen configurations on disk where this Triton can (`cache_results`): the
-    device check's steps run in separate processes and would otherwise autotune every key again (run 3 spent its
-    GPU-test and kernel steps' time limits largely autotuning, 2026-11-26). `prune(configs, named_args)`: the
-    configurations worth timing for a call."""
+    device check's steps run in separate processes and would otherwise autotune every key again (autotuning can
+    take most of a step's time limit). `prune(configs, named_args)`: the configurations worth timing for a
+    call."""
     import inspect
 
     options = {"cache_results": True} if "cache_results" in inspect.signature(triton.autotune).parameters else {}

@@ -1,18 +1,21 @@
-"""Triton: the fused ConvLSTM step (kernels/convlstm.py) in a channels-last layout, and a whole layer's
-recurrence through it without a copy per step.
+"""Triton: the fused ConvLSTM step of both directions in a channels-last layout (no autograd; the op is
+cmrvsr_fast/ops/convlstm.py's convlstm_layer), and a whole layer's recurrence through it without a copy per step.
 
-Why channels-last: in NCHW the im2col tile of a K step is a gather, one shifted pixel run per (channel, tap) with
-a mask per element; here a K step is one tap and a chunk of channels, contiguous per pixel, under one mask per
-pixel — 16-byte loads — and the weights, packed as (tap, input channel, gate · F + hidden channel) (a 0.6 MB
-permutation per layer call at F = 64), load contiguously along the output channels. On an H200 (device check
-run 3, 2026-11-26) the bf16 step took 0.102 ms against the NCHW kernel's 0.155 ms and PyTorch's 0.591 (2
-directions × 10 cines, F = 64, 64²).
+gates = conv3×3(h, W_h) + gx (gx: the hoisted input-to-gates convolution plus bias, computed for all frames at
+once by the Engine); c' = σ(f)·c + σ(i)·tanh(g); h' = σ(o)·tanh(c'). One program computes a tile of BLOCK_P
+pixels × BLOCK_F hidden channels of one (direction, cine): the 3×3 convolution as an implicit GEMM over K = 9 taps
+× F input channels into four fp32 accumulators (i, f, o, g) held in registers, then the cell update in the
+epilogue. Gates never reach memory; the cell state is read and written in fp32.
+
+Why channels-last: a K step is one tap and a chunk of channels, contiguous per pixel, under one mask per pixel —
+16-byte loads — where an NCHW im2col tile is a gather, one shifted pixel run per (channel, tap) with a mask per
+element; and the weights, packed as (tap, input channel, gate · F + hidden channel) (a small permutation per layer
+call), load contiguously along the output channels.
 
 Why a layer launcher: the Engine's hoisted gates come from a channels-last convolution over every frame (one per
 direction), and a step reads its frame's gates and the previous hidden state and writes the new one at offsets
 into those sequence buffers: no stack of the two directions' gates, no contiguous copy, no scatter of h into the
-outputs — in run 3 those copies cost about as much as the step kernel itself. Run 4 (H200): 0.102 ms per step
-for a 10-cine layer, against 0.72 ms for the same steps as PyTorch ops with the copies.
+outputs (copies that would cost about as much as the step kernel itself).
 
 Addressing (elements): a tensor with pixels `row` elements apart, (cine, y, x, channel) at
 base + cine · H·W·row + (y·W + x) · row + channel; direction d reads h(t−1) at h{d}_ptr + h_off_d, its gates at
@@ -31,9 +34,34 @@ import triton
 import triton.language as tl
 
 from .conv_tiles import accumulate, autotune, channels_last_tap, ieee_float32, output_tile, patch_tile
-from .convlstm import cell_update, hoisted_gates
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@triton.jit
+def _tanh(x):
+    return 2.0 * tl.sigmoid(2.0 * x) - 1.0
+
+
+@triton.jit
+def hoisted_gates(gx_tile, gate_stride, tile_mask):
+    """The hoisted gates of one tile as four float32 tiles (i, f, o, g; gate g at gx_tile + g · gate_stride)."""
+    gate_i = tl.load(gx_tile, mask=tile_mask, other=0.0).to(tl.float32)
+    gate_f = tl.load(gx_tile + gate_stride, mask=tile_mask, other=0.0).to(tl.float32)
+    gate_o = tl.load(gx_tile + 2 * gate_stride, mask=tile_mask, other=0.0).to(tl.float32)
+    gate_g = tl.load(gx_tile + 3 * gate_stride, mask=tile_mask, other=0.0).to(tl.float32)
+    return gate_i, gate_f, gate_o, gate_g
+
+
+@triton.jit
+def cell_update(gate_i, gate_f, gate_o, gate_g, c_tile, c_out_tile, h_out_tile, tile_mask):
+    """c' = σ(f)·c + σ(i)·tanh(g), h' = σ(o)·tanh(c') from the complete gates (ops/convlstm.py's lstm_cell); c in
+    float32, h' in the output's dtype."""
+    c = tl.load(c_tile, mask=tile_mask, other=0.0)
+    c_next = tl.sigmoid(gate_f) * c + tl.sigmoid(gate_i) * _tanh(gate_g)
+    h_next = tl.sigmoid(gate_o) * _tanh(c_next)
+    tl.store(c_out_tile, c_next, mask=tile_mask)
+    tl.store(h_out_tile, h_next.to(h_out_tile.dtype.element_ty), mask=tile_mask)
 
 
 def _config(
@@ -44,24 +72,23 @@ def _config(
     return triton.Config(blocks, num_warps=warps, num_stages=stages)
 
 
-# bf16/fp16 and TF32 tiles. Run 3 (H200) chose (128, 64, 64, 8 warps) for bf16 and (128, 32|64, 32) for TF32 in
-# both layouts; the smaller tiles stay for GPUs with fewer SMs and for small images. GATES_FIRST: whether the
-# accumulators start as the hoisted gates (loaded before the K loop, beside its first copies) or get them added
-# after it (loads the epilogue waits for); offered for the two tiles that run 4's choice and ptxas favour, so that
-# the autotuner measures both on the GPU (not yet timed: added 2026-11-26 after run 4).
+# bf16/fp16 and TF32 tiles: the large ones for a big GPU at paper-x4's F = 64, the smaller tiles for GPUs with
+# fewer SMs and for small images. GATES_FIRST: whether the accumulators start as the hoisted gates (loaded before
+# the K loop, beside its first copies) or get them added after it (loads the epilogue waits for); offered for the
+# tiles ptxas favours, so that the autotuner measures both on the GPU.
 _CONFIGS = [
     _config(*tile)
     for tile in [
         (64, 32, 32, 4, 3, False),
         (128, 32, 32, 4, 3, False),
-        (128, 64, 64, 8, 3, False),  # run 4's choice for bf16: 255 registers, 147 KB of shared memory, one CTA/SM
+        (128, 64, 64, 8, 3, False),  # 255 registers, 147 KB of shared memory: one CTA per SM
         (64, 32, 64, 4, 3, False),  # ~157 registers, 72 KB: up to three CTAs per SM (ptxas, test_triton_compile.py)
         (128, 32, 64, 8, 3, False),  # ~165 registers, 96 KB: one CTA per SM, with half the accumulators of the above
         (128, 64, 64, 8, 3, True),
         (64, 32, 64, 4, 3, True),
-        # 16 warps (added 2026-11-26, session 7, not yet timed): twice the threads to hide load latency and share
-        # the epilogue, 128 registers each, no spills under Triton 3.6 and 3.9. The first is run 4's tile; the
-        # second reads a weight tile once per 256 pixels (per pixel ~16 % less L2 traffic than 128 × 64).
+        # 16 warps: twice the threads to hide load latency and share the epilogue, 128 registers each, no spills
+        # under Triton 3.6 and 3.9. The second reads a weight tile once per 256 pixels (per pixel ~16 % less L2
+        # traffic than 128 × 64).
         (128, 64, 64, 16, 3, True),
         (256, 32, 64, 16, 3, True),
     ]
@@ -78,6 +105,8 @@ def _tf32_fits(config: triton.Config, limit: int = 232448) -> bool:
 
 # TF32: 4-byte tiles, so not the largest 16-bit ones.
 _TF32_CONFIGS = [c for c in _CONFIGS if _tf32_fits(c)]
+# IEEE float32: Triton lowers these dots to FMAs unrolled over the tile; small tiles keep the code (and its
+# compile time) small, and no tensor core would help them anyway.
 _IEEE_CONFIGS = [_config(64, 32, 16, 4, 2, False), _config(32, 32, 16, 4, 2, False)]
 # Under the interpreter (CPU tests): one small tile, no autotuning; the tests set GATES_FIRST and TMA both ways.
 INTERPRETER_CONFIG = {"BLOCK_P": 32, "BLOCK_F": 16, "BLOCK_K": 16, "GATES_FIRST": False, "TMA": False, "BLOCK_W": 8}
@@ -93,10 +122,10 @@ _KEY = ["B", "F", "H", "W", "H_ROW", "GX_ROW", "FIRST"]  # B: the grid scales wi
 #   on 4 it spills under both);
 # - 8 × 16 or 4 × 16 patches (any width): Triton takes the (1, rows, 16, K) box through registers for the
 #   (pixels, K) dot; ptxas serialises those wgmma instructions under Triton 3.9 (its C7513 warning), not under
-#   3.6. The full-width (128, 64) patch tile spills under 3.6 (20 bytes) and was dropped (2026-11-26).
-# Not yet run on a GPU (added 2026-11-26 after run 4): the autotuner offers them only when CMRVSR_TRITON_TMA=1
-# (or inside `tma_tiles_in_autotuning()`); the device check times and tests each one explicitly, and times the
-# Engine with them in the autotuning beside the Engine without.
+#   3.6. (A full-width (128, 64) patch tile spills under 3.6 and is not offered.)
+# Until a GPU has timed them, the autotuner offers them only when CMRVSR_TRITON_TMA=1 (or inside
+# `tma_tiles_in_autotuning()`); the device check times and tests each one explicitly, and times the Engine with
+# them in the autotuning beside the Engine without.
 _TMA_CONFIGS = [
     _config(*tile, tma=True, width=width)
     for *tile, width in [

@@ -1,14 +1,16 @@
-"""Triton: the window-decomposed phase fusion (kernels/phase_fusion.py) in a channels-last layout.
+"""Triton: the phase fusion as a window-decomposed 3×3 convolution in a channels-last layout (no autograd; the op
+is cmrvsr_fast/ops/phase_fusion.py's window_conv3x3).
 
-The same sum as the NCHW kernel — for every output position p and cine b,
+For every output position p and cine b,
     out[p, b] = bias + Σ_d [ conv3×3(x[frame[p, d], b], w[d]) + code[frame[p, d], b] · maps[d] ] (+ residual[p, b])
-— on tensors whose frames are channels-last in memory, as the Engine's convolutions and the layer op leave them:
-no conversion to NCHW before the fusion and back after it (two copies of every frame per stage on the all-Triton
-path). Why it should also be faster: as for the ConvLSTM step (kernels/convlstm_nhwc.py, 0.102 ms against the
-NCHW kernel's 0.155 on an H200), a K step is one tap and a chunk of input channels, contiguous per pixel under one
-mask per pixel (16-byte loads), where the NCHW im2col gathers one shifted pixel run per (channel, tap); and the
-weights, packed as (window, tap, input channel, output channel), load contiguously along the output channels.
-Not yet run on a GPU (added 2026-11-26, session 8): the device check times it beside the NCHW kernel and cuDNN.
+over the window offsets d whose frame index is ≥ 0 (−1: outside the sequence, zero padding in time), on tensors
+whose frames are channels-last in memory, as the Engine's convolutions and the layer op leave them: no conversion
+to NCHW before the fusion and back after it. With window 1, no codes and a residual it is the projection
+convolution with the residual add in its epilogue. One program: BLOCK_P pixels × BLOCK_O output channels of one
+(position, cine); implicit GEMM over K = window × 9 taps × C input channels into an fp32 accumulator. As for the
+ConvLSTM step (kernels/convlstm_nhwc.py), a K step is one tap and a chunk of input channels, contiguous per pixel
+under one mask per pixel (16-byte loads), and the weights, packed as (window, tap, input channel, output channel),
+load contiguously along the output channels.
 
 The channel counts are compile-time constants: the Engine's 136 (129 frame channels aligned to 8) is no multiple
 of 16, the only divisibility Triton's JIT specialises run-time integers on, and without it the compiler could not

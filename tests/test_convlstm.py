@@ -1,34 +1,25 @@
-"""The fused ConvLSTM step: Triton (under TRITON_INTERPRET=1 on the CPU) and the reference twin against the cells
-of the reference model, at awkward shapes; dispatch rules. GPU parity is in the gpu-marked test."""
+"""The ConvLSTM layer op: its references against the cells of the reference model, the Triton kernel (under
+TRITON_INTERPRET=1 on the CPU) and the CUDA C++ step (gpu-marked) against them, at awkward shapes; the backend
+policy of cmrvsr_fast/ops/backends.py, for both fused ops."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from conftest import run_under_triton_interpreter
+from kernel_helpers import random_layer, random_step
 from tolerances import RELATIVE_L2 as TOLERANCE
 from tolerances import TF32_RELATIVE_L2, relative_l2
 
-from cmrvsr_fast.model.network import ConvLSTMCell
-from cmrvsr_fast.ops.backends import resolve_backend
-from cmrvsr_fast.ops.convlstm import convlstm_layer, convlstm_layer_ref, convlstm_step, convlstm_step_ref
-
-
-def random_step(directions, batch, features, height, width, dtype=torch.float32, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    cells = [ConvLSTMCell(features, features) for _ in range(directions)]
-    h = torch.randn(directions, batch, features, height, width, generator=generator)
-    c = torch.randn(directions, batch, features, height, width, generator=generator)
-    x = torch.randn(directions, batch, features, height, width, generator=generator)
-    w = torch.stack([cell.conv.weight[:, features:].detach() for cell in cells])
-    # gx: the hoisted part, conv(x, W_x) + bias, as the Engine computes it
-    gx = torch.stack([torch.nn.functional.conv2d(x[d], cells[d].conv.weight[:, :features], cells[d].conv.bias,
-                                                 padding=1) for d in range(directions)]).detach()  # fmt: skip
-    with torch.no_grad():
-        expected = [cells[d](x[d], h[d], c[d]) for d in range(directions)]
-    h_ref = torch.stack([e[0] for e in expected])
-    c_ref = torch.stack([e[1] for e in expected])
-    return (h.to(dtype), w.to(dtype), gx.to(dtype), c), (h_ref, c_ref)
+from cmrvsr_fast.ops import backends
+from cmrvsr_fast.ops.backends import BackendUnavailable, auto_backend, resolve_backend
+from cmrvsr_fast.ops.convlstm import (
+    convlstm_bidirectional_step,
+    convlstm_layer,
+    convlstm_layer_ref,
+    convlstm_step_cuda,
+    convlstm_step_ref,
+)
 
 
 @pytest.mark.parametrize("shape", [(2, 1, 8, 5, 7), (2, 2, 16, 9, 4), (1, 1, 20, 3, 3), (2, 1, 33, 6, 11)])
@@ -39,36 +30,83 @@ def test_reference_twin_matches_the_cells(shape):
     assert c.dtype == torch.float32
 
 
-def test_dispatch_rules(monkeypatch):
+def test_the_bidirectional_step_is_the_reference_step():
+    """The reference layer's step (channels-last [h_fwd, h_bwd], one grouped convolution) computes what the
+    reference step does for the two directions."""
+    (h, w, gx, c), (h_ref, c_ref) = random_step(2, 2, 8, 5, 7)
+    last = torch.channels_last
+    h_both = torch.cat([h[0], h[1]], dim=1).contiguous(memory_format=last)
+    h_next, c_fwd, c_bwd = convlstm_bidirectional_step(h_both, w.reshape(-1, 8, 3, 3), gx[0], gx[1], c[0], c[1])
+    assert h_next.is_contiguous(memory_format=last)
+    assert relative_l2(h_next, torch.cat([h_ref[0], h_ref[1]], dim=1)) <= TOLERANCE[torch.float32]
+    assert relative_l2(torch.stack([c_fwd, c_bwd]), c_ref) <= TOLERANCE[torch.float32]
+    assert c_fwd.dtype == torch.float32
+
+
+def test_resolving_a_backend_by_name(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    assert resolve_backend("auto", torch.device("cpu")) == "reference"
-    with pytest.raises(RuntimeError, match="backend 'triton' was asked for"):
-        resolve_backend("triton", torch.device("cpu"))
+    cpu = torch.device("cpu")
+    assert resolve_backend("convlstm_layer", "auto", cpu) == "torch"
+    assert resolve_backend("window_conv3x3", "torch", cpu) == "torch"
+    with pytest.raises(BackendUnavailable, match="backend 'triton' was asked for"):
+        resolve_backend("convlstm_layer", "triton", cpu)
     with pytest.raises(ValueError, match="backend must be one of"):
-        resolve_backend("cuda-graphs", torch.device("cpu"))
-    with pytest.raises(RuntimeError, match="backend 'cuda' was asked for, but the CUDA extension runs on CUDA"):
-        resolve_backend("cuda", torch.device("cpu"), cuda_twin=True)
-    with pytest.raises(RuntimeError, match="has no CUDA C\\+\\+ kernel yet"):
-        resolve_backend("cuda", torch.device("cpu"), "window_conv3x3")
-    inputs, _ = random_step(2, 1, 8, 4, 4)
-    with pytest.raises(ValueError, match="cell state must be float32"):
-        convlstm_step(*inputs[:3], inputs[3].double())
-    with pytest.raises(ValueError, match="gx has shape"):
-        convlstm_step(inputs[0], inputs[1], inputs[2][:, :, :8], inputs[3])
+        resolve_backend("convlstm_layer", "reference", cpu)
+    with pytest.raises(BackendUnavailable, match="backend 'cuda' was asked for, but the CUDA extension"):
+        resolve_backend("window_conv3x3", "cuda", cpu)
+    if triton_importable():  # named, the interpreter runs; "auto" never takes it
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+        assert resolve_backend("convlstm_layer", "triton", cpu) == "triton"
+        assert resolve_backend("convlstm_layer", "auto", cpu) == "torch"
+
+
+def triton_importable() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+AUTO_POLICY = [  # (op, device type, capability, triton importable, extension built) -> what "auto" picks
+    ("convlstm_layer", "cpu", None, True, True, "torch"),
+    ("convlstm_layer", "cuda", (9, 0), True, True, "triton"),
+    ("convlstm_layer", "cuda", (8, 0), True, False, "triton"),
+    ("convlstm_layer", "cuda", (8, 6), False, True, "torch"),  # no Triton: PyTorch ops beat the CUDA C++ steps
+    ("convlstm_layer", "cuda", (9, 0), False, False, "torch"),
+    ("convlstm_layer", "cuda", (7, 5), True, True, "torch"),  # older than the kernels target
+    ("window_conv3x3", "cuda", (9, 0), True, True, "torch"),  # cuDNN beat both fusion kernels
+    ("window_conv3x3", "cuda", (8, 0), False, True, "torch"),
+    ("window_conv3x3", "cpu", None, False, False, "torch"),
+]
+
+
+@pytest.mark.parametrize(("op", "device", "capability", "triton", "extension", "expected"), AUTO_POLICY)
+def test_the_auto_policy(op, device, capability, triton, extension, expected):
+    assert auto_backend(op, device, capability, triton, extension) == expected
+
+
+def test_auto_reads_the_devices_facts(monkeypatch):
+    """resolve_backend("auto") on a CUDA device asks the policy with that device's capability and availability
+    (both faked here: no GPU is needed to resolve a name)."""
+    gpu = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setitem(backends.UNAVAILABLE_REASONS, "triton", lambda device: "triton is not installed")
+    monkeypatch.setitem(backends.UNAVAILABLE_REASONS, "cuda", lambda device: None)
+    assert resolve_backend("convlstm_layer", "auto", gpu) == "torch"
+    assert resolve_backend("convlstm_layer", "cuda", gpu) == "cuda"  # named, it runs
+    assert resolve_backend("window_conv3x3", "auto", gpu) == "torch"
+    monkeypatch.setitem(backends.UNAVAILABLE_REASONS, "triton", lambda device: None)
+    assert resolve_backend("convlstm_layer", "auto", gpu) == "triton"
+    with pytest.raises(ValueError, match="unknown op"):
+        auto_backend("convlstm_step", "cuda", (9, 0), True, True)
 
 
 INTERPRETED = """
 import torch
-from test_convlstm import random_step, relative_l2, TOLERANCE
-from cmrvsr_fast.ops.convlstm import convlstm_step
-worst = 0.0
-for shape in [(2, 1, 8, 5, 7), (2, 2, 16, 9, 4), (1, 1, 20, 3, 3), (2, 1, 33, 6, 11)]:
-    inputs, (h_ref, c_ref) = random_step(*shape)
-    h, c = convlstm_step(*inputs, backend="triton")
-    worst = max(worst, relative_l2(h, h_ref), relative_l2(c, c_ref))
-assert worst <= TOLERANCE[torch.float32], worst
+from tolerances import relative_l2, RELATIVE_L2 as TOLERANCE
 
-# The Engine with the fused step against the reference model, at an awkward shape (n > T wraps, odd sizes).
+# The Engine with the Triton kernels against the reference model, at an awkward shape (n > T wraps, odd sizes).
 from conftest import make_inputs, make_model
 from cmrvsr_fast import ModelConfig
 from cmrvsr_fast.inference.engine import Engine
@@ -80,22 +118,20 @@ assert engine.backend == "triton"
 with torch.no_grad():
     engine_error = relative_l2(engine(lr, phase), model(lr, phase))
 assert engine_error <= TOLERANCE[torch.float32], engine_error
-print("worst", worst, "engine", engine_error)
+print("engine", engine_error)
 """
 
 
-def test_triton_kernel_under_the_interpreter():
-    assert "worst" in run_under_triton_interpreter(INTERPRETED)
+def test_the_engine_with_triton_under_the_interpreter():
+    assert "engine" in run_under_triton_interpreter(INTERPRETED)
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("backend", ["triton", "cuda"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_kernels_on_gpu(dtype, backend):
-    if backend == "triton":
-        pytest.importorskip("triton", reason="triton is not installed")
+def test_cuda_step_on_gpu(dtype):
+    """The CUDA C++ step (the "cuda" layer's building block) against the cells."""
     inputs, (h_ref, c_ref) = random_step(2, 3, 64, 37, 53, dtype=dtype)
-    h, c = convlstm_step(*(t.cuda() for t in inputs), backend=backend)
+    h, c = convlstm_step_cuda(*(t.cuda() for t in inputs))
     assert relative_l2(h.cpu(), h_ref) <= TOLERANCE[dtype] and relative_l2(c.cpu(), c_ref) <= TOLERANCE[dtype]
 
 
@@ -104,10 +140,13 @@ def test_triton_float32_follows_pytorchs_tf32_switch():
     """With cuDNN's TF32 switch on (PyTorch's default) the fp32 Triton step runs on the tensor cores, as the
     reference's convolutions do: a TF32-sized error, not an IEEE one; off (every other test), IEEE float32."""
     pytest.importorskip("triton", reason="triton is not installed")
-    inputs, (h_ref, _) = random_step(2, 3, 64, 37, 53)
+    from cmrvsr_fast.kernels.convlstm_nhwc import convlstm_step_nhwc, pack_weights
+
+    (h, w, gx, c), (h_ref, _) = random_step(2, 3, 64, 37, 53)
+    last = lambda t: t.permute(0, 1, 3, 4, 2).contiguous().cuda()  # noqa: E731
     torch.backends.cudnn.allow_tf32 = True  # the autouse fixture restores it
-    h, _ = convlstm_step(*(t.cuda() for t in inputs), backend="triton")
-    assert 1e-6 < relative_l2(h.cpu(), h_ref) <= TF32_RELATIVE_L2
+    h_next, _ = convlstm_step_nhwc(last(h), pack_weights(w.cuda()), last(gx), last(c))
+    assert 1e-6 < relative_l2(h_next.permute(0, 1, 4, 2, 3).cpu(), h_ref) <= TF32_RELATIVE_L2
 
 
 def test_float32_is_ieee_on_the_cpu_whatever_the_tf32_switch():
@@ -120,7 +159,7 @@ def test_float32_is_ieee_on_the_cpu_whatever_the_tf32_switch():
 NHWC_INTERPRETED = """
 import itertools
 import torch
-from test_convlstm import random_step, record_tma_launches
+from kernel_helpers import random_step, record_tma_launches
 from tolerances import relative_l2
 from cmrvsr_fast.kernels import convlstm_nhwc
 from cmrvsr_fast.kernels.convlstm_nhwc import convlstm_step_nhwc, pack_weights
@@ -144,26 +183,9 @@ print("worst", worst)
 """
 
 
-def record_tma_launches(module) -> list[bool]:
-    """Wrap the channels-last step kernel of `module` (kernels.convlstm_nhwc) so that each launch appends whether
-    it ran the TMA path: the interpreter tests check the path was taken, not only that the numbers agree."""
-    kernel, launched = module._step_kernel, []
-
-    class Recorder:
-        def __getitem__(self, grid):
-            def launch(*args, **kwargs):
-                launched.append(kwargs["TMA"])
-                return kernel[grid](*args, **kwargs)
-
-            return launch
-
-    module._step_kernel = Recorder()
-    return launched
-
-
 def test_channels_last_variant_under_the_interpreter():
-    """The channels-last step (kernels/convlstm_nhwc.py, the layer op's kernel, timed beside the NCHW one by the
-    device check) computes the same step at awkward shapes."""
+    """The channels-last step (kernels/convlstm_nhwc.py, the layer op's kernel) computes the same step at awkward
+    shapes."""
     assert "worst" in run_under_triton_interpreter(NHWC_INTERPRETED)
 
 
@@ -229,20 +251,6 @@ def test_layer_autotuned_with_the_tma_tiles_on_gpu(monkeypatch):
         assert relative_l2(out.float().cpu(), ref) <= TOLERANCE[torch.bfloat16]
 
 
-def random_layer(frames, batch, features, height, width, dtype=torch.float32, seed=0):
-    """Each direction's hoisted gates, (E, B, 4F, H, W) channels-last per frame as the Engine's convolutions make
-    them, and the two directions' recurrent weights."""
-    generator = torch.Generator().manual_seed(seed)
-
-    def gates():
-        gx = torch.randn(frames * batch, 4 * features, height, width, generator=generator)
-        return gx.contiguous(memory_format=torch.channels_last).reshape(frames, batch, 4 * features, height, width)
-
-    gx_fwd, gx_bwd = gates(), gates()
-    w = 0.1 * torch.randn(2, 4 * features, features, 3, 3, generator=generator)
-    return gx_fwd.to(dtype), gx_bwd.to(dtype), w.to(dtype)
-
-
 def test_layer_reference_is_the_two_directions_stepped_through_the_sequence():
     """convlstm_layer_ref against the model's own cell equations run forward over the frames and backward from
     the last."""
@@ -269,7 +277,7 @@ def test_layer_reference_is_the_two_directions_stepped_through_the_sequence():
 LAYER_INTERPRETED = """
 import itertools
 import torch
-from test_convlstm import random_layer, record_tma_launches
+from kernel_helpers import random_layer, record_tma_launches
 from tolerances import relative_l2
 from cmrvsr_fast.kernels import convlstm_nhwc
 from cmrvsr_fast.ops.convlstm import convlstm_layer, convlstm_layer_ref

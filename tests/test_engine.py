@@ -37,49 +37,32 @@ def test_engine_matches_the_reference(config: ModelConfig, shape, dtype: torch.d
 
 
 def test_aligned_frame_channels_change_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On a GPU the PyTorch path pads the 2F + 1 frame channels with zero weights to a multiple of 8; forced on
-    here (paper-x4's 129 → 136, and an odd config with warm-up < half the window): the padding weights and maps
+    """On a GPU the window op's weights pad the 2F + 1 frame channels with zero weights to a multiple of 8; forced
+    on here (paper-x4's 129 → 136, and an odd config with warm-up < half the window): the padding weights and maps
     are zero, and the result is the unpadded engine's (fp32) and the reference's (bf16)."""
     for config, shape in (CASES[4], CASES[1]):
         model = make_model(config).eval()
         lr, phase = make_inputs(*shape)
-        plain, plain_op = Engine(model), Engine(model)
-        plain_op.backends["window_conv3x3"] = "reference"
+        plain = Engine(model)
         with monkeypatch.context() as patch:
             patch.setattr(Engine, "ALIGN_FRAME_CHANNELS_ON", ("cuda", "cpu"))
             aligned, aligned_bf16 = Engine(model), Engine(model, dtype=torch.bfloat16)
-            # The fused ops' path (_refine_fused) with the aligned weights, here through the window op's twin.
-            aligned_op = Engine(model)
-            aligned_op.backends["window_conv3x3"] = "reference"
-        frame, pad, window = config.frame_channels, aligned.frame_pad, config.window
+        frame, pad = config.frame_channels, aligned.frame_pad
         assert pad == (-frame) % 8 and pad > 0 and plain.frame_pad == 0
-        fuse = aligned.fuse_h_aligned.reshape(window, frame + pad, *aligned.fuse_h_aligned.shape[1:])
-        assert not fuse[:, frame:].any() and not aligned.fuse_b_aligned[frame:].any()
-        assert not aligned.proj_w_aligned[:, frame:].any()
-        assert not aligned.aligned_phase_maps(aligned.phase_maps(*shape[2:]))[:, frame:].any()
+        assert aligned.fuse_window_w.shape[1] == frame + pad and not aligned.fuse_window_w[:, frame:].any()
+        assert not aligned.fuse_b_aligned[frame:].any() and not aligned.proj_window_w[:, :, frame:].any()
+        assert not aligned.window_phase_maps(aligned.phase_maps(*shape[2:]))[:, frame:].any()
         with torch.no_grad():
             assert relative_l2(aligned(lr, phase), plain(lr, phase)) <= 1e-6
-            assert relative_l2(aligned_op(lr, phase), plain_op(lr, phase)) <= 1e-6
             assert relative_l2(aligned_bf16(lr, phase), model(lr, phase)) <= RELATIVE_L2[torch.bfloat16]
 
 
-def test_auto_takes_the_fastest_measured_backend_per_op(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Device check run 4 (H200): the Triton layer op for the recurrence, cuDNN for the window fusion; the CPU
-    keeps PyTorch ops (the interpreter is a testing aid), and a GPU without Triton falls back with the reason."""
-    import cmrvsr_fast.inference.engine as engine_module
-
-    gpu = torch.device("cuda")
-    assert engine_module.auto_backend("window_conv3x3", gpu) == ("torch", None)
-    chosen, reason = engine_module.auto_backend("convlstm_step", torch.device("cpu"))
-    assert chosen == "torch" and "GPU" in reason
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 0))
-    chosen, reason = engine_module.auto_backend("convlstm_step", gpu)
-    assert chosen == "torch" and "compute capability 8.0" in reason
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
-    monkeypatch.setattr(engine_module, "triton_unavailable_reason", lambda device: None)
-    assert engine_module.auto_backend("convlstm_step", gpu) == ("triton", None)
-    monkeypatch.setattr(engine_module, "triton_unavailable_reason", lambda device: "triton is not installed")
-    assert engine_module.auto_backend("convlstm_step", gpu) == ("torch", "PyTorch ops (triton is not installed)")
+def test_the_engines_auto_asks_the_backend_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """backend="auto" is resolved per op by cmrvsr_fast.ops.backends (its table is tested in test_convlstm.py):
+    on the CPU PyTorch ops for both, even with the Triton interpreter on."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    engine = Engine(make_model(ModelConfig(scale=2, features=4, lstm_layers=1, warmup=0, stages=1)), backend="auto")
+    assert engine.backends == {"convlstm_layer": "torch", "window_conv3x3": "torch"}
 
 
 @pytest.mark.parametrize("factor", [2, 3])
@@ -212,7 +195,7 @@ def test_cudnn_benchmark_is_on_for_the_engines_convolutions_only(tiny_config: Mo
     Engine(model)(lr, phase)
     assert seen and all(seen)
     torch.backends.cudnn.benchmark = False
-    monkeypatch.setattr(tuned, "_forward", lambda *args: 1 / 0)
+    monkeypatch.setattr(tuned, "forward_pass", lambda *args: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         tuned(lr, phase)
     assert torch.backends.cudnn.benchmark is False
@@ -250,13 +233,13 @@ def test_cuda_graph_replays_match_the_reference(backend: str, dtype: torch.dtype
 def test_each_fused_op_takes_its_own_backend(tiny_config: ModelConfig) -> None:
     model = make_model(tiny_config)
     both = Engine(model, backend="torch")
-    assert both.backends == {"convlstm_step": "torch", "window_conv3x3": "torch"} and both.backend == "torch"
+    assert both.backends == {"convlstm_layer": "torch", "window_conv3x3": "torch"} and both.backend == "torch"
     with pytest.raises(ValueError, match="unknown op"):
         Engine(model, backend={"convlstm": "torch"})
-    with pytest.raises(ValueError, match="choose torch, triton, cuda or auto"):
+    with pytest.raises(ValueError, match="choose one of auto, torch, triton, cuda"):
         Engine(model, backend={"window_conv3x3": "tpu"})
     with pytest.raises(RuntimeError, match="backend 'cuda' was asked for"):
-        Engine(model, backend={"convlstm_step": "cuda"})  # named and unavailable here: raises, as for one name
+        Engine(model, backend={"convlstm_layer": "cuda"})  # named and unavailable here: raises, as for one name
 
 
 def test_a_kernel_for_one_op_beside_pytorch_for_the_other_under_the_interpreter() -> None:
@@ -275,7 +258,7 @@ model = make_model(config).eval()
 lr, phase = make_inputs(1, 4, 6, 5)
 with torch.no_grad():
     expected = model(lr, phase)
-for backend in ({"convlstm_step": "triton"}, {"window_conv3x3": "triton"}):
+for backend in ({"convlstm_layer": "triton"}, {"window_conv3x3": "triton"}):
     for compile in (False, True):  # compiled: the PyTorch pieces through torch.compile beside the custom op
         engine = Engine(model, backend=backend, compile=compile)
         assert "torch" in engine.backend and "triton" in engine.backend, engine.backend

@@ -1,8 +1,8 @@
 """The Engine's memory layouts, audited op by op on the CPU in its GPU configuration.
 
-Run 4's profile (H200, 2026-11-26) lost ~45 of 172 ms per stack to layouts: adds of channels-last refine maps to
-NCHW features on mismatched strides (29 ms), cuDNN's layout transforms and NCHW ↔ NHWC conversions. Every frame
-tensor has since been channels-last; these tests keep it so without a GPU: under a TorchDispatchMode every aten op
+A GPU pass loses much of its time to layouts where they mix: adds of channels-last refine maps to NCHW features
+on mismatched strides, cuDNN's layout transforms and NCHW ↔ NHWC conversions. Every frame tensor is
+channels-last; these tests keep it so without a GPU: under a TorchDispatchMode every aten op
 of a pass is checked — each convolution's input is channels-last, no arithmetic reads operands laid out in
 different orders, and the only copies that change a layout are the few that do not grow with the network's
 channels or steps (the LR input's frames, the phase maps) and the OutBlock's pixel shuffle, which is one by design.
@@ -64,7 +64,7 @@ def audit_a_pass(config: ModelConfig, fused: bool, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(engine_module, "convlstm_layer", layer)
     engine = Engine(make_model(config).eval(), dtype=torch.bfloat16)
     if fused:
-        engine.backends["convlstm_step"] = "reference"  # the path of backend="auto" on a GPU, minus the kernel
+        engine.backends["convlstm_layer"] = "triton"  # the path of backend="auto" on a GPU, minus the kernel
     lr, phase = make_inputs(2, 5, 8, 7)
     with torch.no_grad(), LayoutAudit() as audit:
         engine(lr, phase)

@@ -104,7 +104,7 @@ def test_cyclic_indices_wrap_repeatedly() -> None:
     assert cyclic_indices(3, 0) == [0, 1, 2]
 
 
-# ---- an explicit, step-by-step construction of SPEC §2, written independently of the model's code -----------
+# ---- an explicit, step-by-step construction of the network (docs/model.md), written independently of the model's code
 
 
 def explicit_forward(

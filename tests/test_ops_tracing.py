@@ -8,15 +8,10 @@ from conftest import run_under_triton_interpreter
 
 TRACED = """
 import torch
-from test_convlstm import random_step
-from test_phase_fusion import fusion_case
+from kernel_helpers import fusion_case
 from tolerances import relative_l2
-from cmrvsr_fast.ops.convlstm import convlstm_layer, convlstm_layer_ref, convlstm_step
+from cmrvsr_fast.ops.convlstm import convlstm_layer, convlstm_layer_ref
 from cmrvsr_fast.ops.phase_fusion import window_conv3x3
-
-class Step(torch.nn.Module):
-    def forward(self, h, w, gx, c):
-        return convlstm_step(h, w, gx, c, backend="triton")
 
 class Layer(torch.nn.Module):
     def forward(self, gx_fwd, gx_bwd, w):
@@ -26,30 +21,27 @@ class Fusion(torch.nn.Module):
     def forward(self, x, frame, w, bias, codes, maps):
         return window_conv3x3(x, frame, w, bias, codes, maps, backend="triton")
 
-step_args, (h_ref, _) = random_step(2, 1, 8, 5, 7)
 fusion_args, expected = fusion_case(frames=3, batch=1)
-# The same with the frames channels-last in memory: the channels-last kernel's op (cmrvsr.window_conv3x3_nhwc).
+# The same with the frames channels-last in memory (the Engine's layout; NCHW frames are converted inside the op).
 x = fusion_args[0]
 x_last = x.reshape(-1, *x.shape[2:]).contiguous(memory_format=torch.channels_last).reshape(x.shape)
 fusion_last_args = (x_last, *fusion_args[1:])
 torch.manual_seed(0)
 layer_args = (torch.randn(3, 1, 16, 4, 5), torch.randn(3, 1, 16, 4, 5), 0.1 * torch.randn(2, 16, 4, 3, 3))
 layer_ref = convlstm_layer_ref(*layer_args)
-cases = [(Step(), tuple(step_args), "cmrvsr.convlstm_step", lambda out: relative_l2(out[0], h_ref)),
-         (Layer(), layer_args, "cmrvsr.convlstm_layer",
+cases = [(Layer(), layer_args, "cmrvsr.convlstm_layer",
           lambda out: max(relative_l2(o, r) for o, r in zip(out, layer_ref))),
          (Fusion(), tuple(fusion_args), "cmrvsr.window_conv3x3", lambda out: relative_l2(out, expected)),
-         (Fusion(), fusion_last_args, "cmrvsr.window_conv3x3_nhwc", lambda out: relative_l2(out, expected))]
+         (Fusion(), fusion_last_args, "cmrvsr.window_conv3x3", lambda out: relative_l2(out, expected))]
 for module, args, op, error in cases:
     exported = torch.export.export(module, args)
     nodes = [n for n in exported.graph.nodes if n.op == "call_function"]
     assert [str(n.target) for n in nodes if "cmrvsr" in str(n.target)] == [op + ".default"], exported.graph
     assert error(exported.module()(*args)) <= 1e-5
     assert error(torch.compile(module, fullgraph=True)(*args)) <= 1e-5
-torch.library.opcheck(torch.ops.cmrvsr.convlstm_step.default, tuple(step_args))
 torch.library.opcheck(torch.ops.cmrvsr.convlstm_layer.default, layer_args)
 torch.library.opcheck(torch.ops.cmrvsr.window_conv3x3.default, (*fusion_args, None))
-torch.library.opcheck(torch.ops.cmrvsr.window_conv3x3_nhwc.default, (*fusion_last_args, None))
+torch.library.opcheck(torch.ops.cmrvsr.window_conv3x3.default, (*fusion_last_args, None))
 print("traced")
 """
 

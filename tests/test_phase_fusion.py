@@ -1,5 +1,5 @@
-"""The window-decomposed phase fusion: the reference twin against the fusion convolution over the concatenated
-window (SPEC §1), and the Triton kernel under TRITON_INTERPRET=1; the GPU test is marked."""
+"""The window-decomposed phase fusion: the reference against the fusion convolution over the concatenated window
+(docs/model.md), and the Triton kernel under TRITON_INTERPRET=1; the GPU tests are marked."""
 
 from __future__ import annotations
 
@@ -7,45 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import run_under_triton_interpreter
+from kernel_helpers import frames_last, fusion_case
 from tolerances import RELATIVE_L2 as TOLERANCE
 from tolerances import TF32_RELATIVE_L2, relative_l2
 
-from cmrvsr_fast.ops.phase_fusion import window_conv3x3, window_conv3x3_ref
-
-
-def fusion_case(frames=6, batch=2, features=5, height=7, width=9, window=5, seed=0):
-    """Inputs of the op and the fusion computed the reference model's way: concatenate [hF, hB, P] over the
-    zero-padded window, one convolution."""
-    g = torch.Generator().manual_seed(seed)
-    hf, hb = (
-        torch.randn(frames, batch, features, height, width, generator=g),
-        torch.randn(frames, batch, features, height, width, generator=g),
-    )
-    codes = torch.rand(frames, batch, generator=g) * 2 - 1
-    frame_ch = 2 * features + 1
-    weight = torch.randn(frame_ch, window * frame_ch, 3, 3, generator=g) * 0.1
-    bias = torch.randn(frame_ch, generator=g)
-    half = window // 2
-    expected = []
-    for i in range(frames):
-        parts = []
-        for d in range(window):
-            j = i + d - half
-            if 0 <= j < frames:
-                code = codes[j].view(batch, 1, 1, 1).expand(batch, 1, height, width)
-                parts.append(torch.cat([hf[j], hb[j], code], dim=1))
-            else:
-                parts.append(torch.zeros(batch, frame_ch, height, width))
-        expected.append(F.conv2d(torch.cat(parts, dim=1), weight, bias, padding=1))
-    blocks = weight.reshape(frame_ch, window, frame_ch, 3, 3)
-    w = blocks[:, :, : 2 * features].permute(1, 0, 2, 3, 4).contiguous()  # (window, O, 2F, 3, 3)
-    ones = torch.ones(1, 1, height, width, dtype=torch.float64)
-    maps = torch.stack([F.conv2d(ones, blocks[:, d, 2 * features : 2 * features + 1].double(), padding=1)[0]
-                        for d in range(window)]).float()  # fmt: skip
-    table = torch.tensor([[i + d - half if 0 <= i + d - half < frames else -1 for d in range(window)]
-                          for i in range(frames)], dtype=torch.int32)  # fmt: skip
-    x = torch.cat([hf, hb], dim=2)
-    return (x, table, w, bias, codes, maps), torch.stack(expected)
+from cmrvsr_fast.ops.phase_fusion import frame_runs, window_conv3x3, window_conv3x3_ref
 
 
 def test_reference_twin_is_the_concatenated_fusion():
@@ -62,9 +28,41 @@ def test_reference_twin_is_the_concatenated_fusion():
         window_conv3x3(*inputs, residual=residual[:, :, :5])
 
 
+def per_position_sum(x, table, w, bias, codes=None, maps=None):
+    """The op's definition position by position and offset by offset, as plainly as it can be written."""
+    out = []
+    for row in table.tolist():
+        acc = bias.view(-1, 1, 1).expand(x.shape[1], -1, *x.shape[3:]).clone()
+        for d, j in enumerate(row):
+            if j >= 0:
+                acc = acc + F.conv2d(x[j], w[d], padding=1)
+                if codes is not None:
+                    acc = acc + codes[j].view(-1, 1, 1, 1) * maps[d]
+        out.append(acc)
+    return torch.stack(out)
+
+
+def test_the_reference_takes_any_frame_table():
+    """Frames in any order, repeated, missing (−1) between others: the reference's runs of consecutive frames
+    (slices of its per-frame convolution) add up to the per-position sum; a table given as lists is the same."""
+    (x, _, w, bias, codes, maps), _ = fusion_case(frames=6, window=3)
+    table = torch.tensor([[0, 1, 2], [5, -1, 3], [2, 3, 4], [-1, -1, -1], [1, 1, 1]], dtype=torch.int32)
+    expected = per_position_sum(x, table, w, bias, codes, maps)
+    assert relative_l2(window_conv3x3_ref(x, table, w, bias, codes, maps), expected) <= TOLERANCE[torch.float32]
+    assert torch.equal(window_conv3x3_ref(x, table.tolist(), w, bias), window_conv3x3_ref(x, table, w, bias))
+    assert relative_l2(window_conv3x3_ref(x, table, w, bias), per_position_sum(x, table, w, bias)) <= 1e-6
+    # The projection form (each position its own frame, no phase term): one convolution with its bias.
+    own = torch.arange(6)[:, None]
+    residual = torch.randn(6, 2, w.shape[1], 7, 9)
+    got = window_conv3x3_ref(x, own, w[:1], bias, residual=residual)
+    assert relative_l2(got, per_position_sum(x, own, w[:1], bias) + residual) <= 1e-6
+    assert frame_runs([-1, 3, 4, 5, 0, -1, 1, 1]) == [(1, 3, 3), (4, 0, 1), (6, 1, 1), (7, 1, 1)]
+
+
 INTERPRETED = """
 import torch
-from test_phase_fusion import fusion_case, relative_l2
+from kernel_helpers import fusion_case
+from tolerances import relative_l2
 from cmrvsr_fast.ops.phase_fusion import window_conv3x3
 worst = 0.0
 for shape in [dict(frames=4, batch=1), dict(frames=3, batch=2, features=9, height=5, width=4)]:
@@ -81,14 +79,14 @@ def test_triton_kernel_under_the_interpreter():
     assert "worst" in run_under_triton_interpreter(INTERPRETED)
 
 
-# The channels-last kernel: taken when x's frames are channels-last in memory (the Engine's layout), its output's
-# frames channels-last too (which only that kernel's op produces: the check that it ran). Awkward sizes: 18 and
-# 10 input channels, 11 outputs, images past the tile edges, frames outside the sequence (-1), the residual
-# channels-last, the projection form (window 1, no phase term).
+# The kernel on x whose frames are channels-last in memory (the Engine's layout: read without a conversion); the
+# output's frames are channels-last too. Awkward sizes: 18 and 10 input channels, 11 outputs, images past the
+# tile edges, frames outside the sequence (-1), the residual channels-last, the projection form (window 1, no
+# phase term).
 INTERPRETED_NHWC = """
 import torch
-from test_phase_fusion import fusion_case, frames_last, relative_l2
-from cmrvsr_fast.ops.phase_fusion import frames_channels_last as channels_last_frames
+from kernel_helpers import fusion_case, frames_last, channels_last_frames
+from tolerances import relative_l2
 from cmrvsr_fast.ops.phase_fusion import window_conv3x3, window_conv3x3_ref
 
 worst = 0.0
@@ -135,11 +133,6 @@ def test_kernels_on_gpu(backend, dtype):
     got_p = window_conv3x3(expected.cuda().to(dtype), own.cuda(), project.cuda().to(dtype), torch.zeros(64).cuda(),
                            residual=residual[:, :, :64].cuda().to(dtype), backend=backend)  # fmt: skip
     assert relative_l2(got_p.float().cpu(), expected_p) <= TOLERANCE[dtype]
-
-
-def frames_last(t: torch.Tensor) -> torch.Tensor:
-    """(E, B, C, H, W) with each frame channels-last in memory (the Engine's layout)."""
-    return t.reshape(-1, *t.shape[2:]).contiguous(memory_format=torch.channels_last).reshape(t.shape)
 
 
 @pytest.mark.gpu

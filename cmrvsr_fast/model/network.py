@@ -1,8 +1,8 @@
-"""The reference CMRVSR network (SPEC §1–2) and its deep-supervision loss (SPEC §3).
+"""The reference CMRVSR network and its deep-supervision loss (docs/model.md).
 
 This module defines the numbers every fast path is held to. It is written for clarity and training: frame by
 frame, direction by direction, exactly the schedule of the authors' public implementation. The fast inference
-schedule lives in engine.py.
+schedule lives in inference/engine.py; the ConvLSTM cell's mathematics are written once, in ops/convlstm.py.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cmrvsr_fast.model.config import ModelConfig
+from cmrvsr_fast.ops.convlstm import lstm_cell
 
 
 def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
@@ -46,11 +47,7 @@ class ConvLSTMCell(nn.Module):
         self.conv = conv3x3(input_channels + hidden_channels, 4 * hidden_channels)
 
     def forward(self, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-        gates = self.conv(torch.cat([x, h if self.hidden_feedback else x], dim=1))
-        i, f, o, g = torch.split(gates, self.hidden_channels, dim=1)
-        c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h_next = torch.sigmoid(o) * torch.tanh(c_next)
-        return h_next, c_next
+        return lstm_cell(self.conv(torch.cat([x, h if self.hidden_feedback else x], dim=1)), c)
 
 
 class ConvLSTM(nn.Module):
@@ -213,7 +210,7 @@ class CMRVSR(nn.Module):
 
         return tuple(outputs) if self.training else outputs[-1]
 
-    loss_description = "deep-supervision L1 (SPEC §3)"
+    loss_description = "deep-supervision L1 (docs/model.md)"
 
     @property
     def outputs_per_stage(self) -> int:
@@ -227,7 +224,7 @@ class CMRVSR(nn.Module):
         self, features: list[Tensor], h_fwd: list[Tensor], h_bwd: list[Tensor], refined: dict[int, Tensor]
     ) -> list[Tensor]:
         """Residual of residual: centre L += R; warm-up frame k from the edge += h of its direction if k < N,
-        else += R (SPEC §2, step 4)."""
+        else += R (docs/model.md)."""
         n, half = self.config.warmup, self.config.half_window
         ext_len = len(features)
         updated = list(features)
@@ -281,8 +278,9 @@ class CMRVSR(nn.Module):
 
 
 def deep_supervision_loss(outputs: tuple[Tensor, ...], target: Tensor, per_stage: int = 3) -> Tensor:
-    """SPEC §3: Σ_s 0.5^(S−1−s) · (L1(O_F) + L1(O_B) + L1(O_P)), each L1 the mean over frames of the per-frame
-    mean absolute error (equal to the mean over all elements, since every frame has the same size).
+    """The deep-supervision loss (docs/model.md): Σ_s 0.5^(S−1−s) · (L1(O_F) + L1(O_B) + L1(O_P)), each L1 the
+    mean over frames of the per-frame mean absolute error (equal to the mean over all elements, since every frame
+    has the same size).
 
     outputs: the 3·S training outputs, each (B, T, 1, rH, rW) (per_stage = 2 for a unidirectional ablation);
     target: (B, T, 1, rH, rW), normalised like the input.

@@ -1,7 +1,14 @@
-"""Fused ops, one file each: the public function, its `_ref` twin, the torch.library registration and the
-dispatch between backends (see DESIGN.md, "One op, one name, every layer")."""
+"""The fused ops, one file each: the public op, its PyTorch reference beside it, the torch.library registration
+of its Triton kernel and its CUDA C++ twin; cmrvsr_fast/ops/backends.py decides which backend runs."""
 
-from cmrvsr_fast.ops.convlstm import convlstm_step, convlstm_step_ref
+from cmrvsr_fast.ops.convlstm import convlstm_layer, convlstm_layer_ref, convlstm_step_ref, lstm_cell
 from cmrvsr_fast.ops.phase_fusion import window_conv3x3, window_conv3x3_ref
 
-__all__ = ["convlstm_step", "convlstm_step_ref", "window_conv3x3", "window_conv3x3_ref"]
+__all__ = [
+    "convlstm_layer",
+    "convlstm_layer_ref",
+    "convlstm_step_ref",
+    "lstm_cell",
+    "window_conv3x3",
+    "window_conv3x3_ref",
+]

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from types import ModuleType
 
+import torch
+
+DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}  # the launchers' dtype argument (csrc/convlstm.h)
+
 try:
     from cmrvsr_fast import _C as _compiled
 except ImportError as error:
