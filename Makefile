@@ -21,7 +21,7 @@ $(STAMP): setup.py pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q
 
 # The main job: a held-out phantom stack, degraded ×4, super-resolved with the embedded default weights.
 demo: $(STAMP)
@@ -63,7 +63,7 @@ device-check: $(STAMP)
 device-image-check:
 	bash benchmarks/device_image_check.sh
 
-# Training cost per step of the CPU and paper presets (SPEC §3 recipe); see benchmarks/train_cost.py.
+# Training cost per step of the CPU and paper presets (the paper's recipe, docs/training.md); see benchmarks/train_cost.py.
 bench-train-cost: $(STAMP)
 	$(MALLOC_ENV) $(PY) benchmarks/train_cost.py --preset lite-x4 --preset paper-x4 --steps 2
 

@@ -1,7 +1,7 @@
 """A device check's JSON as Markdown tables: what `make device-check` prints at its end and writes beside its JSON
 (device_check.md), and what GPU_NOTES.md takes its tables from.
 
-    python benchmarks/device_check_report.py benchmarks/results/device_check_2026-11-26_h200_run4.json
+    python benchmarks/device_check_report.py benchmarks/results/device_check_<date>_<hardware>_run<N>.json
 
 Every number is read from the JSON (nothing is measured here); ratios are the ones its steps computed side by side
 in their run, or quotients of two rows of one table. A step stopped at its time limit leaves a partial section:

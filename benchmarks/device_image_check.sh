@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The GPU image's library versions on this CPU, before a GPU is lent: the device machine runs torch 2.11 and
-# Triton 3.6 (benchmarks/GPU_NOTES.md), the project's venv the newest (torch 2.13, Triton 3.9 on 2026-11-26), and
-# a kernel can compile cleanly under one and not the other (2026-11-26: a TMA tile that Triton 3.9 compiles with
-# no spills spills 20 bytes under 3.6; a wgmma pipeline that ptxas serialises under 3.9 is not under 3.6).
+# The GPU image's library versions on this CPU, before a GPU is lent: the device machine runs older torch and
+# Triton than the project's venv (benchmarks/GPU_NOTES.md), and a kernel can compile cleanly under one and not the
+# other (a TMA tile that spills under the older Triton only, a pipeline that ptxas serialises under the newer one:
+# docs/performance.md).
 #
 # Checks, in a venv of their own with those versions (and the image's Python 3.12 where this machine has it) on a
 # clone of the committed HEAD (an editable install writes build products into its tree): the sm_90/sm_80

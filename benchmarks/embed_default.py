@@ -21,8 +21,8 @@ from pathlib import Path
 from eval_cines import lanczos  # the baseline beside this script
 
 from cmrvsr_fast.atomic import atomic_write, atomic_write_text
-from cmrvsr_fast.cli import HELD_OUT_PHANTOM_SEEDS
 from cmrvsr_fast.data.datasets import make_sequences, phantom_records
+from cmrvsr_fast.data.records import HELD_OUT_PHANTOM_SEEDS
 from cmrvsr_fast.data.synth import HELD_OUT_SEEDS, synth_records
 from cmrvsr_fast.evaluation.evaluate import bicubic_upscale, format_table, score_methods, super_resolve
 from cmrvsr_fast.evaluation.viz import line_plot, save_image

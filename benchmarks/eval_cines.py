@@ -27,10 +27,10 @@ import numpy as np
 from tqdm import tqdm
 
 from cmrvsr_fast import load
-from cmrvsr_fast.cli import load_records
 from cmrvsr_fast.data.datasets import make_sequences
 from cmrvsr_fast.data.preprocess import crop_to_multiple
 from cmrvsr_fast.data.readers import CineRecord, prepare_intensities
+from cmrvsr_fast.data.records import load_records
 from cmrvsr_fast.evaluation.evaluate import bicubic_upscale
 from cmrvsr_fast.evaluation.metrics import cardiac_psnr, cardiac_ssim, psnr, ssim, to_grey_levels
 from cmrvsr_fast.inference.consistency import DEFAULT_STRENGTH

@@ -9,11 +9,11 @@ bicubic's interpolation by its formula); latency per --frames-frame cine at --si
 runs after one full-length warm-up run) and FPS (output frames per second); peak memory (CPU: peak RSS above the
 process's size before the runner was built; CUDA: torch.cuda.max_memory_allocated). The path (--path auto): on
 a GPU the Engine with the best kernel backend for the CMRVSR members it supports, the model under torch.compile
-otherwise; on a CPU the eager models in fp32, within 6 % of the fastest fp32 path measured on the 2-core CPU (the
-compiled reference, after 21 s of compilation per model: benchmarks/results/bench_engine_2026-11-25_cpu.json).
-Quality (CardiacPSNR/SSIM on held-out phantoms)
-comes from the newest committed equal-budget training result (benchmarks/zoo_train.py) where the member was
-trained. Writes dated JSON and the Fig. 4a-style PNG under benchmarks/results/.
+otherwise; on a CPU the eager models in fp32, close to the fastest fp32 path there (the compiled reference, whose
+compilation per model would cost more than it saves; the stack benchmark's CPU results under benchmarks/results/
+have the figures). Quality (CardiacPSNR/SSIM on held-out phantoms) comes from the newest committed
+equal-budget training result (benchmarks/zoo_train.py) where the member was trained. Writes dated JSON and the
+Fig. 4a-style PNG under benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -38,28 +38,13 @@ from measure import (
     peak_rss_mb,
 )
 from results_io import RESULTS, write_result
-from torch.utils.flop_counter import FlopCounterMode
 
 from cmrvsr_fast.inference.engine import Engine, unsupported_reason
 from cmrvsr_fast.model import zoo
 from cmrvsr_fast.model.baselines import BaselineConfig
+from cmrvsr_fast.model.cost import counted_flops_per_frame
 
-FLOP_COUNT_SIZE = 16
 PATHS = ("auto", "eager", "compiled", "engine", "engine-compiled")
-
-
-def count_flops_per_frame(model: torch.nn.Module, config, frames: int, size: int) -> float:
-    """FLOPs of one cine's forward divided by its frames, counted at 16×16 LR and scaled to size² (convolution
-    FLOPs are proportional to the output pixels)."""
-    if isinstance(config, BaselineConfig) and config.kind == "bicubic":
-        r = config.scale  # separable 4-tap passes: rows to (H, rW), then columns to (rH, rW)
-        return 2.0 * 4 * (size * r * size + r * size * r * size)
-    lr = torch.zeros(1, frames, 1, FLOP_COUNT_SIZE, FLOP_COUNT_SIZE)
-    phase = torch.zeros(1, frames)
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model.cpu()(lr, phase)
-    return counter.get_total_flops() * (size / FLOP_COUNT_SIZE) ** 2 / frames
 
 
 def compile_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -106,7 +91,7 @@ def measure_member(spec: dict) -> dict:
     torch.manual_seed(0)
     config = zoo.config_for(spec["name"])
     model = zoo.build_model(config).eval()
-    flops = count_flops_per_frame(model, config, spec["frames"], spec["size"])
+    flops = counted_flops_per_frame(model, config, spec["frames"], spec["size"])
     model = model.to(device)
     lr = torch.randn(1, spec["frames"], 1, spec["size"], spec["size"], device=device)
     phase = torch.rand(1, spec["frames"], device=device) * 2 - 1
@@ -243,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", nargs="+", default=list(zoo.FIG4A), help="zoo names (default: FIG4A)")
     parser.add_argument("--frames", type=int, default=30)
-    parser.add_argument("--size", type=int, default=64, help="LR size (SPEC §6: 64×64)")
+    parser.add_argument("--size", type=int, default=64, help="LR size (docs/model.md: 64×64)")
     parser.add_argument("--repeats", type=int, help="timed runs per member (default: 2 on a CPU, 10 on a GPU)")
     parser.add_argument("--path", default="auto", choices=PATHS)
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))

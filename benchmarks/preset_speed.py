@@ -33,7 +33,7 @@ def upscaler_for(preset: str) -> Upscaler:
         return default
     config = ModelConfig.from_name(preset)
     card = ModelCard(config, normalisation=default.card.normalisation)
-    return Upscaler(CMRVSR(config), card, torch.device("cpu"))
+    return Upscaler.from_model(CMRVSR(config), card, torch.device("cpu"))
 
 
 def main(argv: list[str] | None = None) -> int:

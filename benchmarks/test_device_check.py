@@ -1,6 +1,6 @@
 """The device check's benchmark command lines parse with their scripts' own parsers, on both branches (a GPU's
-and the CPU rehearsal's): the rehearsal runs only its own branch, and a wrong argument in the GPU branch cost the
-first GPU run (2026-11-26) its whole engine benchmark."""
+and the CPU rehearsal's): the rehearsal runs only its own branch, and a wrong argument in the GPU branch would
+cost a GPU run its whole engine benchmark."""
 
 from __future__ import annotations
 
@@ -12,18 +12,15 @@ import sys
 import time
 from pathlib import Path
 
+import device_check as device_check_module
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parent  # pytest puts a test's own folder on sys.path: the scripts import
 
 
 @pytest.fixture(scope="module")
 def device_check():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        yield importlib.import_module("device_check")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    return device_check_module
 
 
 @pytest.mark.parametrize("cpu_rehearsal", [False, True], ids=["on-a-gpu", "cpu-rehearsal"])
@@ -101,7 +98,6 @@ def test_a_background_step_dies_with_the_check(tmp_path) -> None:
     """Even a device check killed outright (SIGKILL: the device tool's time limit) takes its warm-up with it."""
     parent = f"""
 import sys, time
-sys.path.insert(0, {str(BENCHMARKS)!r})
 import device_check
 from pathlib import Path
 sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
@@ -109,7 +105,7 @@ job = device_check.start_background("orphan", sleeper, Path({str(tmp_path)!r}))
 print("pid", job["process"].pid, flush=True)
 time.sleep(120)
 """
-    check = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
+    check = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True, cwd=BENCHMARKS)
     child = int(next(line for line in check.stdout if line.startswith("pid")).split()[1])
     assert_killing_the_parent_ends_the_child(check, child)
 
@@ -123,11 +119,10 @@ def test_a_benchmark_worker_dies_with_its_benchmark(tmp_path) -> None:
     )
     parent = f"""
 import sys
-sys.path.insert(0, {str(BENCHMARKS)!r})
 from measure import in_a_child
 in_a_child({str(worker)!r}, {{}})
 """
-    benchmark = subprocess.Popen([sys.executable, "-c", parent])
+    benchmark = subprocess.Popen([sys.executable, "-c", parent], cwd=BENCHMARKS)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (tmp_path / "pid").is_file():
         time.sleep(0.1)
@@ -231,8 +226,9 @@ def test_a_focused_rerun_can_name_the_stack_paths(device_check, tmp_path) -> Non
 
 
 def test_the_step_work_behind_the_tile_rows_rates(device_check) -> None:
-    """The kernels step's per-tile TFLOP/s and least-traffic GB/s: run 4's 0.102 ms bf16 step (2 directions × 10
-    cines, F = 64, 64²) was reported as 237 TFLOP/s; its least traffic is 105 MB (h, gates, c twice, h', weights)."""
+    """The kernels step's per-tile TFLOP/s and least-traffic GB/s, checked against a committed device check's
+    figures for one bf16 step (2 directions × 10 cines, F = 64, 64²): its least traffic is h, the gates, c twice,
+    h' and the weights."""
     pytest.importorskip("triton", reason="kernel_timing imports the Triton kernels")
     import torch
 
@@ -243,19 +239,27 @@ def test_the_step_work_behind_the_tile_rows_rates(device_check) -> None:
     assert traffic == pixels * 64 * (2 + 8 + 8 + 2) + 2 * 9 * 64 * 256 * 2
 
 
-def test_the_report_tables_what_a_run_measured(device_check) -> None:
-    """The Markdown the device check prints and writes beside its JSON: from run 4's committed JSON, its numbers
-    as they are there; from a run stopped early, each missing section says so instead of failing."""
-    report = importlib.import_module("device_check_report").report
-    run4 = json.loads((BENCHMARKS / "results" / "device_check_2026-11-26_h200_run4.json").read_text())
-    text = report(run4)
+def report_of(result_json: Path) -> str:
+    """The Markdown `benchmarks/device_check_report.py` prints for a device check's JSON, run as a program."""
+    command = [sys.executable, str(BENCHMARKS / "device_check_report.py"), str(result_json)]
+    return subprocess.run(command, check=True, capture_output=True, text=True, timeout=120).stdout
+
+
+def test_the_report_tables_what_a_run_measured(tmp_path) -> None:
+    """The Markdown the device check prints and writes beside its JSON: from a committed device check's JSON, its
+    numbers as they are there; from a run stopped early, each missing section says so instead of failing."""
+    committed = BENCHMARKS / "results" / "device_check_2026-11-26_h200_run4.json"
+    text = report_of(committed)
     assert text.startswith("# Device check: NVIDIA H200") and "commit aded69c" in text
     assert "**engine bf16 compiled triton-step graph**" in text and "| vs_reference_eager_fp32 | 1.77 | 5.0 |" in text
     stack = text.split("## Stack, 64×64 LR")[1].split("##")[0]
-    assert stack.count("\n| ") - 2 == len(run4["bench_engine"]["rows"])  # a line per row, after the header's two
+    rows = json.loads(committed.read_text())["bench_engine"]["rows"]
+    assert stack.count("\n| ") - 2 == len(rows)  # a line per row, after the header's two
     assert "| engine bf16 compiled triton-step | 10 | 0.168 | 1781 | 170 | 1.77 | 21.6 | 7.1e-03 |" in stack
     assert "| convlstm_layer | [42, 10, 64, 64, 64] | torch.bfloat16 | triton_ms_per_step 0.102," in text
     assert "_step_kernel | 36.77 | 21.8 % | 378 |" in text  # the profile's first kernel of the best path
-    stopped = report({"steps": [{"step": "build", "status": "ok", "seconds": 20.0}], "facts": {}})
+    early = tmp_path / "stopped.json"
+    early.write_text(json.dumps({"steps": [{"step": "build", "status": "ok", "seconds": 20.0}], "facts": {}}))
+    stopped = report_of(early)
     assert "| build | ok | 20.0 |" in stopped and "not computed" in stopped and "no rows" in stopped
     assert "no profile" in stopped

@@ -21,11 +21,11 @@ from measure import hardware_kind, hardware_name
 from results_io import write_result
 
 from cmrvsr_fast.cardiac.roi import heart_box
-from cmrvsr_fast.cli import DEMO_SEED
 from cmrvsr_fast.data import generate
 from cmrvsr_fast.data.degrade import degrade
 from cmrvsr_fast.evaluation.metrics import cardiac_psnr, psnr
 from cmrvsr_fast.inference import upscaler as upscaler_module
+from cmrvsr_fast.jobs.demo import DEMO_SEED
 
 
 def stacks(scale: int) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:

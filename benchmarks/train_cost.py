@@ -1,4 +1,4 @@
-"""Training cost of a preset on this machine: seconds per optimisation step of the SPEC §3 recipe.
+"""Training cost of a preset on this machine: seconds per optimisation step of the recipe of docs/model.md.
 
 One step = forward of a batch of clips (7 centre frames + n cyclic warm-up frames each side, 32×32 LR crops),
 the deep-supervision loss, backward and an Adam update. Reports the median over several steps after warm-up,
@@ -9,7 +9,7 @@ steps per two hours, and writes dated JSON under benchmarks/results/.
 glibc's allocator matters here: the schedule frees and reallocates the same large activations thousands of
 times per step, and by default blocks above the mmap threshold go back to the kernel and come back as fresh
 zeroed pages. `make bench-train-cost` sets MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ / MALLOC_TOP_PAD_
-(recorded in the JSON); on the 2-core development CPU that halved the step time of a 147k-parameter member.
+(recorded in the JSON), which keeps those blocks in the process and shortens each step.
 """
 
 from __future__ import annotations

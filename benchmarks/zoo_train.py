@@ -25,11 +25,12 @@ import torch
 from measure import hardware_kind, hardware_name
 from results_io import write_result
 
-from cmrvsr_fast.cli import HELD_OUT_PHANTOM_SEEDS
 from cmrvsr_fast.data.datasets import make_sequences, phantom_records
+from cmrvsr_fast.data.records import HELD_OUT_PHANTOM_SEEDS
 from cmrvsr_fast.evaluation.evaluate import score_methods, super_resolve
 from cmrvsr_fast.model import zoo
 from cmrvsr_fast.model.checkpoint import NORMALISATION, load_weights, read_card
+from cmrvsr_fast.training.runs import finished_with_budget
 
 DEFAULT_BUDGET = "300x4"
 LEARNING_RATE = 4e-4  # the embedded default's recipe, for every member but one:
@@ -51,20 +52,10 @@ def trainable(names: tuple[str, ...] | list[str]) -> list[str]:
     return [n for n in names if zoo.parameter_count(zoo.build_model(zoo.config_for(n))) > 0]
 
 
-def finished(run: Path, steps: int, batch: int, lr: float) -> bool:
-    card = run / "last.json"
-    if not card.is_file():
-        return False
-    training = json.loads(card.read_text()).get("training", {})
-    budget, recipe = training.get("budget", {}), training.get("recipe", {})
-    same_lr = recipe.get("optimiser") == f"Adam lr={lr} weight_decay=0"
-    return budget.get("steps") == steps and budget.get("batch") == batch and same_lr and (run / "log.json").is_file()
-
-
 def train_member(name: str, budget: str, run: Path, device: str) -> float:
     """Train one member in its own process; returns the wall time (0 when a finished run was reused)."""
     steps, batch = (int(v) for v in budget.split("x"))
-    if finished(run, steps, batch, learning_rate(name)):
+    if finished_with_budget(run, steps, batch, learning_rate(name)):
         print(f"{name}: finished run of {budget} in {run}, not retrained")
         return 0.0
     command = [

@@ -13,90 +13,30 @@ import logging
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from cmrvsr_fast._version import __version__
-from cmrvsr_fast.atomic import atomic_write, atomic_write_text
-from cmrvsr_fast.cardiac.phase import estimate_es
-from cmrvsr_fast.data.datasets import phantom_records
-from cmrvsr_fast.data.phantom import generate
-from cmrvsr_fast.data.readers import CineRecord, DataError, read_acdc, read_dsb, read_folder
-from cmrvsr_fast.data.synth import GENERATOR_VERSION, synth_records
-from cmrvsr_fast.data.synth import HELD_OUT_SEEDS as SYNTH_HELD_OUT_SEEDS
+from cmrvsr_fast.atomic import atomic_write_text
+from cmrvsr_fast.data.records import load_records, training_records
 from cmrvsr_fast.evaluation.evaluate import evaluate, format_table
-from cmrvsr_fast.evaluation.viz import montage, save_png
 from cmrvsr_fast.inference.consistency import DEFAULT_STRENGTH
-from cmrvsr_fast.inference.engine import PAIRED_BACKENDS
 from cmrvsr_fast.inference.upscaler import default_weights_path, load, resolve_device
-from cmrvsr_fast.io.nifti import upscaled_affine
-from cmrvsr_fast.jobs import upscale
-from cmrvsr_fast.model.checkpoint import NORMALISATION, load_checkpoint
-from cmrvsr_fast.model.config import PRESETS, ModelConfig
-from cmrvsr_fast.model.network import CMRVSR
+from cmrvsr_fast.io.errors import DataError
+from cmrvsr_fast.jobs import demo, phantoms, upscale
+from cmrvsr_fast.model.checkpoint import NORMALISATION, load_checkpoint, model_chooser
 from cmrvsr_fast.model.zoo import names as zoo_names
-from cmrvsr_fast.ops.backends import BackendUnavailable
+from cmrvsr_fast.ops.backends import PAIRED_BACKENDS, BackendUnavailable
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
-HELD_OUT_PHANTOM_SEEDS = 1_000_000  # phantoms from here on are never used for training
 
 
 class UsageError(ValueError):
     """Bad arguments or input: reported in one line, exit code 2."""
 
 
-def load_records(spec: str, size: int, frames: int, limit: int | None) -> list[CineRecord]:
-    """--data: phantom[:N] | synth[:N] (held-out seeds) | acdc:PATH | dsb:PATH | folder:PATH."""
-    kind, _, where = spec.partition(":")
-    if kind == "phantom":
-        count = int(where) if where else 4
-        return phantom_records(range(HELD_OUT_PHANTOM_SEEDS, HELD_OUT_PHANTOM_SEEDS + count), (size, size), frames)
-    if kind == "synth":
-        count = int(where) if where else 8
-        return synth_records(range(SYNTH_HELD_OUT_SEEDS, SYNTH_HELD_OUT_SEEDS + count))
-    readers = {"acdc": read_acdc, "dsb": read_dsb, "folder": read_folder}
-    if kind not in readers or not where:
-        raise UsageError(f"--data {spec!r}: expected phantom[:N], synth[:N], acdc:PATH, dsb:PATH or folder:PATH")
-    if not Path(where).is_dir():
-        raise UsageError(f"--data {spec!r}: {where} is not a folder")
-    records = readers[kind](where)
-    return records[:limit] if limit else records
-
-
-def model_chooser(args: argparse.Namespace):
-    """For each scale: (label, model, normalisation) from --weights or --preset, or None (bicubic only)."""
-    if args.weights:
-        model, card = load_checkpoint(args.weights)
-        label = Path(args.weights).stem
-
-        def from_weights(scale: int):
-            if scale != card.config.scale:
-                raise UsageError(f"--weights {args.weights} is a ×{card.config.scale} model; asked for ×{scale}")
-            return label, model, card.normalisation
-
-        return from_weights
-    if args.preset:
-
-        def from_preset(scale: int):
-            name = args.preset if args.preset in PRESETS else f"{args.preset}-x{scale}"
-            if name not in PRESETS:
-                raise UsageError(f"--preset {args.preset}: no preset {name!r} (choose from {sorted(PRESETS)})")
-            config = ModelConfig.from_name(name)
-            if config.scale != scale:
-                raise UsageError(f"--preset {name} is a ×{config.scale} model; asked for ×{scale}")
-            torch.manual_seed(0)
-            return f"{name} (untrained)", CMRVSR(config), NORMALISATION["acdc"]
-
-        return from_preset
-    return lambda scale: None
-
-
 def run_eval(args: argparse.Namespace) -> int:
     records = load_records(args.data, args.size, args.frames, args.limit)
-    chooser = model_chooser(args)
+    chooser = model_chooser(args.weights, args.preset)
     rows = evaluate(records, args.scale, chooser, args.ssim, str(resolve_device(args.device)), progress=not args.quiet)
     print(format_table(rows))
     if args.json:
@@ -112,56 +52,13 @@ def run_eval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _save_npy(path: str, array: np.ndarray) -> None:
-    with open(path, "wb") as handle:  # a handle, because np.save would append ".npy" to a temporary name
-        np.save(handle, array)
-
-
 def run_phantom(args: argparse.Namespace) -> int:
     """Write phantom stacks as (S, T, H, W) .npy cines with a JSON sidecar (ED, ES, heart box) and a picture."""
-    out = Path(args.out)
-    names = [f"phantom{seed:05d}" for seed in range(args.seed, args.seed + args.count)]
-    clashes = [
-        str(out / f"{n}{ext}") for n in names for ext in (".npy", ".json", ".png") if (out / f"{n}{ext}").exists()
-    ]
-    if clashes and not args.overwrite:
-        raise UsageError(f"{clashes[0]} exists (use --overwrite to replace it)")
-    for seed, name in zip(range(args.seed, args.seed + args.count), names, strict=True):
-        p = generate(seed, (args.size, args.size), args.frames, args.slices)
-        atomic_write(out / f"{name}.npy", lambda tmp, cine=p.cine: _save_npy(tmp, cine))
-        sidecar = {"seed": seed, "ed": p.ed, "es": p.es, "heart_box": list(p.heart_box), "shape": list(p.cine.shape)}
-        atomic_write_text(out / f"{name}.json", json.dumps(sidecar, indent=2) + "\n")
-        frames = sorted({0, p.es // 2, p.es, (p.es + args.frames) // 2})
-        save_png(montage([[stack[t] for t in frames] for stack in p.cine]), out / f"{name}.png")
-        print(f"{out / name}.npy: {args.slices}×{args.frames}×{args.size}×{args.size}, ED 0, ES {p.es}")
+    written = phantoms.write_phantoms(args.out, args.seed, args.count, args.size, args.frames, args.slices,
+                                      args.overwrite)  # fmt: skip
+    for base, phantom in written:
+        print(f"{base}.npy: {args.slices}×{args.frames}×{args.size}×{args.size}, ED 0, ES {phantom.es}")
     return EXIT_OK
-
-
-def training_records(spec: str, size: int, count_default: int = 64) -> tuple[list[CineRecord], list[CineRecord], str]:
-    """(train, validation, description) for --data. Phantoms: seeds 0 … N−1 with 20–35 frames for training and
-    held-out seeds for validation; a dataset: a seeded 80/20 split of its records."""
-    kind, _, where = spec.partition(":")
-    if kind == "phantom":
-        count = int(where) if where else count_default
-        train = [
-            r
-            for seed in range(count)
-            for r in phantom_records(range(seed, seed + 1), (size, size), 20 + 5 * (seed % 4))
-        ]
-        valid = load_records("phantom:4", size, 30, None)
-        return train, valid, f"phantom seeds 0-{count - 1} ({size}×{size}, 20-35 frames); validation: 4 held-out seeds"
-    if kind == "synth":
-        count = int(where) if where else 192
-        train = synth_records(range(count))
-        # Validation every few hundred steps: small held-out cases keep it to seconds.
-        valid = synth_records(range(SYNTH_HELD_OUT_SEEDS, SYNTH_HELD_OUT_SEEDS + 6), display=144, frames=20)
-        return train, valid, f"{GENERATOR_VERSION} seeds 0-{count - 1}; validation: 6 held-out seeds (144², 20 frames)"
-    records = load_records(spec, size, 30, None)
-    if len(records) < 2:
-        raise UsageError(f"--data {spec}: {len(records)} record(s) cannot be split into training and validation")
-    order = np.random.default_rng(0).permutation(len(records))
-    cut = min(len(records) - 1, max(1, round(0.8 * len(records))))
-    return [records[i] for i in order[:cut]], [records[i] for i in order[cut:]], f"{spec} (seeded 80/20 split)"
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -217,79 +114,18 @@ def parse_budget(args: argparse.Namespace) -> dict | None:
     return budget | {"crop": args.crop, "clip_frames": 7, "data": args.data, "size": args.size}
 
 
-DEMO_SEED = HELD_OUT_PHANTOM_SEEDS + 42
-
-
 def run_demo(args: argparse.Namespace) -> int:
-    """The main job on the embedded default: a held-out phantom stack, degraded ×r, super-resolved, written out,
-    pictured and scored against bicubic."""
-    import nibabel as nib
-
-    from cmrvsr_fast.cardiac.roi import heart_box
-    from cmrvsr_fast.data.datasets import Sequence
-    from cmrvsr_fast.data.degrade import degrade
-    from cmrvsr_fast.evaluation.evaluate import bicubic_upscale, format_table, score_methods
-
-    started = time.perf_counter()
-    upscaler = load(args.weights, args.device, scale=args.scale)
-    r = upscaler.scale
-    out = Path(args.out)
-    phantom = generate(DEMO_SEED, (args.size, args.size), args.frames, args.slices)
-    hr = phantom.cine  # (S, T, H, W) on 0–255
-    lr = np.stack([degrade(s, r) for s in hr])
-    print(f"phantom seed {DEMO_SEED}: {args.slices} slices × {args.frames} frames, {args.size}² HR -> "
-          f"{args.size // r}² LR (×{r}); model {upscaler.card.config.to_dict()} on {upscaler.device}")  # fmt: skip
-    es_estimate = estimate_es(lr)  # from the LR cine, as for a real acquisition; ED is frame 0
-    sr = upscaler.upscale(lr, ed=0, es=es_estimate)
-    bicubic = np.stack([bicubic_upscale(s, r) for s in lr])
-    box = heart_box(hr)
-    sequences = [Sequence(str(i), hr[i], lr[i], np.zeros(args.frames), 0, phantom.es, box) for i in range(args.slices)]
-    outputs = {"bicubic": bicubic, "cmrvsr": sr}  # already computed for the whole stack
-    methods = {name: (lambda s, stack=stack: stack[int(s.name)]) for name, stack in outputs.items()}
-    rows = score_methods(r, sequences, methods, "paper")
-    print(format_table(rows))
-    gain = rows[1].cardiac_psnr - rows[0].cardiac_psnr
-    print(f"CardiacPSNR gain over bicubic: {gain:+.2f} dB; ES estimated at frame {es_estimate} (true {phantom.es})")
-
-    # A plausible 1.8 mm HR grid with 8 mm slices; the LR grid's voxel centres are the centres of r×r HR blocks
-    # (the half-pixel geometry of the degradation), so all four files overlay in a viewer.
-    affine = np.diag([1.8, 1.8, 8.0, 1.0])
-    lr_affine = affine @ np.linalg.inv(upscaled_affine(np.eye(4), r))
-    for name, data, aff in (
-        ("sr", sr, affine),
-        ("bicubic", bicubic, affine),
-        ("lr", lr, lr_affine),
-        ("hr", hr, affine),
-    ):
-        # (X, Y, Z, T) with X along image columns, as upscale reads and writes NIfTI (io/nifti.py)
-        volume = np.ascontiguousarray(np.transpose(data, (3, 2, 0, 1)), dtype=np.float32)
-        atomic_write(
-            out / f"{name}.nii.gz", lambda tmp, v=volume, a=aff: nib.save(nib.Nifti1Image(v, a), tmp), keep_suffix=True
-        )
-    middle = args.slices // 2
-
-    def error(image: np.ndarray, t: int) -> np.ndarray:
-        return np.clip(3 * np.abs(image[middle, t] - hr[middle, t]), 0, 255)
-
-    picture = [
-        [
-            np.kron(lr[middle, t], np.ones((r, r))),
-            bicubic[middle, t],
-            sr[middle, t],
-            hr[middle, t],
-            error(bicubic, t),
-            error(sr, t),
-        ]
-        for t in (0, phantom.es)
-    ]
-    save_png(montage(picture), out / "montage.png")
-    seconds = time.perf_counter() - started
-    print(f"wrote {out}/sr.nii.gz, bicubic.nii.gz, lr.nii.gz, hr.nii.gz and montage.png "
-          f"(rows ED, ES; columns LR | bicubic | SR | HR | 3×|bicubic−HR| | 3×|SR−HR|) in {seconds:.1f} s")  # fmt: skip
+    """The demo job (jobs/demo.py), its table and what it wrote."""
+    result = demo.run_demo(args.out, args.weights, args.device, args.scale, args.size, args.frames, args.slices)
+    print(f"phantom seed {result.seed}: {result.slices} slices × {result.frames} frames, {result.size}² HR -> "
+          f"{result.size // result.scale}² LR (×{result.scale}); model {result.config} on {result.device}")  # fmt: skip
+    print(format_table(result.rows))
+    print(f"CardiacPSNR gain over bicubic: {result.cardiac_psnr_gain_db:+.2f} dB; ES estimated at frame "
+          f"{result.es_estimated} (true {result.es_true})")  # fmt: skip
+    print(f"wrote {result.out}/sr.nii.gz, bicubic.nii.gz, lr.nii.gz, hr.nii.gz and montage.png (rows ED, ES; "
+          f"columns LR | bicubic | SR | HR | 3×|bicubic−HR| | 3×|SR−HR|) in {result.seconds:.1f} s")  # fmt: skip
     if args.json:
-        body = {"command": "demo", "version": __version__, "seed": DEMO_SEED, "scale": r, "seconds": round(seconds, 1),
-                "weights": upscaler.card.training, "rows": [row.as_dict() for row in rows],
-                "cardiac_psnr_gain_db": gain, "es_true": phantom.es, "es_estimated": es_estimate}  # fmt: skip
+        body = {"command": "demo", "version": __version__, **result.as_dict()}
         atomic_write_text(args.json, json.dumps(body, indent=2, default=str) + "\n")
     return EXIT_OK
 
@@ -460,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(run=run_eval)
 
-    tr = commands.add_parser("train", help="train a preset (SPEC §3 recipe); torchrun for several processes")
+    tr = commands.add_parser("train", help="train a preset (docs/model.md recipe); torchrun for several processes")
     tr.add_argument("--preset", default="lite-x4", choices=zoo_names(),
                     help="a CMRVSR preset, a Table 2 ablation or a baseline of the benchmark zoo")  # fmt: skip
     tr.add_argument("--budget", help="STEPS[xBATCH]: a fixed step budget instead of --steps/--batch (no time limit)")
@@ -468,9 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", required=True, help="run folder: checkpoints, logs")
     tr.add_argument("--steps", type=int, default=1000, help="optimisation steps (default 1000)")
     tr.add_argument("--minutes", type=float, help="stop after this much wall time (whichever comes first)")
-    tr.add_argument("--batch", type=int, default=16, help="clips per step and process (SPEC: 16)")
+    tr.add_argument("--batch", type=int, default=16, help="clips per step and process (docs/model.md: 16)")
     tr.add_argument("--lr", type=float, default=1e-4)
-    tr.add_argument("--crop", type=int, default=32, help="LR crop size (SPEC: 32)")
+    tr.add_argument("--crop", type=int, default=32, help="LR crop size (docs/model.md: 32)")
     tr.add_argument("--amp", action="store_true", help="bfloat16 autocast")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--validate-every", type=int, default=100)
@@ -518,16 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "with PyTorch ops elsewhere, failing where Triton cannot run")  # fmt: skip
     up.add_argument("--compile", action="store_true",
                     help="torch.compile the engine's per-step pieces for dynamic shapes (compiled once for the "
-                         "job); with static shapes the compiled engine was the fastest path measured on an H200, "
-                         "after ~17 s of compilation; for long jobs")  # fmt: skip
+                         "job, seconds up front, repaid over many passes): for long jobs")  # fmt: skip
     up.add_argument("--cuda-graph", action="store_true",
                     help="replay each pass as a CUDA graph (CUDA only; captured once per pass shape, the four most "
-                         "recent kept): fewer launches, for one cine at a time (on an H200, one 64×64 cine: "
-                         "4.15× the reference with the graph, 3.6× without, all-Triton)")  # fmt: skip
+                         "recent kept): fewer launches, for one cine at a time, where launches dominate")  # fmt: skip
     up.add_argument("--cudnn-benchmark", action="store_true",
                     help="let cuDNN time its convolution algorithms for each shape on first use (CUDA only; "
-                         "seconds once per shape): for stacks and long jobs of one matrix size; not yet timed "
-                         "on a GPU")  # fmt: skip
+                         "seconds once per shape): for stacks and long jobs of one matrix size")  # fmt: skip
     up.add_argument("--format", choices=["dicom", "nifti"], help="output format (default: the input's)")
     up.add_argument("--ed", type=non_negative, help="ED frame, 0-based, for every series (default: Info.cfg or 0)")
     up.add_argument("--es", type=non_negative, help="ES frame, 0-based, for every series (default: Info.cfg or "

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from cmrvsr_fast.atomic import atomic_write_text
+from cmrvsr_fast.model.checkpoint import ModelCard
+from cmrvsr_fast.model.config import ModelConfig
 
 MANIFEST_FORMAT = "cmrvsr_fast.export/1"
 SUFFIXES = {"onnx": ".onnx", "tensorrt": ".engine", "aoti": ".pt2"}
@@ -77,9 +79,9 @@ class Manifest:
             raise ArtifactRefused(f"{path}: malformed manifest ({error})") from None
 
     @classmethod
-    def describe(cls, kind: str, artifact: str | Path, card, precision: str, shape: tuple[int, int, int],
+    def describe(cls, kind: str, artifact: str | Path, card: ModelCard, precision: str, shape: tuple[int, int, int],
                  batch: int | None, **facts: Any) -> Manifest:  # fmt: skip
-        """The manifest of a freshly written artifact made from the weights behind `card` (a ModelCard);
+        """The manifest of a freshly written artifact made from the weights behind `card`;
         shape: (frames, height, width); facts: versions=…, device=…."""
         frames, height, width = shape
         return cls(format=kind, artifact_sha256=sha256_file(artifact), weights_sha256=card.weights_sha256,
@@ -89,6 +91,16 @@ class Manifest:
     def write(self, artifact: str | Path) -> Path:
         self.created = self.created or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         return atomic_write_text(manifest_path(artifact), self.to_json())
+
+
+def card_from_manifest(manifest: Manifest) -> ModelCard:
+    """The model card an artifact carries in its manifest (configuration, normalisation, source weights)."""
+    return ModelCard(
+        config=ModelConfig.from_dict(manifest.config),
+        normalisation=manifest.normalisation,
+        weights_sha256=manifest.weights_sha256,
+        notes=f"exported {manifest.format} artifact ({manifest.precision})",
+    )
 
 
 def verify(artifact: str | Path, expected_format: str) -> Manifest:

@@ -1,6 +1,7 @@
-"""Runners for exported artifacts, each callable as runner(lr, phase) -> sr like the Engine, and the loader that
-turns an artifact into an Upscaler. Every runner verifies the artifact against its manifest before it hands a
-byte of it to onnxruntime, TensorRT or AOTInductor.
+"""Runners for exported artifacts, each a NetworkRunner (cmrvsr_fast.inference.runner) like the Engine's, so an
+Upscaler runs an artifact as it runs a checkpoint, and `load_runner`, which picks one by the file's suffix. Every
+runner verifies the artifact against its manifest before it hands a byte of it to onnxruntime, TensorRT or
+AOTInductor.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ import torch
 from torch import Tensor
 
 from cmrvsr_fast.model.checkpoint import ModelCard
-from cmrvsr_fast.model.config import ModelConfig
 
-from .manifest import ArtifactRefused, Manifest, verify
+from .manifest import ArtifactRefused, Manifest, card_from_manifest, verify
 
 
 class ShapeMismatch(ValueError):
@@ -33,10 +33,31 @@ def _check_shape(manifest: Manifest, lr: Tensor, source: str) -> None:
 
 
 class _Runner:
-    def __init__(self, path: str | Path, kind: str) -> None:
+    """The NetworkRunner side every artifact shares: the card and precision its manifest records, the static
+    shapes it checks, and batches cut to the exported batch size. `device` is where the caller's tensors live;
+    each runner moves them to its own runtime and back."""
+
+    # No memory budget and no working-set estimate: an artifact takes one fixed input size, never tiles.
+    memory_budget_mb = None
+
+    def __init__(self, path: str | Path, kind: str, device: str | torch.device = "cpu") -> None:
         self.path = Path(path)
         self.manifest = verify(self.path, kind)
         self.max_batch = self.manifest.batch
+        self.device = torch.device(device)
+        self.card: ModelCard = card_from_manifest(self.manifest)
+        self.precision = self.manifest.precision
+
+    @property
+    def backend(self) -> str:
+        """The runner's class name, as the job's records (and the derived UIDs) have always named it."""
+        return type(self).__name__
+
+    def cines_per_pass(self, frames: int, height: int, width: int, cines: int) -> int:
+        return cines  # all at once: __call__ cuts them to the exported batch size itself
+
+    def working_set_bytes(self, frames: int, height: int, width: int) -> int | None:
+        return None
 
     def __call__(self, lr: Tensor, phase: Tensor, stages: int | None = None) -> Tensor:
         stages_exported = int(self.manifest.config["stages"])
@@ -55,8 +76,10 @@ class _Runner:
 class OnnxRunner(_Runner):
     """onnxruntime, CUDA execution provider first where it is available."""
 
-    def __init__(self, path: str | Path, providers: list[str] | None = None) -> None:
-        super().__init__(path, "onnx")
+    def __init__(
+        self, path: str | Path, device: str | torch.device = "cpu", providers: list[str] | None = None
+    ) -> None:
+        super().__init__(path, "onnx", device)
         import onnxruntime as ort
 
         available = ort.get_available_providers()
@@ -71,8 +94,8 @@ class OnnxRunner(_Runner):
 class AotiRunner(_Runner):
     """An AOTInductor package; a CUDA package refuses to load on a GPU of another compute capability."""
 
-    def __init__(self, path: str | Path) -> None:
-        super().__init__(path, "aoti")
+    def __init__(self, path: str | Path, device: str | torch.device = "cpu") -> None:
+        super().__init__(path, "aoti", device)
         device = self.manifest.device
         if device.get("type") == "cuda":
             if not torch.cuda.is_available():
@@ -87,11 +110,11 @@ class AotiRunner(_Runner):
                 f"{self.path}: packaged by torch {built}; this is torch {torch.__version__} "
                 "(an AOTI package is tied to the torch that built it)"
             )
-        self.device = torch.device(device.get("type", "cpu"))
+        self.package_device = torch.device(device.get("type", "cpu"))
         self.package = torch._inductor.aoti_load_package(str(self.path))
 
     def run(self, lr: Tensor, phase: Tensor) -> Tensor:
-        out = self.package(lr.to(self.device), phase.to(self.device))
+        out = self.package(lr.to(self.package_device), phase.to(self.package_device))
         return (out[0] if isinstance(out, (list, tuple)) else out).to(lr.device)
 
 
@@ -100,9 +123,9 @@ class TensorRTRunner(_Runner):
     was built version- or hardware-compatible). Runs on the current CUDA stream, replayed through one CUDA graph
     per input shape."""
 
-    def __init__(self, path: str | Path) -> None:
-        super().__init__(path, "tensorrt")
-        from .tensorrt_build import require_tensorrt, trt
+    def __init__(self, path: str | Path, device: str | torch.device = "cpu") -> None:
+        super().__init__(path, "tensorrt", device)
+        from .optional_tensorrt import require_tensorrt, trt
 
         require_tensorrt()
         facts, version = self.manifest.device, self.manifest.versions.get("tensorrt")
@@ -154,17 +177,9 @@ class TensorRTRunner(_Runner):
 RUNNERS = {".onnx": OnnxRunner, ".pt2": AotiRunner, ".engine": TensorRTRunner, ".plan": TensorRTRunner}
 
 
-def load_runner(path: str | Path) -> _Runner:
+def load_runner(path: str | Path, device: str | torch.device = "cpu") -> _Runner:
+    """The runner for an exported artifact, by its suffix; `device`: where its callers' tensors live."""
     suffix = Path(path).suffix
     if suffix not in RUNNERS:
         raise ArtifactRefused(f"{path}: not an exported artifact (.onnx, .engine, .pt2)")
-    return RUNNERS[suffix](path)
-
-
-def card_from_manifest(manifest: Manifest) -> ModelCard:
-    return ModelCard(
-        config=ModelConfig.from_dict(manifest.config),
-        normalisation=manifest.normalisation,
-        weights_sha256=manifest.weights_sha256,
-        notes=f"exported {manifest.format} artifact ({manifest.precision})",
-    )
+    return RUNNERS[suffix](path, device)

@@ -18,22 +18,10 @@ import torch
 
 from cmrvsr_fast.atomic import atomic_write
 
-from .manifest import Manifest, verify
-from .runners import card_from_manifest
+from .manifest import Manifest, card_from_manifest, verify
+from .optional_tensorrt import require_tensorrt, trt
 
-UNAVAILABLE = None
-try:
-    import tensorrt as trt
-except ImportError as error:  # the optional extra is not installed
-    trt = None
-    UNAVAILABLE = f"TensorRT is not installed (pip install 'cmrvsr_fast[tensorrt]'): {error}"
-
-
-def require_tensorrt() -> None:
-    if trt is None:
-        raise RuntimeError(UNAVAILABLE)
-    if not torch.cuda.is_available():
-        raise RuntimeError("TensorRT needs an NVIDIA GPU, and torch sees none")
+__all__ = ["build_engine", "require_tensorrt"]
 
 
 def _pin_pointwise_to_fp32(network) -> int:

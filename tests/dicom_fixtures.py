@@ -132,3 +132,29 @@ def write_enhanced_series(path: Path, *, slices: int = 2, frames: int = 8, size:
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+# MR Image IOD (PS3.3 A.4): Type 1 attributes (present, non-empty) and Type 2 (present) of its mandatory modules
+# (Patient, General Study, General Series, Frame of Reference, General Equipment, General Image, Image Plane,
+# Image Pixel, MR Image, SOP Common), as far as they apply to a single-frame MONOCHROME image.
+TYPE1 = [
+    "StudyInstanceUID", "Modality", "SeriesInstanceUID", "FrameOfReferenceUID", "PixelSpacing",
+    "ImageOrientationPatient", "ImagePositionPatient", "SamplesPerPixel", "PhotometricInterpretation", "Rows",
+    "Columns", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "PixelData", "ImageType",
+    "ScanningSequence", "SequenceVariant", "SOPClassUID", "SOPInstanceUID",
+]  # fmt: skip
+TYPE2 = [
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "ReferringPhysicianName",
+    "StudyID", "AccessionNumber", "SeriesNumber", "PositionReferenceIndicator", "Manufacturer", "InstanceNumber",
+    "SliceThickness", "ScanOptions", "MRAcquisitionType", "EchoTime", "EchoTrainLength",
+]  # fmt: skip
+
+
+def assert_mr_image_iod(ds: pydicom.Dataset) -> None:
+    missing = [k for k in TYPE1 if k not in ds or ds[k].value in (None, "", [])]
+    absent = [k for k in TYPE2 if k not in ds]
+    assert not missing and not absent, (missing, absent)
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.4" == ds.file_meta.MediaStorageSOPClassUID
+    assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+    assert ds.ImageType[0] in ("ORIGINAL", "DERIVED") and ds.PhotometricInterpretation in ("MONOCHROME1", "MONOCHROME2")
+    assert ds.HighBit == ds.BitsStored - 1

@@ -71,7 +71,7 @@ def test_only_safetensors_are_written(tmp_path: Path, tiny_config: ModelConfig) 
         save_checkpoint(make_model(tiny_config), tmp_path / "w.pt")
 
 
-# ---- checkpoints of the authors' public implementation (key names from SPEC §3, written out by hand) ---------
+# ---- checkpoints of the authors' public implementation (key names from docs/model.md, written out by hand) ----
 
 
 def public_state_dict(config: ModelConfig) -> dict[str, torch.Tensor]:

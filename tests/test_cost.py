@@ -1,4 +1,4 @@
-"""The cost model against SPEC §6 (figures derived there independently from the layer shapes)."""
+"""The cost model against docs/model.md (figures derived there independently from the layer shapes)."""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ import numpy as np
 import pydicom
 import pytest
 import torch
+from dataset_helpers import scanner_units, write_acdc_patient
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
@@ -23,22 +24,6 @@ from cmrvsr_fast.data.datasets import (
     phantom_records,
 )
 from cmrvsr_fast.data.readers import DataError, read_acdc, read_cine_file, read_dsb, read_folder
-
-
-def scanner_units(cine: np.ndarray) -> np.ndarray:
-    return (cine * 6.0 + 20).astype(np.int16)  # 0–255 phantom -> 12-bit-like integers
-
-
-def write_acdc_patient(root: Path, number: int, frames: int = 10, ed: int = 1, es: int = 4) -> np.ndarray:
-    stack = generate(number, (40, 38), frames, slices=2).cine  # (Z, T, X, Y)
-    folder = root / "training" / f"patient{number:03d}"
-    folder.mkdir(parents=True)
-    volume = np.transpose(scanner_units(stack), (2, 3, 0, 1))  # (X, Y, Z, T)
-    nib.save(nib.Nifti1Image(volume, np.diag([1.4, 1.4, 10, 1])), folder / f"patient{number:03d}_4d.nii.gz")
-    (folder / "Info.cfg").write_text(
-        f"ED: {ed}\nES: {es}\nGroup: NOR\nHeight: 180.0\nNbFrame: {frames}\nWeight: 70.0\n"
-    )
-    return stack
 
 
 def test_acdc_reader(tmp_path: Path) -> None:

@@ -5,37 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 import pytest
-from dicom_fixtures import SLICE_GAP, SPACING, phantom_stored, write_cine_series, write_enhanced_series
+from dicom_fixtures import (
+    SLICE_GAP,
+    SPACING,
+    assert_mr_image_iod,
+    phantom_stored,
+    write_cine_series,
+    write_enhanced_series,
+)
 
 from cmrvsr_fast.io.dicom_pixels import read_series_pixels
 from cmrvsr_fast.io.dicom_scan import InputArchive, scan
 from cmrvsr_fast.io.dicom_write import derived_dataset, derived_uid, finer_grid_position
 from cmrvsr_fast.io.series import NotACine, SeriesRefused, build_series, group_frames
-
-# MR Image IOD (PS3.3 A.4): Type 1 attributes (present, non-empty) and Type 2 (present) of its mandatory modules
-# (Patient, General Study, General Series, Frame of Reference, General Equipment, General Image, Image Plane,
-# Image Pixel, MR Image, SOP Common), as far as they apply to a single-frame MONOCHROME image.
-TYPE1 = [
-    "StudyInstanceUID", "Modality", "SeriesInstanceUID", "FrameOfReferenceUID", "PixelSpacing",
-    "ImageOrientationPatient", "ImagePositionPatient", "SamplesPerPixel", "PhotometricInterpretation", "Rows",
-    "Columns", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "PixelData", "ImageType",
-    "ScanningSequence", "SequenceVariant", "SOPClassUID", "SOPInstanceUID",
-]  # fmt: skip
-TYPE2 = [
-    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "ReferringPhysicianName",
-    "StudyID", "AccessionNumber", "SeriesNumber", "PositionReferenceIndicator", "Manufacturer", "InstanceNumber",
-    "SliceThickness", "ScanOptions", "MRAcquisitionType", "EchoTime", "EchoTrainLength",
-]  # fmt: skip
-
-
-def assert_mr_image_iod(ds: pydicom.Dataset) -> None:
-    missing = [k for k in TYPE1 if k not in ds or ds[k].value in (None, "", [])]
-    absent = [k for k in TYPE2 if k not in ds]
-    assert not missing and not absent, (missing, absent)
-    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.4" == ds.file_meta.MediaStorageSOPClassUID
-    assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
-    assert ds.ImageType[0] in ("ORIGINAL", "DERIVED") and ds.PhotometricInterpretation in ("MONOCHROME1", "MONOCHROME2")
-    assert ds.HighBit == ds.BitsStored - 1
 
 
 def series_of(folder):
@@ -131,6 +113,25 @@ def test_short_slice_is_dropped_and_duplicates_ignored(tmp_path):
     assert series.shape == (1, 8, 36, 36)
     assert any("short (5 of 8 frames); dropped" in n for n in series.notes)
     assert any("duplicate" in n for n in series.notes)
+
+
+def test_slices_alone_keeps_what_a_dataset_reader_can_use(tmp_path):
+    """A dataset reader (one record per slice) groups with slices_alone: a short slice is kept as acquired and a
+    slice of mixed frame sizes is dropped, where the scanner input would drop the one and refuse the series."""
+    paths = write_cine_series(tmp_path / "in", slices=3, frames=8)
+    for path in paths[8:11]:
+        path.unlink()
+    odd = pydicom.dcmread(paths[16])
+    odd.Rows = odd.Columns = 18
+    odd.PixelData = np.zeros((18, 18), "<i2").tobytes()
+    odd.save_as(paths[16])
+    frames = scan(tmp_path / "in").frames
+    with pytest.raises(SeriesRefused, match="inconsistent frame sizes"):
+        build_series(frames)
+    series = build_series(frames, slices_alone=True)
+    assert [len(s.frames) for s in series.slices] == [8, 5]
+    assert any("5 frames, not a whole number of 8-frame cycles; kept" in n for n in series.notes)
+    assert any("mixed frame sizes [(18, 18), (36, 36)]; dropped" in n for n in series.notes)
 
 
 def test_single_images_are_not_a_cine(tmp_path):

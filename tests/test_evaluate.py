@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_datasets import write_acdc_patient
+from dataset_helpers import write_acdc_patient
 
 from cmrvsr_fast import CMRVSR, ModelConfig, save_checkpoint
 from cmrvsr_fast.cardiac.roi import heart_box

@@ -17,6 +17,7 @@ from conftest import make_inputs
 from tolerances import relative_l2
 
 from cmrvsr_fast import cli, load
+from cmrvsr_fast.inference.runner import NetworkRunner
 from cmrvsr_fast.model.checkpoint import ModelCard
 from cmrvsr_fast.model.config import ModelConfig
 from cmrvsr_fast.model.network import CMRVSR
@@ -72,6 +73,8 @@ def test_onnx_step_graph_matches_the_cells(small_model, onnx_file):
 def test_loaded_onnx_upscaler_and_shape_mismatch(onnx_file, small_model):
     upscaler = load(onnx_file, device="cpu")
     assert upscaler.scale == 4 and upscaler.precision == "fp32"
+    assert isinstance(upscaler.runner, OnnxRunner) and isinstance(upscaler.runner, NetworkRunner)
+    assert upscaler.model is None and upscaler.tile_core(FRAMES, HEIGHT, WIDTH) is None  # fixed shapes: no tiles
     rng = np.random.default_rng(0)
     cine = rng.uniform(0, 900, (FRAMES, HEIGHT, WIDTH))
     out = upscaler.upscale(cine, es=2)

@@ -1,5 +1,5 @@
-"""The Fig. 4a sweep (benchmarks/fps_vs_params.py) and the equal-budget training bookkeeping
-(benchmarks/zoo_train.py), run at toy sizes."""
+"""The Fig. 4a sweep (benchmarks/fps_vs_params.py, run as a program at toy sizes), the FLOP counter it reports
+(model/cost.py) and the equal-budget training bookkeeping of benchmarks/zoo_train.py (training/runs.py)."""
 
 from __future__ import annotations
 
@@ -11,22 +11,19 @@ from pathlib import Path
 import pytest
 import torch
 
+from cmrvsr_fast import ModelConfig
+from cmrvsr_fast.model import zoo
+from cmrvsr_fast.model.cost import counted_flops_per_frame, inference_flops
+from cmrvsr_fast.training.runs import finished_with_budget
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from fps_vs_params import count_flops_per_frame  # noqa: E402
-from zoo_train import finished  # noqa: E402
-
-from cmrvsr_fast import ModelConfig  # noqa: E402
-from cmrvsr_fast.model import zoo  # noqa: E402
-from cmrvsr_fast.model.cost import inference_flops  # noqa: E402
 
 
 def test_counted_flops_agree_with_the_spec_cost_where_the_schedules_agree() -> None:
-    # With S = 1 and no warm-up, the reference computes exactly what SPEC §6 counts: per extended frame the
+    # With S = 1 and no warm-up, the reference computes exactly what docs/model.md counts: per extended frame the
     # InBlock, ConvLSTM and RefineBlock, and the OutBlock per output frame.
     config = ModelConfig.from_name("lite-x4").replace(stages=1, warmup=0)
-    counted = count_flops_per_frame(zoo.build_model(config).eval(), config, frames=5, size=32)
+    counted = counted_flops_per_frame(zoo.build_model(config).eval(), config, frames=5, size=32)
     assert counted == pytest.approx(inference_flops(config, 5, 32, 32) / 5, rel=1e-6)
 
 
@@ -67,12 +64,16 @@ def test_sweep_writes_rows_quality_and_plot(tmp_path: Path) -> None:
 def test_a_finished_run_is_recognised_by_its_budget(tmp_path: Path) -> None:
     run = tmp_path / "edsr"
     run.mkdir()
-    assert not finished(run, 300, 4, 4e-4)
+    assert not finished_with_budget(run, 300, 4, 4e-4)
     recipe = {"optimiser": "Adam lr=0.0004 weight_decay=0"}
     (run / "last.json").write_text(json.dumps({"training": {"budget": {"steps": 300, "batch": 4}, "recipe": recipe}}))
     (run / "log.json").write_text("{}")
-    assert finished(run, 300, 4, 4e-4) and not finished(run, 300, 8, 4e-4) and not finished(run, 200, 4, 4e-4)
-    assert not finished(run, 300, 4, 1e-4)  # another learning rate is another run
+    assert (
+        finished_with_budget(run, 300, 4, 4e-4)
+        and not finished_with_budget(run, 300, 8, 4e-4)
+        and not finished_with_budget(run, 200, 4, 4e-4)
+    )
+    assert not finished_with_budget(run, 300, 4, 1e-4)  # another learning rate is another run
 
 
 def test_unknown_members_are_refused(tmp_path: Path) -> None:

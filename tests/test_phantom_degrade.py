@@ -1,4 +1,4 @@
-"""The phantom (determinism, anatomy, cardiac cycle, speed) and the SPEC §4 degradation."""
+"""The phantom (determinism, anatomy, cardiac cycle, speed) and the degradation of docs/model.md."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def test_phantom_refuses_bad_arguments() -> None:
         generate(0, (16, 64), 10)
 
 
-# ---- SPEC §4 restated: the authors' preprocessing steps written out with numpy and OpenCV ---------------------
+# ---- docs/model.md restated: the authors' preprocessing steps written out with numpy and OpenCV ---------------
 
 
 def spec_degrade(frame: np.ndarray, r: int) -> np.ndarray:

@@ -291,7 +291,7 @@ def test_a_cine_too_large_for_one_pass_runs_in_tiles(tmp_path, monkeypatch):
                         real_engine(self, x, *a, **k))  # fmt: skip
     tiled = up.upscale(cine, es=3)
     assert len(calls) > 1 and max(shape[-1] for shape in calls) <= core + 2 * upscaler.TILE_MARGIN
-    assert np.abs(tiled - whole).max() < 0.01 * (cine.max() - cine.min())  # measured: 0.00 grey levels
+    assert np.abs(tiled - whole).max() < 0.01 * (cine.max() - cine.min())  # float rounding only, far below 1 %
     monkeypatch.setattr(upscaler, "available_memory_bytes", lambda device: 10**6)
     with pytest.raises(upscaler.TooLarge, match="needs about"):
         up.upscale(cine, es=3)

@@ -14,7 +14,8 @@ from cmrvsr_fast import CMRVSR, ModelCard, ModelConfig, phase_code, save_checkpo
 from cmrvsr_fast.cli import main
 from cmrvsr_fast.data import bicubic_resize, clip_and_scale, degrade, generate
 from cmrvsr_fast.inference.consistency import DEFAULT_STRENGTH, enforce_consistency, reproduction_psnr
-from cmrvsr_fast.inference.upscaler import default_weights_path
+from cmrvsr_fast.inference.runner import EngineRunner, NetworkRunner
+from cmrvsr_fast.inference.upscaler import Upscaler, default_weights_path
 from cmrvsr_fast.model.checkpoint import sha256_file
 
 
@@ -86,6 +87,18 @@ def test_upscale_stacks_constant_cines_and_bad_input(tiny_weights: Path) -> None
 def test_load_passes_the_engine_options_through(tiny_weights: Path) -> None:
     assert cmrvsr_fast.load(tiny_weights, device="cpu", cudnn_benchmark=True).engine.cudnn_benchmark is True
     assert cmrvsr_fast.load(tiny_weights, device="cpu").engine.cudnn_benchmark is False
+
+
+def test_an_upscaler_runs_any_network_runner(tiny_weights: Path) -> None:
+    """One constructor over the runner protocol: a checkpoint's EngineRunner, wrapped again, gives the same
+    output as `load`'s Upscaler, and the Upscaler's facts are the runner's."""
+    loaded = cmrvsr_fast.load(tiny_weights, device="cpu", precision="fp32")
+    assert isinstance(loaded.runner, EngineRunner) and isinstance(loaded.runner, NetworkRunner)
+    again = Upscaler(loaded.runner)
+    assert (again.card, again.device, again.model) == (loaded.card, loaded.device, loaded.model)
+    assert again.precision == "fp32"
+    cine = np.random.default_rng(0).uniform(0, 900, (6, 12, 12))
+    np.testing.assert_array_equal(again.upscale(cine, es=3), loaded.upscale(cine, es=3))
 
 
 def test_load_refuses_other_formats(tmp_path: Path) -> None:
@@ -165,7 +178,7 @@ def test_demo_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_precision_choice(tiny_weights: Path) -> None:
-    from cmrvsr_fast.inference.upscaler import native_bf16
+    from cmrvsr_fast.inference.runner import native_bf16
 
     auto = cmrvsr_fast.load(tiny_weights, device="cpu")
     assert auto.precision == ("bf16" if native_bf16(torch.device("cpu")) else "fp32")

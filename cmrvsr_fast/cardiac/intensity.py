@@ -1,4 +1,4 @@
-"""Intensity handling shared by the heuristics and the data pipeline (SPEC §4, first bullet)."""
+"""Intensity handling shared by the heuristics and the data pipeline (docs/model.md, "Degradation")."""
 
 from __future__ import annotations
 

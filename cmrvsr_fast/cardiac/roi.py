@@ -1,4 +1,4 @@
-"""The heart bounding box by the public implementation's method (SPEC §5), with a safe fallback."""
+"""The heart bounding box by the public implementation's method (docs/model.md, "Metrics"), with a safe fallback."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Data: the cine phantom, the SPEC §4 degradation, intensity preparation, dataset readers and torch datasets."""
+"""Data: the cine phantom, the degradation (docs/model.md), intensity preparation, dataset readers, torch datasets."""
 
 from cmrvsr_fast.data.degrade import bicubic_resize, degrade, truncate_kspace
 from cmrvsr_fast.data.phantom import Phantom, generate

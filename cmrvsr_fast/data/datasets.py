@@ -1,4 +1,4 @@
-"""torch Datasets: training clips (SPEC §3), whole sequences for validation, and the phantom as a source.
+"""torch Datasets: training clips (docs/model.md), whole sequences for validation, and the phantom as a source.
 
 A Sequence is one 2-D+t slice with everything the network and the metrics need at one scale: HR and LR frames
 on the 0–255 scale, the phase code, and the heart box of its record (computed on the record's first slice, as
@@ -36,8 +36,8 @@ class Sequence:
 
 
 def make_sequences(records: list[CineRecord], scale: int, phase_variant: str = "public") -> list[Sequence]:
-    """Every slice of every record as a Sequence at `scale` (LR by the SPEC §4 degradation; ES estimated on the
-    record's first slice where the record does not give it)."""
+    """Every slice of every record as a Sequence at `scale` (LR by the degradation of docs/model.md; ES estimated
+    on the record's first slice where the record does not give it)."""
     sequences = []
     for record in records:
         es = record.es if record.es is not None else estimate_es(record.cine, ed=record.ed)
@@ -72,7 +72,7 @@ def reorient(lr: np.ndarray, hr: np.ndarray, which: int) -> tuple[np.ndarray, np
 
 
 class ClipDataset(Dataset):
-    """Training clips as SPEC §3: for every frame t of every sequence, the clip of `clip_frames` frames ending at
+    """Training clips (docs/model.md): for every frame t of every sequence, the clip of `clip_frames` frames ending at
     t (cyclically), with `warmup` true neighbouring frames on each side; a random LR crop and the matching HR
     crop; a random one of the 8 orientations (flips and transposition). Items (all float32 tensors, normalised):
         lr (clip + 2n, 1, crop, crop), hr (clip, 1, r·crop, r·crop), phase (clip + 2n,)

@@ -1,4 +1,4 @@
-"""The degradation of ACDCSR / DSB15SR (SPEC §4): k-space truncation, then OpenCV-style bicubic down-sampling."""
+"""The degradation of ACDCSR / DSB15SR (docs/model.md): k-space truncation, then OpenCV-style bicubic down-sampling."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def bicubic_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def degrade(hr: np.ndarray, scale: int) -> np.ndarray:
-    """LR frames of an HR (T, H, W) cine or (H, W) frame on the 0–255 scale, exactly as SPEC §4:
+    """LR frames of an HR (T, H, W) cine or (H, W) frame on the 0–255 scale, exactly as docs/model.md:
     k-space truncation, magnitude, round; bicubic to (H//r, W//r), round, clip to 0–255. Returns float32."""
     if scale not in (2, 3, 4):
         raise ValueError(f"scale must be 2, 3 or 4, got {scale}")

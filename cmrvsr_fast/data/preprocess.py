@@ -1,4 +1,4 @@
-"""Intensity preparation shared by every data source (SPEC §1, §4)."""
+"""Intensity preparation shared by every data source (docs/model.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Readers for the two public datasets (ACDC, DSB15) and for a generic folder of cines.
 
-Every reader returns CineRecords: a cine stack on the 0–255 scale cropped to multiples of 12 (SPEC §4), with
+Every reader returns CineRecords: a cine stack on the 0–255 scale cropped to multiples of 12 (docs/model.md), with
 ED/ES where the data say them. Names are built from folder and file names only; no DICOM patient attribute is
 read into a record or a log line. Unreadable files raise DataError naming the file and the reason; a sequence
 that cannot be used (mixed frame sizes, too few frames) is skipped with a warning that names its folder.
@@ -8,6 +8,7 @@ that cannot be used (mixed frame sizes, too few frames) is skipped with a warnin
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass
@@ -15,17 +16,18 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pydicom
-from pydicom.errors import InvalidDicomError
 
 from cmrvsr_fast.cardiac.intensity import clip_and_scale
 from cmrvsr_fast.data.preprocess import crop_to_multiple
+from cmrvsr_fast.io.acdc_info import read_acdc_info
+from cmrvsr_fast.io.dicom import find_cine_series
+from cmrvsr_fast.io.dicom_pixels import read_series_pixels
+from cmrvsr_fast.io.errors import DataError
+from cmrvsr_fast.io.series import SeriesRefused
+
+__all__ = ["CineRecord", "DataError", "read_acdc", "read_cine_file", "read_dsb", "read_dsb_series", "read_folder"]
 
 log = logging.getLogger(__name__)
-
-
-class DataError(ValueError):
-    """A file that cannot be read as the data it should be; the message names the file and the reason."""
 
 
 @dataclass
@@ -73,20 +75,6 @@ def _load_nifti(path: Path) -> np.ndarray:
 # ---- ACDC --------------------------------------------------------------------------------------------------
 
 
-def read_acdc_info(path: Path) -> dict[str, str]:
-    """Info.cfg: `key: value` lines (ED, ES are 1-based frame numbers; NbFrame, Group, Height, Weight)."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as error:
-        raise DataError(f"{path}: cannot be read ({error})") from None
-    info = {}
-    for line in lines:
-        key, sep, value = line.partition(":")
-        if sep:
-            info[key.strip()] = value.strip()
-    return info
-
-
 def read_acdc_patient(folder: str | Path) -> CineRecord:
     """One ACDC patient folder: `patientNNN_4d.nii.gz` (X, Y, Z, T) and `Info.cfg` -> a (Z, T, X, Y) record.
     Image rows are the NIfTI X axis, as in the public preprocessing."""
@@ -118,54 +106,38 @@ def read_acdc(root: str | Path) -> list[CineRecord]:
 # ---- DSB15 (Kaggle Second Annual Data Science Bowl) ---------------------------------------------------------
 
 
-def _slice_position(ds: pydicom.Dataset) -> float | None:
-    """Position along the slice normal (ImagePositionPatient · (row × column direction))."""
-    try:
-        orientation = np.asarray(ds.ImageOrientationPatient, dtype=float)
-        position = np.asarray(ds.ImagePositionPatient, dtype=float)
-    except (AttributeError, ValueError, TypeError):
-        return None
-    return float(np.dot(position, np.cross(orientation[:3], orientation[3:])))
-
-
 def read_dsb_series(folder: str | Path, min_frames: int = 1) -> list[CineRecord]:
     """One `sax_N` folder of single-frame DICOMs -> one record per slice position (usually one).
 
-    Frames are grouped by position on the slice normal (0.1 mm), ordered by TriggerTime then InstanceNumber.
-    A group holding a whole multiple of CardiacNumberOfImages frames is a repeated acquisition: its last cycle
-    is kept. Groups with mixed frame sizes or fewer than `min_frames` frames are skipped with a warning."""
+    Frames are grouped into series and slices by the scanner input's rules (io/series.py), each slice judged on
+    its own (`slices_alone`): ordered by TriggerTime then InstanceNumber; a slice holding a whole multiple of the
+    cardiac cycle is a repeated acquisition, of which the last cycle is kept. Slices with mixed frame sizes or
+    fewer than `min_frames` frames, and series that cannot be used, are skipped with a warning."""
     folder = Path(folder)
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    groups: dict[float | None, list[tuple[pydicom.Dataset, np.ndarray]]] = {}
-    for path in files:
-        try:
-            ds = pydicom.dcmread(path)
-            pixels = ds.pixel_array
-        except (InvalidDicomError, AttributeError, ValueError, OSError) as error:
-            raise DataError(f"{path}: cannot be read as a DICOM image ({error})") from None
-        position = _slice_position(ds)
-        groups.setdefault(None if position is None else round(position, 1), []).append((ds, pixels))
+    found = find_cine_series(folder, slices_alone=True)
+    for name in found.report.not_dicom:
+        if not Path(name).name.startswith("."):  # hidden files (.DS_Store) are not part of the data
+            raise DataError(f"{name}: cannot be read as a DICOM image (not DICOM)")
+    if found.report.unreadable:
+        name, reason = found.report.unreadable[0]
+        raise DataError(f"{name}: cannot be read as a DICOM image ({reason})")
+    for reason in found.refused:
+        log.warning("%s: skipped %s", folder, reason)
+    for note in (note for series in found.series for note in series.notes):
+        log.warning("%s: %s", folder, note)
+    slices = [(series, cine) for series in found.series for cine in series.slices]
     records = []
-    for position, frames in groups.items():
-        frames.sort(key=lambda f: (_number(f[0], "TriggerTime"), _number(f[0], "InstanceNumber")))
-        cycle = int(_number(frames[0][0], "CardiacNumberOfImages"))
-        if cycle and len(frames) > cycle and len(frames) % cycle == 0:
-            log.warning(
-                "%s: %d frames = %d cycles at one position; keeping the last", folder, len(frames), len(frames) // cycle
-            )
-            frames.sort(key=lambda f: _number(f[0], "InstanceNumber"))
-            frames = sorted(frames[-cycle:], key=lambda f: _number(f[0], "TriggerTime"))
-        shapes = {pixels.shape for _, pixels in frames}
-        if len(shapes) != 1:
-            log.warning("%s: skipped a slice with mixed frame sizes %s", folder, sorted(shapes))
+    for series, cine in slices:
+        if len(cine.frames) < min_frames:
+            log.warning("%s: skipped a slice with %d frames (< %d)", folder, len(cine.frames), min_frames)
             continue
-        if len(frames) < min_frames:
-            log.warning("%s: skipped a slice with %d frames (< %d)", folder, len(frames), min_frames)
-            continue
-        label = folder.name if len(groups) == 1 else f"{folder.name}@{position}"
-        record = _finish(
-            f"{folder.parent.parent.name}/{label}", np.stack([p for _, p in frames])[None], 0, None, folder
-        )
+        try:
+            stored = read_series_pixels(found.archive, dataclasses.replace(series, slices=[cine]))
+        except SeriesRefused as error:
+            raise DataError(str(error)) from None
+        position = round(cine.position, 1)
+        label = folder.name if len(slices) == 1 else f"{folder.name}@{position}"
+        record = _finish(f"{folder.parent.parent.name}/{label}", stored, 0, None, folder)
         record.position = position
         records.append(record)
     return records
@@ -179,21 +151,14 @@ def read_dsb(root: str | Path, min_frames: int = 1) -> list[CineRecord]:
     )
     if not series:
         raise DataError(f"{root}: no DSB15 series (<id>/study/sax_N/) found")
-    kept: dict[tuple[str, float | None], CineRecord] = {}
+    kept: dict[tuple[str, float | None], CineRecord] = {}  # (study folder, slice position) -> record
     for folder in series:
         for record in read_dsb_series(folder, min_frames):
             key = (str(folder.parent), record.position)
-            if key in kept and record.position is not None:
+            if key in kept:
                 log.warning("%s re-acquires the position of %s; keeping the later", folder, kept[key].source)
-            kept[key if record.position is not None else (str(folder), None)] = record
+            kept[key] = record
     return list(kept.values())
-
-
-def _number(ds: pydicom.Dataset, keyword: str) -> float:
-    try:
-        return float(getattr(ds, keyword, 0) or 0)
-    except (TypeError, ValueError):
-        return 0.0
 
 
 def _folder_number(path: Path) -> int:

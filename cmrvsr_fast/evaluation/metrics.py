@@ -1,4 +1,4 @@
-"""Image-quality metrics of the paper (SPEC §5): PSNR, SSIM, and their cardiac versions inside a heart box.
+"""Image-quality metrics of the paper (docs/model.md): PSNR, SSIM, and their cardiac versions inside a heart box.
 
 All take intensities on the 0–255 scale. The paper scores outputs after rounding and clamping to 0–255
 (`to_grey_levels`); the evaluation pipeline does that before calling these.

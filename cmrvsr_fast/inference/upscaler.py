@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from cmrvsr_fast.data.degrade import bicubic_resize
 from cmrvsr_fast.data.preprocess import denormalise, normalise
 from cmrvsr_fast.inference.consistency import DEFAULT_STRENGTH, enforce_consistency
 from cmrvsr_fast.inference.engine import Engine
+from cmrvsr_fast.inference.runner import EngineRunner, NetworkRunner
 from cmrvsr_fast.model.checkpoint import ModelCard, load_checkpoint
 from cmrvsr_fast.model.network import CMRVSR
 
@@ -56,25 +58,6 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     return device
 
 
-def native_bf16(device: torch.device) -> bool:
-    """Whether bfloat16 is fast here: CPUs with AVX512-BF16 or AMX, CUDA GPUs that support it (Ampere on)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    cpu = torch.cpu
-    return bool(
-        getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
-        or getattr(cpu, "_is_amx_tile_supported", lambda: False)()
-    )
-
-
-def default_memory_budget_mb(device: torch.device) -> float:
-    """How much memory one pass over a slice stack may take: half of the GPU's free memory, 4 GiB on a CPU."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return free / 2**20 / 2
-    return 4096.0
-
-
 def available_memory_bytes(device: torch.device) -> int:
     """Memory a job may still take: the GPU's free memory, or the host's available memory (MemAvailable)."""
     if device.type == "cuda":
@@ -104,42 +87,39 @@ def tile_spans(length: int, core: int, margin: int) -> list[tuple[int, int, int,
 
 
 class Upscaler:
-    """A loaded model with everything needed to super-resolve cines in their own units. Inference runs through
-    the Engine (engine.py), as many slices per pass as fit the memory budget; precision "auto" picks bfloat16
-    where the hardware runs it natively, float32 elsewhere."""
+    """A network runner (runner.py: the Engine for a checkpoint, or an exported artifact's runner) with everything
+    needed to super-resolve cines in their own units. `Upscaler.from_model` and `load` build one."""
 
-    def __init__(
-        self,
-        model: CMRVSR,
-        card: ModelCard,
-        device: torch.device,
-        precision: str = "auto",
-        backend: str | Mapping[str, str] = "auto",
-        compile: bool = False,
-        cuda_graph: bool = False,
-        cudnn_benchmark: bool = False,
-    ) -> None:
-        self.model, self.card, self.device = model.to(device).eval(), card, device
-        dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-        if precision == "auto":
-            precision = "bf16" if native_bf16(device) else "fp32"
-        if precision not in dtypes:
-            raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
-        self.precision = precision
-        # Compiled for dynamic shapes: a job meets many matrix sizes and pass sizes, and static shapes would
-        # recompile for each (past Dynamo's recompile limit, an error).
-        self.engine = Engine(self.model, dtype=dtypes[precision], device=device, backend=backend,
-                             compile="dynamic" if compile else False, cuda_graph=cuda_graph,
-                             cudnn_benchmark=cudnn_benchmark,
-                             memory_budget_mb=default_memory_budget_mb(device))  # fmt: skip
+    def __init__(self, runner: NetworkRunner) -> None:
+        self.runner = runner
 
     @classmethod
-    def from_runner(cls, runner, card: ModelCard, device: torch.device, precision: str) -> Upscaler:
-        """An Upscaler around an exported artifact's runner (called like the Engine) instead of a model."""
-        upscaler = cls.__new__(cls)
-        upscaler.model, upscaler.card, upscaler.device = None, card, device
-        upscaler.precision, upscaler.engine = precision, runner
-        return upscaler
+    def from_model(cls, model: CMRVSR, card: ModelCard, device: torch.device, **options: Any) -> Upscaler:
+        """A checkpoint's model (and its card) run by the Engine; options: EngineRunner's (precision, backend,
+        compile, cuda_graph, cudnn_benchmark)."""
+        return cls(EngineRunner(model, card, device, **options))
+
+    @property
+    def card(self) -> ModelCard:
+        return self.runner.card
+
+    @property
+    def device(self) -> torch.device:
+        return self.runner.device
+
+    @property
+    def precision(self) -> str:
+        return self.runner.precision
+
+    @property
+    def model(self) -> CMRVSR | None:
+        """The PyTorch model behind a checkpoint's Upscaler; None for an exported artifact."""
+        return self.runner.model if isinstance(self.runner, EngineRunner) else None
+
+    @property
+    def engine(self) -> Engine | NetworkRunner:
+        """The Engine behind a checkpoint's Upscaler (its options and counters); an artifact's runner otherwise."""
+        return self.runner.engine if isinstance(self.runner, EngineRunner) else self.runner
 
     @property
     def scale(self) -> int:
@@ -162,11 +142,12 @@ class Upscaler:
         """The LR tile core (pixels a side) for a cine whose one pass would not fit in memory, None when it fits.
         The limit is the larger of the Engine's pass budget and half of the memory available now; the core is
         the largest multiple of 8 whose tile, context margins included, fits (TooLarge when not even 32 does)."""
-        if self.model is None:  # an exported artifact has a fixed input size: nothing to tile
+        ws = self.runner.working_set_bytes
+        whole = ws(frames, height, width)
+        if whole is None:  # a runner of fixed input shapes (an exported artifact): nothing to tile
             return None
-        ws = self.engine.working_set_bytes
-        limit = max((self.engine.memory_budget_mb or 0) * 2**20, available_memory_bytes(self.device) / 2)
-        if ws(frames, height, width) <= limit:
+        limit = max((self.runner.memory_budget_mb or 0) * 2**20, available_memory_bytes(self.device) / 2)
+        if whole <= limit:
             return None
         for core in range(max(height, width) // 8 * 8, 31, -8):
             if ws(frames, core + 2 * TILE_MARGIN, core + 2 * TILE_MARGIN) <= limit:
@@ -176,17 +157,17 @@ class Upscaler:
                        f"{limit / 2**30:.1f} GiB may be used on {self.device}")  # fmt: skip
 
     def _network(self, chunk: torch.Tensor, codes: torch.Tensor, stages: int | None, core: int | None) -> np.ndarray:
-        """The Engine on (N, T, 1, H, W) -> (N, T, rH, rW) float32, in overlapping tiles when `core` is given: each
+        """The runner on (N, T, 1, H, W) -> (N, T, rH, rW) float32, in overlapping tiles when `core` is given: each
         tile is read with TILE_MARGIN pixels of context and only its core is kept (docs/scanner-io.md has the
         measured difference to the untiled output)."""
         if core is None:
-            return self.engine(chunk.to(self.device), codes, stages=stages)[:, :, 0].cpu().numpy()
+            return self.runner(chunk.to(self.device), codes, stages=stages)[:, :, 0].cpu().numpy()
         r, (height, width) = self.scale, chunk.shape[-2:]
         out = np.empty((*chunk.shape[:2], height * r, width * r), dtype=np.float32)
         for y0, y1, cy0, cy1 in tile_spans(height, core, TILE_MARGIN):
             for x0, x1, cx0, cx1 in tile_spans(width, core, TILE_MARGIN):
                 tile = chunk[..., y0:y1, x0:x1].contiguous().to(self.device)
-                sr = self.engine(tile, codes, stages=stages)[:, :, 0].cpu().numpy()
+                sr = self.runner(tile, codes, stages=stages)[:, :, 0].cpu().numpy()
                 out[:, :, cy0 * r : cy1 * r, cx0 * r : cx1 * r] = sr[
                     :, :, (cy0 - y0) * r : (cy1 - y0) * r, (cx0 - x0) * r : (cx1 - x0) * r
                 ]
@@ -246,12 +227,7 @@ class Upscaler:
         mean, std = self.card.normalisation
         out = np.empty((stack.shape[0], frames, stack.shape[2] * r, stack.shape[3] * r), dtype=np.float32)
         core = self.check_memory(stack.shape) if tile is None else (tile or None)
-        if core is not None:
-            chunk_size = 1
-        elif self.model is not None:
-            chunk_size = self.engine.cines_per_pass(frames, *stack.shape[2:], cines=len(grey))
-        else:
-            chunk_size = len(grey)
+        chunk_size = 1 if core is not None else self.runner.cines_per_pass(frames, *stack.shape[2:], len(grey))
         for start in range(0, len(grey), chunk_size):
             chunk = torch.from_numpy(normalise(grey[start : start + chunk_size], mean, std))[:, :, None]
             chunk_codes = codes[None].expand(len(chunk), -1).to(self.device)
@@ -284,13 +260,12 @@ def load(
     unless given), or an exported artifact (.onnx, .engine, .pt2 with its manifest beside it: onnxruntime,
     TensorRT, AOTInductor). With both weights and scale, the weights must be of that scale (ValueError).
     precision: "auto" (bf16 where native, else fp32), "fp32", "bf16" or "fp16"; backend: the Engine's;
-    compile: torch.compile the Engine's per-step pieces for dynamic shapes, compiled once for the job (with static
-    shapes, the compiled Engine was the fastest path measured on an H200: bf16, 1.7× the eager Engine on a 10-slice
-    stack, after about 17 s of compilation; dynamic shapes not yet timed there): for long jobs. cuda_graph (a CUDA
-    device only): each pass's schedule replayed as a CUDA graph, captured once per pass shape (the four most
-    recent kept): for one cine at a time, where launches dominate (4.15× the reference on an H200 against 3.6×
-    without, all-Triton). cudnn_benchmark: cuDNN times its convolution algorithms per shape on first use (the
-    Engine's option; not yet timed on a GPU; no effect off CUDA). All three ignored for exported artifacts."""
+    compile: torch.compile the Engine's per-step pieces for dynamic shapes, compiled once for the job (the
+    compilation costs seconds up front and is repaid over many passes): for long jobs. cuda_graph (a CUDA device
+    only): each pass's schedule replayed as a CUDA graph, captured once per pass shape (the four most recent kept):
+    fewer kernel launches, for one cine at a time, where launches dominate. cudnn_benchmark: cuDNN times its
+    convolution algorithms per shape on first use (the Engine's option; no effect off CUDA). All three ignored for
+    exported artifacts."""
     path = Path(weights) if weights is not None else default_weights_path(scale or DEFAULT_SCALE)
     upscaler = _load_path(path, device, precision, backend, compile, cuda_graph, cudnn_benchmark)
     if scale is not None and upscaler.scale != scale:
@@ -300,16 +275,11 @@ def load(
 
 def _load_path(path: Path, device, precision, backend, compile, cuda_graph, cudnn_benchmark) -> Upscaler:
     if path.suffix in ARTIFACT_SUFFIXES:
-        from cmrvsr_fast.export.runners import (  # onnxruntime/TensorRT only when asked for
-            card_from_manifest,
-            load_runner,
-        )
+        from cmrvsr_fast.export.runners import load_runner  # onnxruntime/TensorRT only when asked for
 
-        runner = load_runner(path)
-        return Upscaler.from_runner(
-            runner, card_from_manifest(runner.manifest), resolve_device(device), runner.manifest.precision
-        )
+        return Upscaler(load_runner(path, resolve_device(device)))
     if path.suffix != ".safetensors":
         raise ValueError(f"{path}: expected a .safetensors checkpoint with its .json card, or .onnx/.engine/.pt2")
     model, card = load_checkpoint(path)
-    return Upscaler(model, card, resolve_device(device), precision, backend, compile, cuda_graph, cudnn_benchmark)
+    return Upscaler.from_model(model, card, resolve_device(device), precision=precision, backend=backend,
+                               compile=compile, cuda_graph=cuda_graph, cudnn_benchmark=cudnn_benchmark)  # fmt: skip

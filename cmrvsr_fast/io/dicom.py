@@ -33,12 +33,13 @@ class Discovery:
     derived: int = 0
 
 
-def find_cine_series(source: str | Path) -> Discovery:
-    """Scan `source` (a folder or a .zip) and group its MR frames into cine series by the rules of series.py."""
+def find_cine_series(source: str | Path, slices_alone: bool = False) -> Discovery:
+    """Scan `source` (a folder or a .zip) and group its MR frames into cine series by the rules of series.py
+    (slices_alone: each slice judged on its own, for a reader that makes a record of each)."""
     found = Discovery(InputArchive(source), scan(source))
     for frames in group_frames(found.report.frames).values():
         try:
-            found.series.append(build_series(frames))
+            found.series.append(build_series(frames, slices_alone))
         except NotACine:
             found.not_cine += 1
         except DerivedSeries:

@@ -79,6 +79,7 @@ class ScanReport:
     frames: list[FrameRef] = field(default_factory=list)
     skipped: Counter = field(default_factory=Counter)  # reason -> count of files
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    not_dicom: list[str] = field(default_factory=list)  # files skipped as "not DICOM", as messages name them
     files: int = 0
 
 
@@ -197,6 +198,7 @@ def scan(root: str | Path) -> ScanReport:
                 size = handle.seek(0, os.SEEK_END)
         except InvalidDicomError:
             report.skipped["not DICOM"] += 1
+            report.not_dicom.append(archive.display(name))
             continue
         except Exception as error:  # pydicom raises many types on a damaged header  # noqa: BLE001
             report.unreadable.append((archive.display(name), f"damaged DICOM header ({type(error).__name__})"))

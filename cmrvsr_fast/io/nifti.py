@@ -19,7 +19,8 @@ import nibabel as nib
 import numpy as np
 
 from cmrvsr_fast.atomic import atomic_write
-from cmrvsr_fast.data.readers import DataError, read_acdc_info
+from cmrvsr_fast.io.acdc_info import read_acdc_info
+from cmrvsr_fast.io.errors import DataError
 
 
 @dataclass

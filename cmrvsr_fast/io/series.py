@@ -91,7 +91,7 @@ def _pixel_format(frame: FrameRef) -> tuple:
     )
 
 
-def _check_series(frames: list[FrameRef]) -> None:
+def _check_series(frames: list[FrameRef], one_frame_size: bool = True) -> None:
     for frame in frames:
         if frame.position is None or frame.orientation is None:
             raise SeriesRefused(
@@ -102,7 +102,7 @@ def _check_series(frames: list[FrameRef]) -> None:
         if not np.allclose(frame.orientation, reference, atol=1e-3):
             raise SeriesRefused(f"{frame.name}: orientation differs from {frames[0].name} (mixed orientations)")
     sizes = {(f.rows, f.columns) for f in frames}
-    if len(sizes) > 1:
+    if one_frame_size and len(sizes) > 1:
         raise SeriesRefused(f"inconsistent frame sizes in one series: {sorted(sizes)}")
     formats = {_pixel_format(f) for f in frames}
     if len(formats) > 1:
@@ -125,8 +125,9 @@ def _order_slice(frames: list[FrameRef], with_triggers: bool) -> list[FrameRef]:
     return sorted(frames, key=lambda f: f.instance)
 
 
-def build_series(frames: list[FrameRef]) -> CineSeries:
-    """One series' frames -> a CineSeries, applying the module's rules; raises SeriesRefused or NotACine."""
+def build_series(frames: list[FrameRef], slices_alone: bool = False) -> CineSeries:
+    """One series' frames -> a CineSeries, applying the module's rules; raises SeriesRefused, NotACine or
+    DerivedSeries. slices_alone: judge each slice on its own (the module docstring)."""
     unique = list({(f.sop_uid, f.frame): f for f in frames}.values())
     duplicates = len(frames) - len(unique)
     frames = unique
@@ -138,7 +139,7 @@ def build_series(frames: list[FrameRef]) -> CineSeries:
     places = {(_rounded(f.orientation, 3), _rounded(f.position, 2)) for f in frames}
     if len(places) == len(frames) and frames[0].position is not None:
         raise NotACine(f"{len(frames)} single image(s), not a cine")
-    _check_series(frames)
+    _check_series(frames, one_frame_size=not slices_alone)
     header = frames[0].header
     series = CineSeries(
         study_uid=frames[0].study_uid,
@@ -168,12 +169,19 @@ def build_series(frames: list[FrameRef]) -> CineSeries:
         cycle = max(declared) if declared else len({f.trigger_time for f in group}) if all(triggers) else len(group)
         count = len(group)
         where = f"slice at {position:.2f} mm"
+        sizes = {(f.rows, f.columns) for f in group}
+        if len(sizes) > 1:  # only with slices_alone: else the whole series was refused above
+            series.notes.append(f"{where}: mixed frame sizes {sorted(sizes)}; dropped")
+            continue
         if count == cycle:
             kept = group
         elif count > cycle and count % cycle == 0:
             runs = count // cycle
             kept = sorted(group, key=lambda f: (f.instance, f.name))[-cycle:]
             series.notes.append(f"{where}: {runs} acquisitions of {cycle} frames; kept the last")
+        elif slices_alone:
+            kept = group
+            series.notes.append(f"{where}: {count} frames, not a whole number of {cycle}-frame cycles; kept")
         elif count < cycle:
             series.notes.append(f"{where}: short ({count} of {cycle} frames); dropped")
             continue
@@ -181,10 +189,12 @@ def build_series(frames: list[FrameRef]) -> CineSeries:
             raise SeriesRefused(f"{where}: {count} frames is not a multiple of the {cycle}-frame cycle")
         series.slices.append(SliceCine(position, _order_slice(kept, all(triggers))))
 
+    if not series.slices and slices_alone:
+        raise SeriesRefused("no usable slice left: " + "; ".join(series.notes))
     if not series.slices:
         raise SeriesRefused("no complete slice left (every slice is short)")
     counts = {len(s.frames) for s in series.slices}
-    if len(counts) > 1:
+    if len(counts) > 1 and not slices_alone:
         raise SeriesRefused(f"slices have different frame counts {sorted(counts)}")
     return series
 

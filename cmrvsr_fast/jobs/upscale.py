@@ -33,7 +33,6 @@ from tqdm import tqdm
 
 from cmrvsr_fast._version import __version__
 from cmrvsr_fast.atomic import atomic_write_text
-from cmrvsr_fast.data.readers import DataError
 from cmrvsr_fast.export.runners import ShapeMismatch
 from cmrvsr_fast.inference.consistency import DEFAULT_STRENGTH, input_agreement
 from cmrvsr_fast.inference.upscaler import TooLarge, Upscaler
@@ -41,6 +40,7 @@ from cmrvsr_fast.io import find_cine_series, rescale
 from cmrvsr_fast.io.dicom_pixels import read_series_pixels
 from cmrvsr_fast.io.dicom_scan import ScanReport
 from cmrvsr_fast.io.dicom_write import finer_grid_position, write_series
+from cmrvsr_fast.io.errors import DataError
 from cmrvsr_fast.io.nifti import (
     affine_from_dicom,
     check_nifti_dimensions,
@@ -337,8 +337,7 @@ def pixel_settings(
     """Everything besides the weights and scale that changes the output's pixels: in the derived UIDs (so that
     different pixels never share a UID) and in the DerivationDescription. Tiles change pixels only by float
     rounding (docs/scanner-io.md), but a rounding can flip a stored integer: a tiled output says so."""
-    backend = getattr(upscaler.engine, "backend", type(upscaler.engine).__name__)
-    settings = {"precision": upscaler.precision, "backend": backend, "device": upscaler.device.type,
+    settings = {"precision": upscaler.precision, "backend": upscaler.runner.backend, "device": upscaler.device.type,
                 "ED": ed, "ES": es, "consistency": options.consistency}  # fmt: skip
     return settings if tile_core is None else settings | {"tiles": tile_core}
 

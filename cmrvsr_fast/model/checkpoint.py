@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,13 +22,13 @@ from safetensors.torch import load_file, save_file
 
 from cmrvsr_fast.atomic import atomic_write, atomic_write_text
 from cmrvsr_fast.model.baselines import BaselineConfig
-from cmrvsr_fast.model.config import ModelConfig
+from cmrvsr_fast.model.config import PRESETS, ModelConfig
 from cmrvsr_fast.model.network import CMRVSR
 from cmrvsr_fast.model.zoo import config_from_dict
 
 CARD_FORMAT = "cmrvsr_fast.card/1"
 
-# Mean and standard deviation of the training intensities on the 0–255 scale (SPEC §1).
+# Mean and standard deviation of the training intensities on the 0–255 scale (docs/model.md).
 NORMALISATION = {"acdc": (54.089, 48.084), "dsb15": (51.193, 52.671)}
 
 
@@ -140,7 +141,7 @@ def load_shared_weights(model: torch.nn.Module, path: str | os.PathLike[str]) ->
 
 
 def official_key_map(config: ModelConfig) -> dict[str, str]:
-    """This package's parameter names -> the public implementation's (SPEC §3)."""
+    """This package's parameter names -> the public implementation's (docs/model.md)."""
     names = {
         "in_block.conv": "in_block.conv",
         "refine.fuse": "refine_block.body.conv1",
@@ -206,3 +207,35 @@ def _load_exactly(
         if not value.is_floating_point():
             raise ValueError(f"{source}: key {names.get(key, key)!r} has dtype {value.dtype}, expected floating point")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
+
+
+def model_chooser(
+    weights: str | None = None, preset: str | None = None
+) -> Callable[[int], tuple[str, CMRVSR, tuple[float, float]] | None]:
+    """For each scale: (label, model, normalisation) from a checkpoint or an untrained preset (seeded, so that
+    two evaluations of one preset score the same network), or None without either (bicubic only). A scale the
+    weights or preset cannot serve is a ValueError naming both."""
+    if weights:
+        model, card = load_checkpoint(weights)
+        label = Path(weights).stem
+
+        def from_weights(scale: int) -> tuple[str, CMRVSR, tuple[float, float]]:
+            if scale != card.config.scale:
+                raise ValueError(f"--weights {weights} is a ×{card.config.scale} model; asked for ×{scale}")
+            return label, model, card.normalisation
+
+        return from_weights
+    if preset:
+
+        def from_preset(scale: int) -> tuple[str, CMRVSR, tuple[float, float]]:
+            name = preset if preset in PRESETS else f"{preset}-x{scale}"
+            if name not in PRESETS:
+                raise ValueError(f"--preset {preset}: no preset {name!r} (choose from {sorted(PRESETS)})")
+            config = ModelConfig.from_name(name)
+            if config.scale != scale:
+                raise ValueError(f"--preset {name} is a ×{config.scale} model; asked for ×{scale}")
+            torch.manual_seed(0)
+            return f"{name} (untrained)", CMRVSR(config), NORMALISATION["acdc"]
+
+        return from_preset
+    return lambda scale: None

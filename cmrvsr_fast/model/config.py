@@ -1,4 +1,4 @@
-"""Model configuration: one validated dataclass and the named presets (SPEC §1–2)."""
+"""Model configuration: one validated dataclass and the named presets (docs/model.md)."""
 
 from __future__ import annotations
 

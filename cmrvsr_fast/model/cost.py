@@ -1,8 +1,14 @@
-"""Arithmetic cost of the network (SPEC §6), for presets, benchmarks and roofline figures."""
+"""Arithmetic cost of the network (docs/model.md), for presets, benchmarks and roofline figures."""
 
 from __future__ import annotations
 
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from cmrvsr_fast.model.baselines import BaselineConfig
 from cmrvsr_fast.model.config import ModelConfig
+
+FLOP_COUNT_SIZE = 16  # LR size of the counted forward: convolution FLOPs scale exactly with the pixels
 
 
 def macs_per_lr_pixel(config: ModelConfig) -> dict[str, int]:
@@ -33,3 +39,18 @@ def inference_flops(config: ModelConfig, frames: int, height: int, width: int, s
     per_pixel = extended * (macs["in_block"] + stages * (macs["convlstm"] + macs["refine"]))
     per_pixel += frames * macs["out_block"]
     return 2.0 * per_pixel * height * width
+
+
+def counted_flops_per_frame(model: torch.nn.Module, config, frames: int, size: int) -> float:
+    """FLOPs of any zoo model's forward on one cine divided by its frames, counted by torch's FlopCounterMode at
+    16×16 LR and scaled to size² (convolution FLOPs are proportional to the output pixels); bicubic's
+    interpolation by its formula. Where the schedules agree it equals `inference_flops` / frames."""
+    if isinstance(config, BaselineConfig) and config.kind == "bicubic":
+        r = config.scale  # separable 4-tap passes: rows to (H, rW), then columns to (rH, rW)
+        return 2.0 * 4 * (size * r * size + r * size * r * size)
+    lr = torch.zeros(1, frames, 1, FLOP_COUNT_SIZE, FLOP_COUNT_SIZE)
+    phase = torch.zeros(1, frames)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model.cpu()(lr, phase)
+    return counter.get_total_flops() * (size / FLOP_COUNT_SIZE) ** 2 / frames

@@ -1,4 +1,4 @@
-"""Training with the recipe of SPEC §3, on one process or under torchrun (DDP: gloo on CPU, NCCL on GPU).
+"""Training with the recipe of docs/model.md, on one process or under torchrun (DDP: gloo on CPU, NCCL on GPU).
 
 Adam (lr 1e-4, no weight decay), batches of 7-frame clips with n true neighbouring warm-up frames on each side,
 random 32×32 LR crops and flips, the deep-supervision L1 loss. Validation scores CardiacPSNR/SSIM of whole
@@ -33,13 +33,14 @@ from cmrvsr_fast.data.datasets import ClipDataset, Sequence
 from cmrvsr_fast.evaluation.evaluate import bicubic_upscale, score_methods, super_resolve
 from cmrvsr_fast.model.checkpoint import ModelCard, load_shared_weights, load_weights, read_card, save_checkpoint
 from cmrvsr_fast.model.zoo import AnyConfig, build_model
+from cmrvsr_fast.training.runs import optimiser_recipe
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainOptions:
-    """The recipe (SPEC §3 defaults) and the run's bookkeeping."""
+    """The recipe (defaults of docs/model.md) and the run's bookkeeping."""
 
     out: Path
     steps: int = 1000
@@ -204,7 +205,7 @@ def _card(
         training={
             "data": options.data_description,
             "recipe": {
-                "optimiser": f"Adam lr={options.lr} weight_decay=0",
+                "optimiser": optimiser_recipe(options.lr),
                 "batch": options.batch * world,
                 "clip_frames": options.clip_frames,
                 "warmup": config.warmup,
