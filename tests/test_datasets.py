@@ -49,7 +49,15 @@ def test_acdc_reader_refuses_bad_info(tmp_path: Path) -> None:
         read_acdc(tmp_path)
 
 
-def write_dicom(path: Path, pixels: np.ndarray, position_z: float, trigger: float, instance: int, cycle: int) -> None:
+def write_dicom(
+    path: Path,
+    pixels: np.ndarray,
+    position_z: float,
+    trigger: float,
+    instance: int,
+    cycle: int,
+    series: dict | None = None,
+) -> None:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = MRImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -66,6 +74,8 @@ def write_dicom(path: Path, pixels: np.ndarray, position_z: float, trigger: floa
     ds.ImagePositionPatient = [-100.0, -90.0, position_z]
     ds.TriggerTime, ds.InstanceNumber, ds.CardiacNumberOfImages = trigger, instance, cycle
     ds.PixelData = pixels.astype(np.uint16).tobytes()
+    for keyword, value in (series or {}).items():  # e.g. StudyInstanceUID, SeriesInstanceUID, SeriesNumber
+        setattr(ds, keyword, value)
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
 
@@ -172,3 +182,21 @@ def test_no_patient_attribute_reaches_pydicom_records(tmp_path: Path) -> None:
     write_sax(tmp_path / "5" / "study" / "sax_2", 1, 0.0)
     (record,) = read_dsb(tmp_path)
     assert not any(isinstance(v, pydicom.Dataset) for v in vars(record).values())
+
+
+def test_a_position_acquired_twice_in_one_folder_keeps_the_later_series(tmp_path, caplog):
+    """Two series at one position in one sax folder: the later SeriesNumber wins, whatever the UIDs' text order
+    ("1.2.826.10" sorts before "1.2.826.9" as text)."""
+    folder = tmp_path / "dsb" / "1" / "study" / "sax_5"
+    alone = {}
+    for number, uid, seed in ((9, "1.2.826.9", 3), (10, "1.2.826.10", 4)):
+        cine = scanner_units(generate(seed, (30, 28), 10).cine[0]).clip(0, 4095)
+        series = {"StudyInstanceUID": "1.2.826.1", "SeriesInstanceUID": uid, "SeriesNumber": number}
+        for target in (folder, tmp_path / f"alone{number}" / "1" / "study" / "sax_5"):
+            for t in range(10):
+                write_dicom(target / f"IM-{number:04d}-{t + 1:04d}.dcm", cine[t], 10.0, 33.0 * t, t + 1, 10, series)
+        (alone[number],) = read_dsb(tmp_path / f"alone{number}")
+    with caplog.at_level("WARNING"):
+        records = read_dsb(tmp_path / "dsb")
+    assert len(records) == 1 and "keeping the later" in caplog.text
+    assert np.array_equal(records[0].cine, alone[10].cine) and not np.array_equal(records[0].cine, alone[9].cine)

@@ -123,9 +123,17 @@ def read_dsb_series(folder: str | Path, min_frames: int = 1) -> list[CineRecord]
         raise DataError(f"{name}: cannot be read as a DICOM image ({reason})")
     for reason in found.refused:
         log.warning("%s: skipped %s", folder, reason)
+    passed_over = {"not a cine": found.not_cine, "derived": found.derived}
+    passed_over.update((reason, n) for reason, n in found.report.skipped.items() if reason != "not DICOM")
+    for what, count in passed_over.items():
+        if count:
+            log.warning("%s: skipped %d %s series or file(s)", folder, count, what)
     for note in (note for series in found.series for note in series.notes):
         log.warning("%s: %s", folder, note)
-    slices = [(series, cine) for series in found.series for cine in series.slices]
+    # Series in acquisition order (SeriesNumber), so that read_dsb's "the later acquisition of a position wins"
+    # means the later series, not the later UID in text order.
+    ordered = sorted(found.series, key=lambda series: (series.number is None, series.number or 0))
+    slices = [(series, cine) for series in ordered for cine in series.slices]
     records = []
     for series, cine in slices:
         if len(cine.frames) < min_frames:
