@@ -175,9 +175,12 @@ setup(
             "opencv-python-headless>=4.8",  # only to check cvcompat and the degradation against OpenCV in tests
             "scikit-image>=0.22",  # only as the independent SSIM/PSNR in tests
             "matplotlib>=3.7",  # the Fig. 4a plot of benchmarks/fps_vs_params.py
+            "pynetdicom>=2.1",  # the DICOM node's tests
+            "tomli>=2; python_version < '3.11'",
         ],
         "bench": ["matplotlib>=3.7"],
         "tensorrt": ["tensorrt>=10"],
+        "node": ["pynetdicom>=2.1", "tomli>=2; python_version < '3.11'"],  # cmrvsr-fast serve
         "dicom": ["pylibjpeg>=2", "pylibjpeg-libjpeg>=2", "pylibjpeg-openjpeg>=2", "pylibjpeg-rle>=2"],
     },
     entry_points={"console_scripts": ["cmrvsr-fast = cmrvsr_fast.cli:main"]},

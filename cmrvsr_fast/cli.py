@@ -407,7 +407,65 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--slices", type=int, default=1)
     ph.add_argument("--overwrite", action="store_true", help="replace existing files of the same names")
     ph.set_defaults(run=run_phantom)
+
+    sv = commands.add_parser(
+        "serve",
+        help="a DICOM node: receive cines (C-STORE), super-resolve them, forward the derived series",
+        description="Settings from --config (TOML) and the flags over it; docs/dicom-node.md. Stops in order on "
+        "SIGTERM or Ctrl-C (the jobs in hand finished; anything unfinished resumes on the next start).",
+    )
+    sv.add_argument("--config", type=Path, help="a TOML file of settings (its [node] table)")
+    sv.add_argument("--status", action="store_true", help="print the spool's queue, jobs by state and last error")
+    sv.add_argument("--ae-title", help="this node's AE title (default CMRVSR)")
+    sv.add_argument("--host", help="address to listen on (default 0.0.0.0)")
+    sv.add_argument("--port", type=int, help="DICOM port (default 11112)")
+    sv.add_argument("--spool", type=Path, help="spool folder: received instances, results, journal")
+    sv.add_argument("--forward", action="append", metavar="AE@HOST:PORT", help="a destination (repeatable)")
+    sv.add_argument("--allow", action="append", metavar="AE", help="a calling AE title that may send (repeatable)")
+    sv.add_argument("--allow-host", action="append", metavar="CIDR", dest="allow_hosts",
+                    help="an address or network that may connect (repeatable)")  # fmt: skip
+    sv.add_argument("--quiet-seconds", type=float, help="a series is complete after this long without an instance")
+    sv.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    sv.add_argument("--weights", help="a checkpoint or exported artifact (default: the embedded default)")
+    sv.add_argument("--scale", type=int, choices=[2, 3, 4], help="the embedded default of this scale (default ×4)")
+    sv.add_argument("--metrics-port", type=int, help="serve /metrics and /health over HTTP on this port")
+    sv.add_argument("--verbose", action="store_true", help="log each job's upscale details")
+    sv.set_defaults(run=run_serve)
     return parser
+
+
+SERVE_FLAGS = ("ae_title", "host", "port", "spool", "forward", "allow", "allow_hosts", "quiet_seconds", "device",
+               "weights", "scale", "metrics_port")  # fmt: skip
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    try:
+        from cmrvsr_fast.node.config import ConfigError, load_config
+    except ImportError as error:
+        raise UsageError(f"serve needs pynetdicom ({error}): pip install 'cmrvsr_fast[node]'") from None
+    try:
+        config = load_config(args.config, {name: getattr(args, name) for name in SERVE_FLAGS})
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+    if args.status:
+        from cmrvsr_fast.node.journal import Journal
+        from cmrvsr_fast.node.status import status_text
+
+        journal_path = config.spool / "journal.sqlite"
+        if not journal_path.is_file():
+            raise UsageError(f"{config.spool}: no node journal here (journal.sqlite); nothing was received yet")
+        print(status_text(Journal(journal_path), config.spool))
+        return EXIT_OK
+    from cmrvsr_fast.node.service import Node
+
+    resolve_device(config.device)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
+    logging.getLogger("cmrvsr_fast").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        Node(config).serve_forever()
+    except OSError as error:  # the port taken, the spool not writable: the node cannot start
+        raise UsageError(f"cannot serve: {error.strerror or error}") from None
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:

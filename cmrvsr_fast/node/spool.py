@@ -1,0 +1,103 @@
+"""The node's spool: every received instance on disk (fsynced) before the sender is told it was stored.
+
+Layout (names are hashes of UIDs, so no file or folder name carries a study's identity):
+  journal.sqlite            the job journal (node/journal.py)
+  tmp/                      files being written; renamed into place only when complete and synced
+  incoming/<series>/<sop>.dcm   received instances, one folder per series
+  results/<job>/            the derived series of a job (the upscale job's OUTPUT), made again on every try
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+class OutOfSpace(OSError):
+    """Less room than the node must keep free: the instance is refused, never acknowledged."""
+
+
+def _key(uid: str, length: int) -> str:
+    return hashlib.sha256(uid.encode()).hexdigest()[:length]
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make a rename or a new entry in `folder` durable (POSIX: the directory itself must be synced)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    def __init__(self, root: Path, min_free_bytes: int = 0) -> None:
+        self.root = Path(root)
+        self.min_free_bytes = min_free_bytes
+        for folder in (self.root, self.tmp, self.incoming, self.results):
+            folder.mkdir(parents=True, exist_ok=True)
+        for leftover in self.tmp.iterdir():  # writes cut short by a stop: never acknowledged, so resent
+            leftover.unlink(missing_ok=True)
+
+    @property
+    def journal_path(self) -> Path:
+        return self.root / "journal.sqlite"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def incoming(self) -> Path:
+        return self.root / "incoming"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    def series_folder(self, series_uid: str) -> Path:
+        return self.incoming / _key(series_uid, 16)
+
+    def result_folder(self, job: int) -> Path:
+        return self.results / f"job{job:06d}"
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free
+
+    def store(self, series_uid: str, sop_uid: str, data: bytes) -> Path:
+        """Write one instance durably: temporary file, fsync, rename into its series folder, fsync the folder.
+        OutOfSpace when keeping it would leave less than the minimum free; OSError when the disk fails."""
+        if self.free_bytes() - len(data) < self.min_free_bytes:
+            raise OutOfSpace(f"{self.free_bytes() / 2**20:.0f} MiB free, {self.min_free_bytes / 2**20:.0f} MiB "
+                             "must stay free")  # fmt: skip
+        folder = self.series_folder(series_uid)
+        if not folder.is_dir():
+            folder.mkdir(exist_ok=True)
+            fsync_folder(self.incoming)
+        final = folder / f"{_key(sop_uid, 24)}.dcm"
+        fd, tmp = tempfile.mkstemp(dir=self.tmp, suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        fsync_folder(folder)
+        return final
+
+    def fresh_result_folder(self, job: int) -> Path:
+        """The job's results folder, emptied of an earlier try's (it is made again from the start)."""
+        folder = self.result_folder(job)
+        shutil.rmtree(folder, ignore_errors=True)
+        return folder
+
+    def remove_job(self, job: int, series_uid: str) -> None:
+        """Retention: the received instances and the results of a finished job."""
+        shutil.rmtree(self.series_folder(series_uid), ignore_errors=True)
+        shutil.rmtree(self.result_folder(job), ignore_errors=True)
