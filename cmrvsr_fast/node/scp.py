@@ -130,6 +130,8 @@ class AllowListServer(ThreadedAssociationServer):
         client_socket, address = self.socket.accept()
         no_delay(client_socket)
         if self.ssl_context:
+            # the handshake runs on the accepting thread: a peer that never completes it may not hold it for ever
+            client_socket.settimeout(self.ae.network_timeout)
             client_socket = self.ssl_context.wrap_socket(client_socket, server_side=True)
         return client_socket, address
 
