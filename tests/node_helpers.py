@@ -53,8 +53,8 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.02):
 class Orthanc:
     """An Orthanc with its own storage, DICOM and HTTP ports on loopback; stop() and start() keep its data."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, folder: Path, no_delay: bool = False) -> None:
+        self.folder, self.no_delay = folder, no_delay  # no_delay: answer without Nagle's delay (dcmtk's switch)
         self.dicom_port, self.http_port = free_port(), free_port()
         folder.mkdir(parents=True, exist_ok=True)
         config = {"Name": "cmrvsr-test", "StorageDirectory": str(folder / "storage"),
@@ -71,7 +71,8 @@ class Orthanc:
 
     def start(self) -> None:
         log = open(self.folder / "orthanc.log", "ab")  # noqa: SIM115  (kept open for the process's life)
-        self.process = subprocess.Popen(["Orthanc", str(self.folder / "orthanc.json")], stdout=log, stderr=log)
+        env = {**os.environ, **({"TCP_NODELAY": "1"} if self.no_delay else {})}
+        self.process = subprocess.Popen(["Orthanc", str(self.folder / "orthanc.json")], stdout=log, stderr=log, env=env)
         wait_for(self._answers, 30, "Orthanc's HTTP port")
 
     def stop(self) -> None:

@@ -72,6 +72,8 @@ def test_a_cine_and_a_localiser_give_one_derived_series(tmp_path, pacs):
         assert sent.returncode == 0, sent.stdout + sent.stderr
         assert_sent(node, pacs, [SLICES * FRAMES])
         assert sorted(node.states()) == ["sent", "skipped"]
+        [(reason,)] = node.journal("SELECT reason FROM jobs WHERE state = 'skipped'")
+        assert "no MR cine series" in reason and str(node.spool) not in reason  # no node paths in reasons
         status = subprocess.run([*node.serve_command(), "--status"], capture_output=True, text=True, timeout=120)
         assert "queue depth 0" in status.stdout and "1 sent, 1 skipped" in status.stdout, status.stdout
         assert node.terminate() == 0  # SIGTERM: a clean stop

@@ -3,7 +3,8 @@
 What the derived images carry, and why:
 - New SeriesInstanceUID and SOPInstanceUIDs: name-based UUIDs under the 2.25 root, derived from the source UIDs,
   the scale, the weights' sha256 and every other setting that changes the pixels (precision, backend, device,
-  ED/ES, consistency strength), so a rerun gives the same UIDs and any change of pixels gives different ones.
+  ED/ES, consistency strength) and the source series' shape (each frame depends on its whole cine), so a rerun
+  gives the same UIDs and any change of pixels gives different ones.
 - ImageType DERIVED\\SECONDARY; DerivationDescription; DerivationCodeSequence (DCM 113085 "Spatial resampling");
   SourceImageSequence referencing the source image (and frame) each image was made from.
 - Rows/Columns ×r, PixelSpacing ÷r, and ImagePositionPatient moved to the centre of the finer grid's first pixel:
@@ -238,6 +239,9 @@ def write_series(
     trained_on: str = "",
 ) -> list[Path]:
     """Write every derived image of `series` into `folder` (which must exist); sr_stored: (S, T, rH, rW)."""
+    # Each output frame depends on its whole cine: a series made again from more of its frames or slices (a DICOM
+    # node reopening a series that arrived in two parts) must not reuse the UIDs of the first, partial one.
+    settings = {**settings, "input": "x".join(map(str, series.shape))}
     text = _settings_text(settings)
     series_uid = derived_uid(series.study_uid, series.series_uid, scale, weights_sha256, text, "series")
     now = dt.datetime.now()

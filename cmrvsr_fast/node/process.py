@@ -68,4 +68,6 @@ def upscale_series(source: Path, results: Path, upscaler: Upscaler) -> Outcome:
 
 def _without_paths(text: str, source: Path) -> str:
     """Reasons name spool files relative to the series folder (hashed names), not by the node's paths."""
-    return text.replace(str(source.resolve()) + os.sep, "").replace(str(source) + os.sep, "")
+    for path in (str(source.resolve()), str(source)):
+        text = text.replace(path + os.sep, "").replace(path, "the received series")
+    return text
