@@ -143,6 +143,20 @@ def test_retention_removes_what_was_sent(tmp_path):
     journal.mark_cleaned(job.id)
     assert not spool.series_folder("9.9").exists() and not spool.result_folder(job.id).exists()
     assert journal.expired(0) == [] and journal.job(job.id).state == "sent"
+    # the same study sent again after its files are gone is kept and made again, not taken for a resend
+    assert journal.record_instance("9.9", "9.9.1", "f", "upscale")
+    assert journal.job(job.id).state == "receiving" and journal.job(job.id).instances == 1
+
+
+def test_a_job_reopened_while_processed_is_not_finished_by_its_old_run(tmp_path):
+    journal = Journal(tmp_path / "j.sqlite")
+    journal.record_instance("5", "5.1", "a", "upscale")
+    journal.complete_quiet(0)
+    job = journal.claim()
+    journal.record_instance("5", "5.2", "b", "upscale")  # arrives while the worker runs
+    journal.finish(job.id, "skipped", "no cine", instances_at_claim=job.instances)
+    assert not journal.processed(job.id, ["P@h:1"], job.instances)
+    assert (journal.job(job.id).state, journal.job(job.id).instances) == ("receiving", 2)
 
 
 def test_spool_refuses_when_the_disk_is_short(tmp_path):

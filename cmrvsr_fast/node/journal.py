@@ -6,6 +6,7 @@ States of a series (a job):
   processing may also end in `skipped` (nothing to super-resolve: a localiser, a derived series).
 Every instance is recorded (its SOP Instance UID is the key) after its file is on disk, so a resend of the
 same instances never makes a second job; an instance new to a series that was already processed reopens it.
+Retention forgets a finished job's instances with its files: the same study sent again after that is made again.
 On start, a job left `processing` goes back to `complete`, one left `forwarding` is sent again (derived UIDs
 are deterministic, so a PACS receiving an instance twice keeps one copy), one left `receiving` waits a fresh
 quiet time.
@@ -192,8 +193,8 @@ class Journal:
         """`skipped` or `failed` with the reason (unless reopened meanwhile)."""
         with self._transaction() as db:
             current, count = db.execute("SELECT state, instances FROM jobs WHERE id = ?", (job,)).fetchone()
-            if current == "processing" and instances_at_claim not in (None, count):
-                return
+            if instances_at_claim is not None and (current != "processing" or count != instances_at_claim):
+                return  # reopened by a new instance while it was processed: it is made again
             db.execute("UPDATE jobs SET state = ?, reason = ?, finished = ? WHERE id = ?",
                        (state, reason, time.time(), job))  # fmt: skip
             self._event(db, job, f"{state}: {reason}", error=state == "failed")
@@ -267,8 +268,13 @@ class Journal:
         return [row[0] for row in rows]
 
     def mark_cleaned(self, job: int) -> None:
+        """The job's files are gone: its instances are forgotten too, so that the same study sent again later
+        (a PACS that lost it) is kept and made again instead of being acknowledged as a resend of nothing."""
         with self._transaction() as db:
-            db.execute("UPDATE jobs SET cleaned = 1 WHERE id = ? AND state IN ('sent', 'skipped')", (job,))
+            cleaned = db.execute("UPDATE jobs SET cleaned = 1, instances = 0 WHERE id = ? AND state IN ('sent', "
+                                 "'skipped')", (job,)).rowcount  # fmt: skip
+            if cleaned:
+                db.execute("DELETE FROM instances WHERE job = ?", (job,))
 
     def job(self, job: int) -> Job:
         row = self._query("SELECT id, series_uid, kind, state, reason, attempts, instances, last_received FROM jobs "

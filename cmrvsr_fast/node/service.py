@@ -186,18 +186,22 @@ class Node:
                 self.deliver(self.journal.job(job_id), destination, attempts)
 
     def deliver(self, job: Job, destination, attempts: int) -> None:
-        files = self.job_files(job)
         try:
+            files = self.job_files(job)
             sent = send_files(destination, files, self.config.ae_title, self.config.network_timeout)
+        except OSError as error:  # a result file gone (the job reopened and being made again) or unreadable
+            failure = DeliveryError(f"{type(error).__name__}: {error.strerror or error}", transient=True)
         except DeliveryError as error:
-            if error.transient or attempts + 1 < self.config.max_attempts:
-                delay = min(self.config.retry_seconds * 2**attempts, self.config.retry_max_seconds)
-                log.warning("%s: to %s: %s; again in %.0f s", job.name, destination, error, delay)
-                self.journal.delivery_failed(job.id, str(destination), str(error), delay)
-            else:
-                log.error("%s: to %s: %s; given up", job.name, destination, error)
-                self.journal.delivery_failed(job.id, str(destination), str(error), None)
+            failure = error
+        else:
+            self.journal.delivery_done(job.id, str(destination))
+            self.counters.forwarded_instances += sent
+            log.info("%s: %d instances sent to %s", job.name, sent, destination)
             return
-        self.journal.delivery_done(job.id, str(destination))
-        self.counters.forwarded_instances += sent
-        log.info("%s: %d instances sent to %s", job.name, sent, destination)
+        if failure.transient or attempts + 1 < self.config.max_attempts:
+            delay = min(self.config.retry_seconds * 2**attempts, self.config.retry_max_seconds)
+            log.warning("%s: to %s: %s; again in %.0f s", job.name, destination, failure, delay)
+            self.journal.delivery_failed(job.id, str(destination), str(failure), delay)
+        else:
+            log.error("%s: to %s: %s; given up", job.name, destination, failure)
+            self.journal.delivery_failed(job.id, str(destination), str(failure), None)
