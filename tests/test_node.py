@@ -132,19 +132,20 @@ def test_processing_failure_is_retried_then_failed(tmp_path):
 def test_retention_removes_what_was_sent(tmp_path):
     spool = Spool(tmp_path / "spool")
     journal = Journal(spool.journal_path)
-    spool.store("9.9", "9.9.1", b"x" * 10)
-    journal.record_instance("9.9", "9.9.1", "f", "upscale")
+    stored = spool.store("9.9", "9.9.1", b"x" * 10).relative_to(spool.root)
+    journal.record_instance("9.9", "9.9.1", str(stored), "upscale")
     journal.complete_quiet(0)
     job = journal.claim()
     spool.result_folder(job.id).mkdir()
     journal.processed(job.id, [], 1)  # no destination: sent
     assert journal.expired(3600) == [] and journal.expired(0) == [job.id]
-    spool.remove_job(job.id, "9.9")
-    journal.mark_cleaned(job.id)
+    assert journal.clean(job.id, spool.remove_files)
+    spool.remove_results(job.id)
     assert not spool.series_folder("9.9").exists() and not spool.result_folder(job.id).exists()
     assert journal.expired(0) == [] and journal.job(job.id).state == "sent"
     # the same study sent again after its files are gone is kept and made again, not taken for a resend
-    assert journal.record_instance("9.9", "9.9.1", "f", "upscale")
+    assert journal.record_instance("9.9", "9.9.1", str(stored), "upscale")
+    assert not journal.clean(job.id, spool.remove_files)  # reopened: retention leaves it alone
     assert journal.job(job.id).state == "receiving" and journal.job(job.id).instances == 1
 
 
@@ -304,3 +305,44 @@ def test_metrics_and_health(tmp_path):
             assert response.read() == b"ok\n"
     finally:
         node.stop(timeout=10)
+
+
+def test_a_second_node_on_one_spool_is_refused(tmp_path):
+    from cmrvsr_fast.node.spool import SpoolInUse
+
+    first = Spool(tmp_path / "spool")
+    with pytest.raises(SpoolInUse, match="another cmrvsr-fast serve"):
+        Spool(tmp_path / "spool")
+    first.close()
+    Spool(tmp_path / "spool").close()
+
+
+def test_a_series_that_keeps_killing_the_node_is_failed_on_restart(tmp_path):
+    journal = Journal(tmp_path / "j.sqlite")
+    journal.record_instance("6", "6.1", "a", "upscale")
+    for _ in range(3):  # claimed, then the process dies, three times
+        journal.complete_quiet(0)
+        assert journal.claim() is not None
+        journal.resume_unfinished(max_attempts=3)
+    job = journal.jobs()[0]
+    assert job.state == "failed" and "stopped while processing it, 3 times" in job.reason
+
+
+def test_no_room_for_results_waits_without_using_a_try(tmp_path, monkeypatch):
+    from cmrvsr_fast.jobs import upscale
+
+    config = load_config(None, {"spool": tmp_path / "spool", "max_attempts": 1})
+    node = Node(config, make_upscaler=lambda: None)
+    for path in write_cine_series(tmp_path / "cine", slices=1, frames=8, size=24):
+        ds = pydicom.dcmread(path)
+        stored = node.spool.store(ds.SeriesInstanceUID, ds.SOPInstanceUID, path.read_bytes())
+        node.journal.record_instance(ds.SeriesInstanceUID, ds.SOPInstanceUID, str(stored), "upscale")
+    node.journal.complete_quiet(0)
+    from cmrvsr_fast import load
+
+    node.upscaler = load(device="cpu")
+    monkeypatch.setattr(upscale, "output_bytes", lambda *args: 2**62)  # the results would not fit
+    node.process(node.journal.claim())
+    job = node.journal.jobs()[0]
+    assert (job.state, job.attempts) == ("complete", 0) and "the results need about" in job.reason
+    assert str(node.spool.root) not in job.reason

@@ -69,6 +69,10 @@ class InputRefused(ValueError):
     """Bad input or usage, found before any work: exit code 2."""
 
 
+class NoCineFound(InputRefused):
+    """The input holds no MR cine series (only localisers, derived series, other objects)."""
+
+
 @dataclass
 class Options:
     output_format: str | None = None  # "dicom" | "nifti"; None: the input's own
@@ -497,7 +501,7 @@ def run_dicom(
         return report
     if not found.series and not report.problems:
         skipped = "".join(f"; skipped {count} {reason}" for reason, count in sorted(report.skipped.items()))
-        raise InputRefused(f"{source}: no MR cine series found ({found.report.files} files looked at{skipped})")
+        raise NoCineFound(f"{source}: no MR cine series found ({found.report.files} files looked at{skipped})")
     fmt = options.output_format or "dicom"
     scale = upscaler.scale
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,10 +104,11 @@ class Journal:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # also after a failed COMMIT (disk full): never left open
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self._lock:
@@ -169,7 +170,7 @@ class Journal:
             if row is None:
                 return None
             db.execute("UPDATE jobs SET state = 'processing', attempts = attempts + 1 WHERE id = ?", (row[0],))
-        return self.job(row[0])
+            return self._job(db, row[0])  # read in the transaction: the snapshot the worker compares against
 
     def files(self, job: int) -> list[str]:
         return [r[0] for r in self._query("SELECT file FROM instances WHERE job = ? ORDER BY file", (job,))]
@@ -199,11 +200,26 @@ class Journal:
                        (state, reason, time.time(), job))  # fmt: skip
             self._event(db, job, f"{state}: {reason}", error=state == "failed")
 
-    def retry_later(self, job: int, reason: str, delay: float) -> None:
+    def retry_later(self, job: int, reason: str, delay: float, count_try: bool = True) -> None:
+        """Back to `complete`, due after `delay`; count_try False: the try is not counted (the system was short of
+        room, not the job wrong)."""
         with self._transaction() as db:
-            db.execute("UPDATE jobs SET state = 'complete', reason = ?, next_try = ? WHERE id = ? AND state = "
-                       "'processing'", (reason, time.time() + delay, job))  # fmt: skip
-            self._event(db, job, f"retry in {delay:.0f} s: {reason}")
+            changed = db.execute(
+                "UPDATE jobs SET state = 'complete', reason = ?, next_try = ?, attempts = attempts - ? WHERE id = ? "
+                "AND state = 'processing'",
+                (reason, time.time() + delay, 0 if count_try else 1, job),
+            ).rowcount
+            if changed:
+                self._event(db, job, f"retry in {delay:.0f} s: {reason}")
+
+    def reprocess(self, job: int, reason: str) -> None:
+        """A forwarding job whose results are gone: made again from its instances."""
+        with self._transaction() as db:
+            changed = db.execute("UPDATE jobs SET state = 'complete', next_try = 0, reason = ? WHERE id = ? AND "
+                                 "state = 'forwarding'", (reason, job)).rowcount  # fmt: skip
+            if changed:
+                db.execute("DELETE FROM deliveries WHERE job = ?", (job,))
+                self._event(db, job, f"made again: {reason}")
 
     # forwarding
 
@@ -248,13 +264,22 @@ class Journal:
 
     # start, retention, status
 
-    def resume_unfinished(self) -> dict[str, int]:
+    def resume_unfinished(self, max_attempts: int | None = None) -> dict[str, int]:
         """After a stop (clean or not): processing -> complete (made again), forwarding stays and is resent, and a
         series that was being received gets a fresh quiet time, so that a sender resending after the stop is
-        not cut short by a completion measured from before it."""
+        not cut short by a completion measured from before it. A job the node was processing when it stopped for
+        the `max_attempts`-th time is failed instead: a series that kills the process would otherwise be taken up
+        first on every restart, and nothing else would ever be processed."""
         with self._transaction() as db:
             counts = dict(db.execute("SELECT state, COUNT(*) FROM jobs WHERE state IN ('receiving', 'complete', "
                                      "'processing', 'forwarding') GROUP BY state").fetchall())  # fmt: skip
+            if max_attempts is not None:
+                reason = f"the node stopped while processing it, {max_attempts} times"
+                for (job,) in db.execute("SELECT id FROM jobs WHERE state = 'processing' AND attempts >= ?",
+                                         (max_attempts,)).fetchall():  # fmt: skip
+                    db.execute("UPDATE jobs SET state = 'failed', reason = ?, finished = ? WHERE id = ?",
+                               (reason, time.time(), job))  # fmt: skip
+                    self._event(db, job, f"failed: {reason}")
             db.execute("UPDATE jobs SET state = 'complete', next_try = 0 WHERE state = 'processing'")
             db.execute("UPDATE jobs SET last_received = ? WHERE state = 'receiving'", (time.time(),))
             db.execute("UPDATE deliveries SET next_try = 0 WHERE state = 'pending'")
@@ -267,14 +292,24 @@ class Journal:
                            (limit,))  # fmt: skip
         return [row[0] for row in rows]
 
-    def mark_cleaned(self, job: int) -> None:
-        """The job's files are gone: its instances are forgotten too, so that the same study sent again later
-        (a PACS that lost it) is kept and made again instead of being acknowledged as a resend of nothing."""
+    def clean(self, job: int, remove: Callable[[list[str]], None]) -> bool:
+        """Retention of one finished job, atomic against the receiver: if the job is still sent or skipped, call
+        remove(its instance files) and forget its instances, so that the same study sent again later (a PACS
+        that lost it) is kept and made again instead of being taken for a resend. An instance that reopens the
+        job meanwhile waits for the journal, and its own file is not among those removed."""
         with self._transaction() as db:
-            cleaned = db.execute("UPDATE jobs SET cleaned = 1, instances = 0 WHERE id = ? AND state IN ('sent', "
-                                 "'skipped')", (job,)).rowcount  # fmt: skip
-            if cleaned:
-                db.execute("DELETE FROM instances WHERE job = ?", (job,))
+            row = db.execute("SELECT state FROM jobs WHERE id = ?", (job,)).fetchone()
+            if row is None or row[0] not in ("sent", "skipped"):
+                return False
+            remove([r[0] for r in db.execute("SELECT file FROM instances WHERE job = ?", (job,))])
+            db.execute("DELETE FROM instances WHERE job = ?", (job,))
+            db.execute("UPDATE jobs SET cleaned = 1, instances = 0 WHERE id = ?", (job,))
+        return True
+
+    @staticmethod
+    def _job(db: sqlite3.Connection, job: int) -> Job:
+        return Job(*db.execute("SELECT id, series_uid, kind, state, reason, attempts, instances, last_received FROM "
+                               "jobs WHERE id = ?", (job,)).fetchone())  # fmt: skip
 
     def job(self, job: int) -> Job:
         row = self._query("SELECT id, series_uid, kind, state, reason, attempts, instances, last_received FROM jobs "

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cmrvsr_fast.inference.upscaler import Upscaler
-from cmrvsr_fast.jobs.upscale import InputRefused, JobReport, Options, run_dicom
+from cmrvsr_fast.jobs.upscale import InputRefused, JobReport, NoCineFound, Options, run_dicom
 
 log = logging.getLogger("cmrvsr_fast.node")
 
 
 @dataclass
 class Outcome:
-    state: str  # forward | skipped | failed
+    state: str  # forward | skipped | failed | wait (no room for the results: tried again later, no try counted)
     reason: str = ""
 
 
@@ -29,12 +29,14 @@ def result_files(folder: Path) -> list[Path]:
     """The DICOM files of a job's derived series, in a stable order (staging leftovers excluded)."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.rglob("*.dcm") if not any(part.startswith(".") for part in p.parts[-2:]))
+    found = folder.rglob("*.dcm")
+    return sorted(p for p in found if not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 def sync_tree(folder: Path) -> None:
-    """fsync every file and folder under `folder`: results are on disk before the journal says so."""
-    for path in [*sorted(folder.rglob("*"), key=lambda p: -len(p.parts)), folder]:
+    """fsync every file and folder under `folder`, and its parent's entry for it: results are on disk before the
+    journal says so."""
+    for path in [*sorted(folder.rglob("*"), key=lambda p: -len(p.parts)), folder, folder.parent]:
         fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -48,8 +50,10 @@ def upscale_series(source: Path, results: Path, upscaler: Upscaler) -> Outcome:
     options = Options(output_format="dicom", progress=False)
     try:
         run_dicom(source, results, upscaler, options, log.debug, report)
-    except InputRefused as refusal:  # no cine among what arrived
+    except NoCineFound as refusal:  # no cine among what arrived
         return Outcome("skipped", _without_paths(str(refusal), source))
+    except InputRefused as refusal:  # the results folder cannot be written or lacks room: the system, not the data
+        return Outcome("wait", _without_paths(str(refusal), source).replace(str(results), "the results folder"))
     failed = [f"{r.label}: {r.detail}" for r in report.results if r.status == "failed"]
     problems = failed + report.problems
     if problems:

@@ -19,6 +19,7 @@ import ipaddress
 import logging
 import math
 import socket
+import sqlite3
 import ssl
 import threading
 
@@ -42,6 +43,7 @@ log = logging.getLogger("cmrvsr_fast.node")
 MR_CLASSES = (MRImageStorage, EnhancedMRImageStorage)
 UNCOMPRESSED = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian]
 SUCCESS, OUT_OF_RESOURCES, NOT_MATCHING_SOP_CLASS, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xA900, 0xC000
+TLS_HANDSHAKE_SECONDS = 10.0
 
 
 def configure_pynetdicom_logging() -> None:
@@ -111,9 +113,9 @@ class Receiver:
         try:
             path = self.spool.store(series_uid, sop_uid, event.encoded_dataset())
             self.journal.record_instance(series_uid, sop_uid, str(path.relative_to(self.spool.root)), kind)
-        except OSError as error:
+        except (OSError, sqlite3.Error) as error:  # disk full or failing, for the file or the journal
             self.refused += 1
-            log.error("instance from %s not kept: %s", peer, error.strerror or error)
+            log.error("instance from %s not kept: %s", peer, getattr(error, "strerror", None) or error)
             return OUT_OF_RESOURCES
         if self.on_instance is not None:
             self.on_instance()
@@ -128,20 +130,25 @@ class AllowListServer(ThreadedAssociationServer):
 
     def get_request(self):
         client_socket, address = self.socket.accept()
+        if not self.allowed(address[0]):  # before any TLS handshake: a stranger gets no time on this thread
+            client_socket.close()
+            raise OSError(f"connection from {address[0]} refused (address not allowed)")
         no_delay(client_socket)
         if self.ssl_context:
-            # the handshake runs on the accepting thread: a peer that never completes it may not hold it for ever
-            client_socket.settimeout(self.ae.network_timeout)
+            # the handshake runs on the accepting thread: a peer that stalls in it holds that thread this long
+            client_socket.settimeout(min(self.ae.network_timeout or TLS_HANDSHAKE_SECONDS, TLS_HANDSHAKE_SECONDS))
             client_socket = self.ssl_context.wrap_socket(client_socket, server_side=True)
         return client_socket, address
 
-    def verify_request(self, request, client_address) -> bool:
+    def allowed(self, host: str) -> bool:
         if not self.allowed_networks:
             return True
-        address = ipaddress.ip_address(client_address[0].split("%")[0])
+        address = ipaddress.ip_address(host.split("%")[0])
+        if address.version == 6 and address.ipv4_mapped is not None:  # an IPv4 peer of a dual-stack socket
+            address = address.ipv4_mapped
         if any(address in network for network in self.allowed_networks):
             return True
-        log.warning("connection from %s refused (address not allowed)", client_address[0])
+        log.warning("connection from %s refused (address not allowed)", host)
         return False
 
 

@@ -53,7 +53,7 @@ class Node:
 
     def start(self) -> None:
         configure_pynetdicom_logging()
-        resumed = self.journal.resume_unfinished()
+        resumed = self.journal.resume_unfinished(self.config.max_attempts)
         if resumed:
             log.info("resuming unfinished jobs: %s", ", ".join(f"{n} {state}" for state, n in sorted(resumed.items())))
         self.upscaler = self.make_upscaler()  # loaded once, before the first association is accepted
@@ -101,6 +101,7 @@ class Node:
             self.metrics.shutdown()
             self.metrics.server_close()
         self.journal.close()
+        self.spool.close()
         log.info("stopped")
 
     def _guarded(self, name: str, loop: Callable[[], None]) -> None:
@@ -120,9 +121,9 @@ class Node:
             for job in self.journal.complete_quiet(self.config.quiet_seconds):
                 log.info("%s: complete (%d instances)", job.name, job.instances)
             for job_id in self.journal.expired(self.config.retention_hours * 3600):
-                self.spool.remove_job(job_id, self.journal.job(job_id).series_uid)
-                self.journal.mark_cleaned(job_id)
-                log.info("job %d: files removed (retention)", job_id)
+                if self.journal.clean(job_id, self.spool.remove_files):
+                    self.spool.remove_results(job_id)
+                    log.info("job %d: files removed (retention)", job_id)
 
     # processing
 
@@ -154,6 +155,12 @@ class Node:
                 self.journal.finish(job.id, "failed", reason, job.instances)
             return
         seconds = time.perf_counter() - start
+        if outcome.state == "wait":  # no room for the results: the system's trouble, not the series'
+            delay = self.config.retry_max_seconds
+            log.warning("%s: %s; again in %.0f s", job.name, outcome.reason, delay)
+            self.journal.retry_later(job.id, outcome.reason, delay, count_try=False)
+            self.spool.fresh_result_folder(job.id)
+            return
         if outcome.state == "forward":
             destinations = [str(d) for d in self.config.forward]
             if self.journal.processed(job.id, destinations, job.instances):
@@ -188,18 +195,24 @@ class Node:
     def deliver(self, job: Job, destination, attempts: int) -> None:
         try:
             files = self.job_files(job)
+            if not files and job.kind == "upscale":  # results lost (a power cut before they were synced): made again
+                self.journal.reprocess(job.id, "its results were missing when it was to be sent")
+                log.warning("%s: results missing; made again", job.name)
+                return
             sent = send_files(destination, files, self.config.ae_title, self.config.network_timeout)
         except OSError as error:  # a result file gone (the job reopened and being made again) or unreadable
             failure = DeliveryError(f"{type(error).__name__}: {error.strerror or error}", transient=True)
         except DeliveryError as error:
             failure = error
+        except Exception as error:  # noqa: BLE001  (a bad file, a library's error: counted, never a stuck loop)
+            failure = DeliveryError(f"{type(error).__name__}: {error}", transient=False)
         else:
             self.journal.delivery_done(job.id, str(destination))
             self.counters.forwarded_instances += sent
             log.info("%s: %d instances sent to %s", job.name, sent, destination)
             return
         if failure.transient or attempts + 1 < self.config.max_attempts:
-            delay = min(self.config.retry_seconds * 2**attempts, self.config.retry_max_seconds)
+            delay = min(self.config.retry_seconds * 2 ** min(attempts, 30), self.config.retry_max_seconds)
             log.warning("%s: to %s: %s; again in %.0f s", job.name, destination, failure, delay)
             self.journal.delivery_failed(job.id, str(destination), str(failure), delay)
         else:

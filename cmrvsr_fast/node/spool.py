@@ -9,6 +9,8 @@ Layout (names are hashes of UIDs, so no file or folder name carries a study's id
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -18,6 +20,10 @@ from pathlib import Path
 
 class OutOfSpace(OSError):
     """Less room than the node must keep free: the instance is refused, never acknowledged."""
+
+
+class SpoolInUse(OSError):
+    """Another node runs on this spool: two would resume and rebuild each other's jobs."""
 
 
 def _key(uid: str, length: int) -> str:
@@ -37,7 +43,15 @@ class Spool:
     def __init__(self, root: Path, min_free_bytes: int = 0) -> None:
         self.root = Path(root)
         self.min_free_bytes = min_free_bytes
-        for folder in (self.root, self.tmp, self.incoming, self.results):
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.root / "lock", "a")  # noqa: SIM115  (held for the node's life)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise SpoolInUse(f"{self.root}: another cmrvsr-fast serve uses this spool (serve --status reads it "
+                             "while it runs)") from None  # fmt: skip
+        for folder in (self.tmp, self.incoming, self.results):
             folder.mkdir(parents=True, exist_ok=True)
         for leftover in self.tmp.iterdir():  # writes cut short by a stop: never acknowledged, so resent
             leftover.unlink(missing_ok=True)
@@ -97,7 +111,20 @@ class Spool:
         shutil.rmtree(folder, ignore_errors=True)
         return folder
 
-    def remove_job(self, job: int, series_uid: str) -> None:
-        """Retention: the received instances and the results of a finished job."""
-        shutil.rmtree(self.series_folder(series_uid), ignore_errors=True)
+    def remove_files(self, files: list[str]) -> None:
+        """Retention: these received instances (paths relative to the spool), and their series folder if that
+        is left empty (an instance that arrived meanwhile keeps it)."""
+        folders = set()
+        for name in files:
+            path = self.root / name
+            path.unlink(missing_ok=True)
+            folders.add(path.parent)
+        for folder in folders:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+    def remove_results(self, job: int) -> None:
         shutil.rmtree(self.result_folder(job), ignore_errors=True)
+
+    def close(self) -> None:
+        self._lock.close()
