@@ -65,6 +65,9 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
+JOB_COLUMNS = "id, series_uid, kind, state, reason, attempts, instances, last_received"  # Job's fields, in order
+
+
 @dataclass
 class Job:
     id: int
@@ -308,18 +311,13 @@ class Journal:
 
     @staticmethod
     def _job(db: sqlite3.Connection, job: int) -> Job:
-        return Job(*db.execute("SELECT id, series_uid, kind, state, reason, attempts, instances, last_received FROM "
-                               "jobs WHERE id = ?", (job,)).fetchone())  # fmt: skip
+        return Job(*db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job,)).fetchone())
 
     def job(self, job: int) -> Job:
-        row = self._query("SELECT id, series_uid, kind, state, reason, attempts, instances, last_received FROM jobs "
-                          "WHERE id = ?", (job,))[0]  # fmt: skip
-        return Job(*row)
+        return Job(*self._query(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job,))[0])
 
     def jobs(self) -> list[Job]:
-        rows = self._query("SELECT id, series_uid, kind, state, reason, attempts, instances, last_received FROM jobs "
-                           "ORDER BY id")  # fmt: skip
-        return [Job(*row) for row in rows]
+        return [Job(*row) for row in self._query(f"SELECT {JOB_COLUMNS} FROM jobs ORDER BY id")]
 
     def counts(self) -> dict[str, int]:
         found = dict(self._query("SELECT state, COUNT(*) FROM jobs GROUP BY state"))

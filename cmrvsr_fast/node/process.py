@@ -15,6 +15,7 @@ from pathlib import Path
 
 from cmrvsr_fast.inference.upscaler import Upscaler
 from cmrvsr_fast.jobs.upscale import InputRefused, JobReport, NoCineFound, Options, run_dicom
+from cmrvsr_fast.node.spool import fsync_path
 
 log = logging.getLogger("cmrvsr_fast.node")
 
@@ -37,11 +38,7 @@ def sync_tree(folder: Path) -> None:
     """fsync every file and folder under `folder`, and its parent's entry for it: results are on disk before the
     journal says so."""
     for path in [*sorted(folder.rglob("*"), key=lambda p: -len(p.parts)), folder, folder.parent]:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(path)
 
 
 def upscale_series(source: Path, results: Path, upscaler: Upscaler) -> Outcome:

@@ -37,6 +37,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from cmrvsr_fast.node.config import NodeConfig
 from cmrvsr_fast.node.journal import Journal
 from cmrvsr_fast.node.spool import Spool
+from cmrvsr_fast.node.status import Counters
 
 log = logging.getLogger("cmrvsr_fast.node")
 
@@ -70,10 +71,8 @@ def pixel_bytes_problem(ds: Dataset, transfer_syntax) -> str:
 class Receiver:
     """The C-STORE and C-ECHO handlers over the spool and the journal."""
 
-    def __init__(self, config: NodeConfig, spool: Spool, journal: Journal, on_instance=None) -> None:
-        self.config, self.spool, self.journal = config, spool, journal
-        self.on_instance = on_instance  # called after each new instance (the node's counters)
-        self.refused = 0
+    def __init__(self, config: NodeConfig, spool: Spool, journal: Journal, counters: Counters) -> None:
+        self.config, self.spool, self.journal, self.counters = config, spool, journal, counters
 
     def handlers(self) -> list:
         return [(evt.EVT_C_STORE, self.on_store), (evt.EVT_C_ECHO, self.on_echo),
@@ -100,11 +99,11 @@ class Receiver:
             elif sop_class in MR_CLASSES:
                 problem = pixel_bytes_problem(ds, event.context.transfer_syntax)
         except Exception as error:  # noqa: BLE001  (a malformed data set raises any of pydicom's errors)
-            self.refused += 1
+            self.counters.count("refused_instances")
             log.warning("instance from %s refused: cannot be decoded (%s)", peer, type(error).__name__)
             return CANNOT_UNDERSTAND
         if problem:
-            self.refused += 1
+            self.counters.count("refused_instances")
             log.warning("instance from %s refused: %s", peer, problem)
             return NOT_MATCHING_SOP_CLASS
         if self.journal.known_instance(sop_uid):
@@ -114,11 +113,10 @@ class Receiver:
             path = self.spool.store(series_uid, sop_uid, event.encoded_dataset())
             self.journal.record_instance(series_uid, sop_uid, str(path.relative_to(self.spool.root)), kind)
         except (OSError, sqlite3.Error) as error:  # disk full or failing, for the file or the journal
-            self.refused += 1
+            self.counters.count("refused_instances")
             log.error("instance from %s not kept: %s", peer, getattr(error, "strerror", None) or error)
             return OUT_OF_RESOURCES
-        if self.on_instance is not None:
-            self.on_instance()
+        self.counters.count("received_instances")
         return SUCCESS
 
 

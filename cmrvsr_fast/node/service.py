@@ -57,9 +57,8 @@ class Node:
         if resumed:
             log.info("resuming unfinished jobs: %s", ", ".join(f"{n} {state}" for state, n in sorted(resumed.items())))
         self.upscaler = self.make_upscaler()  # loaded once, before the first association is accepted
-        receiver = Receiver(self.config, self.spool, self.journal, self.counters.count_instance)
+        receiver = Receiver(self.config, self.spool, self.journal, self.counters)
         self.server = start_server(build_ae(self.config), self.config, receiver)
-        self.counters.receiver = receiver
         loops = [("housekeeping", self._housekeeping), ("forwarder", self._forwarder)]
         loops += [(f"worker-{i}", self._worker) for i in range(self.config.workers)]
         for name, loop in loops:
@@ -166,8 +165,8 @@ class Node:
             if self.journal.processed(job.id, destinations, job.instances):
                 log.info("%s: processed in %.1f s; %s", job.name, seconds,
                          "forwarding" if destinations else "no destination: results kept in the spool")  # fmt: skip
-                self.counters.processing_seconds += seconds
-                self.counters.processed += 1
+                self.counters.count("processing_seconds", seconds)
+                self.counters.count("processed")
             else:
                 log.info("%s: reopened while processing (new instances): made again", job.name)
         else:
@@ -208,7 +207,7 @@ class Node:
             failure = DeliveryError(f"{type(error).__name__}: {error}", transient=False)
         else:
             self.journal.delivery_done(job.id, str(destination))
-            self.counters.forwarded_instances += sent
+            self.counters.count("forwarded_instances", sent)
             log.info("%s: %d instances sent to %s", job.name, sent, destination)
             return
         if failure.transient or attempts + 1 < self.config.max_attempts:

@@ -30,9 +30,10 @@ def _key(uid: str, length: int) -> str:
     return hashlib.sha256(uid.encode()).hexdigest()[:length]
 
 
-def fsync_folder(folder: Path) -> None:
-    """Make a rename or a new entry in `folder` durable (POSIX: the directory itself must be synced)."""
-    fd = os.open(folder, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """Make a file's contents, or a folder's entries (a rename, a new file: POSIX syncs the directory itself),
+    durable."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -44,6 +45,8 @@ class Spool:
         self.root = Path(root)
         self.min_free_bytes = min_free_bytes
         self.root.mkdir(parents=True, exist_ok=True)
+        self.journal_path = self.root / "journal.sqlite"
+        self.tmp, self.incoming, self.results = self.root / "tmp", self.root / "incoming", self.root / "results"
         self._lock = open(self.root / "lock", "a")  # noqa: SIM115  (held for the node's life)
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -55,22 +58,6 @@ class Spool:
             folder.mkdir(parents=True, exist_ok=True)
         for leftover in self.tmp.iterdir():  # writes cut short by a stop: never acknowledged, so resent
             leftover.unlink(missing_ok=True)
-
-    @property
-    def journal_path(self) -> Path:
-        return self.root / "journal.sqlite"
-
-    @property
-    def tmp(self) -> Path:
-        return self.root / "tmp"
-
-    @property
-    def incoming(self) -> Path:
-        return self.root / "incoming"
-
-    @property
-    def results(self) -> Path:
-        return self.root / "results"
 
     def series_folder(self, series_uid: str) -> Path:
         return self.incoming / _key(series_uid, 16)
@@ -90,7 +77,7 @@ class Spool:
         folder = self.series_folder(series_uid)
         if not folder.is_dir():
             folder.mkdir(exist_ok=True)
-            fsync_folder(self.incoming)
+            fsync_path(self.incoming)
         final = folder / f"{_key(sop_uid, 24)}.dcm"
         fd, tmp = tempfile.mkstemp(dir=self.tmp, suffix=".part")
         try:
@@ -102,7 +89,7 @@ class Spool:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        fsync_folder(folder)
+        fsync_path(folder)
         return final
 
     def fresh_result_folder(self, job: int) -> Path:

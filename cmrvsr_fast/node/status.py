@@ -19,19 +19,18 @@ class Counters:
     """Since the node started (the journal holds the lasting record)."""
 
     received_instances: int = 0
+    refused_instances: int = 0
     processed: int = 0
     processing_seconds: float = 0.0
     forwarded_instances: int = 0
-    receiver: object = None  # the Receiver: its count of refused instances
-    started: float = 0.0
 
     def __post_init__(self) -> None:
-        self.started = time.time()
         self._lock = threading.Lock()
 
-    def count_instance(self) -> None:
+    def count(self, name: str, amount: float = 1) -> None:
+        """Add to a counter: the receiving threads and the workers count at once."""
         with self._lock:
-            self.received_instances += 1
+            setattr(self, name, getattr(self, name) + amount)
 
 
 def status_text(journal: Journal, spool_root: Path, recent: int = 10) -> str:
@@ -64,10 +63,12 @@ def prometheus_text(journal: Journal, spool_root: Path, counters: Counters | Non
     gauges["last_error_timestamp_seconds"] = ("When the last error was noted (0: none).", error[0] if error else 0)
     totals = {}
     if counters is not None:
-        refused = getattr(counters.receiver, "refused", 0)
         totals = {
             "received_instances_total": ("Instances stored since start.", counters.received_instances),
-            "refused_instances_total": ("Instances answered with a failure status since start.", refused),
+            "refused_instances_total": (
+                "Instances answered with a failure status since start.",
+                counters.refused_instances,
+            ),
             "processed_jobs_total": ("Jobs upscaled since start.", counters.processed),
             "processing_seconds_total": ("Time spent upscaling since start.", round(counters.processing_seconds, 3)),
             "forwarded_instances_total": ("Instances delivered since start.", counters.forwarded_instances),
