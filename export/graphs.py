@@ -21,7 +21,9 @@ class Schedule(nn.Module):
         self, model: CMRVSR, size: tuple[int, int], dtype: torch.dtype = torch.float32, stages: int | None = None
     ) -> None:
         super().__init__()
-        self.engine = Engine(model, dtype=dtype)  # on the model's device
+        # The hoisted schedule on any device: one graph for every runtime (the stepwise one, the Engine's default
+        # on a CPU, updates buffers in place step by step, which exporters would unroll into copies).
+        self.engine = Engine(model, dtype=dtype, schedule="hoisted")  # on the model's device
         self.stages = model.config.stages if stages is None else stages
         # The phase-code maps are computed now (in float64, then cast), so the graph holds them as constants.
         self.engine.phase_maps(*size)

@@ -14,6 +14,10 @@ What differs from model/network.py, and why:
   op (ops/phase_fusion.py), whose reference is this formulation on PyTorch ops.
 - Only the last stage's fused output is upsampled, and only the refine maps that are used are computed.
 - dtype policy: weights and activations in the chosen dtype, the cell state c in float32; channels_last.
+
+That is the "hoisted" schedule, for GPUs and the kernels. On a CPU the Engine runs the "stepwise" schedule of
+inference/stepwise.py instead (the reference's per-step and per-window convolutions on reused buffers), which is
+faster there; `schedule` picks.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cmrvsr_fast.inference import stepwise
 from cmrvsr_fast.model.network import CMRVSR, cyclic_indices
 from cmrvsr_fast.ops.backends import per_op_backends, resolve_backend
 from cmrvsr_fast.ops.convlstm import convlstm_bidirectional_step, convlstm_layer, convlstm_layer_ref
@@ -34,6 +39,7 @@ from cmrvsr_fast.ops.phase_fusion import window_conv3x3, window_conv3x3_ref
 # Table 2 ablations whose mathematics the fast schedule does not implement; they run on the reference model.
 # (no-warmup and no-ror are plain settings of warmup and stages, which the schedule takes as they come.)
 UNSUPPORTED_ABLATIONS = ("no-memory", "unidirectional", "no-phase-fusion")
+SCHEDULES = ("auto", "hoisted", "stepwise")
 
 
 def flat_frames(t: Tensor) -> Tensor:
@@ -86,6 +92,10 @@ class Engine:
     "window_conv3x3": …} for each (an op left out runs on PyTorch ops); compile=True compiles the PyTorch pieces
     (the recurrent step, the window fusion) for static shapes (a recompilation per new shape), compile="dynamic"
     once for any batch and image size; a mapping can pair them with a kernel for the other op.
+    schedule: "hoisted" (module docstring; the kernels, compilation, CUDA graphs and exporters run it),
+    "stepwise" (inference/stepwise.py: PyTorch ops, eager, per-thread buffers kept for the last input shape;
+    `release_workspace` drops them) or "auto": stepwise on a CPU where nothing asks for the hoisted one (a kernel
+    backend, compile), hoisted elsewhere.
     """
 
     ALIGN_FRAME_CHANNELS_ON = ("cuda",)  # device types whose window weights pad the frame channels (see below)
@@ -102,6 +112,7 @@ class Engine:
         cuda_graph: bool = False,
         max_cuda_graphs: int = 4,
         cudnn_benchmark: bool = False,
+        schedule: str = "auto",
     ) -> None:
         per_op = per_op_backends(backend)
         if dtype not in (torch.float32, torch.bfloat16, torch.float16):
@@ -123,6 +134,8 @@ class Engine:
         self.backends = {op: resolve_backend(op, name, self.device) for op, name in per_op.items()}
         step, fusion = self.backends["convlstm_layer"], self.backends["window_conv3x3"]
         self.backend = step if step == fusion else f"{step} step, {fusion} fusion"
+        self.schedule = choose_schedule(schedule, self.device, self.backends, compile, cuda_graph)
+        self._workspaces = stepwise.Workspaces()
         # CUDA graphs: the whole multi-stage schedule of one pass is captured per input shape (and stage count) on
         # its first call and replayed after; each graph keeps its own memory pool and static input/output buffers.
         self.cuda_graph = cuda_graph
@@ -188,6 +201,8 @@ class Engine:
         layout = packed_window_view if self.backends["window_conv3x3"] == "triton" else (lambda w: w)
         self.fuse_window_w = layout(cast(per_offset))
         self.proj_window_w = layout(proj_w_aligned[None])
+        if self.schedule == "stepwise":
+            self._prepare_stepwise_weights()
         self.up = [
             (cast(c.weight), cast(c.bias), s.upscale_factor)
             for c, s in zip(m.out_block.up, m.out_block.shuffles, strict=True)
@@ -195,6 +210,34 @@ class Engine:
         self.final_w, self.final_b = cast(m.out_block.final.weight), cast(m.out_block.final.bias)
         self._phase_maps: dict[tuple[int, int], Tensor] = {}
         self._window_maps: dict[tuple[int, int], Tensor] = {}
+
+    def _prepare_stepwise_weights(self) -> None:
+        """The stepwise schedule's weights: the reference's convolutions whole (the fusion's less its phase
+        channels), in the layout of the frames they convolve (no conversion per call)."""
+        m, dt, dev = self.model, self.dtype, self.device
+        layout = torch.channels_last if stepwise.prefers_channels_last(dt) else torch.contiguous_format
+
+        def cast(t: Tensor, layout: torch.memory_format = layout) -> Tensor:
+            t = t.detach().to(dev, dt)
+            return t.contiguous(memory_format=layout) if t.dim() == 4 else t
+
+        self.stepwise_layers = [
+            stepwise.LayerWeights(*(cast(t) for t in (fwd.conv.weight, fwd.conv.bias, bwd.conv.weight, bwd.conv.bias)))
+            for fwd, bwd in zip(m.lstm_forward.cells, m.lstm_backward.cells, strict=True)
+        ]
+        frame, window, both = self.config.frame_channels, self.config.window, 2 * self.config.features
+        fuse = m.refine.fuse.weight.reshape(frame, window, frame, 3, 3)[:, :, :both]  # the phase channels go
+        self.stepwise_fuse = (cast(fuse.reshape(frame, window * both, 3, 3)), cast(m.refine.fuse.bias))
+        self.stepwise_project = (cast(m.refine.project.weight, torch.channels_last), cast(m.refine.project.bias))
+
+    def release_workspace(self) -> None:
+        """Free the calling thread's stepwise buffers (kept between calls for the last input shape)."""
+        self._workspaces.release()
+
+    def _workspace(self, length: int, batch: int, height: int, width: int) -> stepwise.Workspace:
+        cfg = self.config
+        shape = (length, batch, cfg.features, height, width, cfg.window, self.dtype)
+        return self._workspaces.get(shape, lambda: stepwise.Workspace.allocate(*shape))
 
     def phase_maps(self, height: int, width: int) -> Tensor:
         """(window, frame, H, W): the response of each offset's phase-channel kernels to a constant 1 map."""
@@ -278,15 +321,18 @@ class Engine:
         return self._constants[key]
 
     def working_set_bytes(self, frames: int, height: int, width: int) -> int:
-        """An upper estimate of the memory one cine needs in a pass: per extended frame, both directions'
-        hoisted gates (2·4F) and hidden sequences (2·2F, input and output) in the engine dtype, the window
-        contributions (window·(2F+1), aligned on a GPU) and the fused features (F), the window sums in float32 and
-        in the engine dtype, plus the upsampled output in float32."""
+        """An upper estimate of the memory one cine needs in a pass: the hoisted schedule's per extended frame,
+        both directions' hoisted gates (2·4F) and hidden sequences (2·2F, input and output) in the engine dtype,
+        the window contributions (window·(2F+1), aligned on a GPU) and the fused features (F), the window sums in
+        float32 and in the engine dtype; the stepwise schedule's workspace; plus the upsampled output in float32."""
         cfg, item = self.config, torch.tensor([], dtype=self.dtype).element_size()
         extended = frames + 2 * cfg.warmup
+        upsampled = frames * cfg.scale**2 * height * width * (cfg.features + 1) * 4
+        if self.schedule == "stepwise":  # its workspace, and the features, their update and the refine maps
+            buffers = stepwise.Workspace.nbytes(extended, 1, cfg.features, height, width, cfg.window, self.dtype)
+            return buffers + extended * 3 * cfg.features * item * height * width + upsampled
         frame = cfg.frame_channels + self.frame_pad
         per_frame = ((2 * 4 + 2 * 2 * 2 + 1) * cfg.features + cfg.window * frame + frame) * item + frame * 4
-        upsampled = frames * cfg.scale**2 * height * width * (cfg.features + 1) * 4
         return extended * per_frame * height * width + upsampled
 
     def cines_per_pass(self, frames: int, height: int, width: int, cines: int = 1 << 30) -> int:
@@ -324,23 +370,31 @@ class Engine:
 
         for stage in range(stages):
             last = stage == stages - 1
-            h_fwd, h_bwd = self._bidirectional_lstm(features)
             # The frames whose refine map is used: the centre frames at the last stage; before it, also the
             # warm-up frames that the residual update does not take from h (one run, see _residual_update).
             first = n if last else min(n, half)
             count = frames if last else length - 2 * first
+            # At the last stage no h outside the centre frames' windows is read: where the stepwise schedule
+            # can, its forward direction stops after the last frame read, the backward one before the first.
+            read = (max(0, first - half), min(length, first + count + half)) if last else (0, length)
+            h_fwd, h_bwd = self._bidirectional_lstm(features, read)
             refined = self._refine(h_fwd, h_bwd, codes, maps, first, count)  # (count, B, F, H, W)
             if last:
                 return self._upsample(features[first : first + count] + refined).transpose(0, 1)
             features = self._residual_update(features, h_fwd, h_bwd, refined, first)
         raise AssertionError("unreachable")
 
-    def _bidirectional_lstm(self, features: Tensor) -> tuple[Tensor, Tensor]:
-        """Last-layer h of the forward and backward ConvLSTM at every extended frame: two (E, B, F, H, W), each
-        frame channels-last. Per layer each direction's hoisted gates by one convolution over every frame (two
-        plain convolutions: cuDNN's grouped convolution over [h_fwd, h_bwd] was slower than two plain ones of the
-        same arithmetic, with layout transforms besides), then the recurrence through the layer op (on PyTorch ops
-        its reference, with the step compiled when asked)."""
+    def _bidirectional_lstm(self, features: Tensor, read: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """Last-layer h of the forward and backward ConvLSTM at every extended frame: two (E, B, F, H, W); the
+        stepwise schedule makes them at the frames of the span `read` only (the others are left undefined). The
+        hoisted schedule, each frame channels-last: per layer each direction's hoisted gates by one convolution
+        over every frame (two plain convolutions: cuDNN's grouped convolution over [h_fwd, h_bwd] was slower than
+        two plain ones of the same arithmetic, with layout transforms besides), then the recurrence through the
+        layer op (on PyTorch ops its reference, with the step compiled when asked)."""
+        if self.schedule == "stepwise":
+            length, batch, _, height, width = features.shape
+            workspace = self._workspace(length, batch, height, width)
+            return stepwise.bidirectional_lstm(features, self.stepwise_layers, workspace, read)
         backend = self.backends["convlstm_layer"]
         seq_fwd = seq_bwd = features
         for layer in self.lstm:
@@ -366,6 +420,10 @@ class Engine:
         without the window concatenation: the fusion and the projection through the window op, over the frames
         around them that exist (those outside the sequence: zero padding in time)."""
         length, batch, f, height, width = h_fwd.shape
+        if self.schedule == "stepwise":
+            workspace = self._workspace(length, batch, height, width)
+            return stepwise.refine(h_fwd, h_bwd, codes, maps, first, count, self.stepwise_fuse,
+                                   self.stepwise_project, workspace)  # fmt: skip
         window, half = self.config.window, self.config.half_window
         lo, hi = max(0, first - half), min(length, first + count + half)
         both = torch.cat([flat_frames(h_fwd[lo:hi]), flat_frames(h_bwd[lo:hi])], dim=1)  # channels-last
@@ -411,6 +469,21 @@ class Engine:
             x = pixel_shuffle_channels_last(self._conv(x, w, b), factor)
         out = self._conv(x, self.final_w, self.final_b).float()
         return out.reshape(frames, batch, *out.shape[1:])
+
+
+def choose_schedule(requested: str, device: torch.device, backends: Mapping[str, str], compile, cuda_graph) -> str:
+    """The schedule an Engine runs: "stepwise" asked for or, with "auto", on a CPU with PyTorch ops, eager;
+    "hoisted" otherwise. The stepwise schedule runs PyTorch ops eagerly: a kernel backend, compile or CUDA graphs
+    with it is refused."""
+    if requested not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {requested!r}")
+    eager_torch = set(backends.values()) == {"torch"} and not compile and not cuda_graph
+    if requested == "stepwise" and not eager_torch:
+        raise ValueError("Engine: the stepwise schedule runs PyTorch ops eagerly (backend='torch', compile=False, "
+                         "cuda_graph=False)")  # fmt: skip
+    if requested == "auto":
+        return "stepwise" if device.type == "cpu" and eager_torch else "hoisted"
+    return requested
 
 
 def packed_window_view(w: Tensor) -> Tensor:

@@ -35,6 +35,18 @@ def lstm_cell(gates: Tensor, c: Tensor, dim: int = 1) -> tuple[Tensor, Tensor]:
     return torch.sigmoid(o) * torch.tanh(c_next), c_next
 
 
+def lstm_cell_(gates: Tensor, c: Tensor, h_out: Tensor, scratch: Tensor) -> None:
+    """`lstm_cell` in place, allocating nothing: gates (B, 4F, H, W) float32 are overwritten by their
+    activations, c (B, F, H, W) float32 becomes c', h' is written into h_out (any dtype, any strides); scratch is
+    a float32 (B, F, H, W) buffer. The CPU schedule's cell (inference/stepwise.py)."""
+    f = c.shape[1]
+    gates[:, : 3 * f].sigmoid_()  # i, f, o
+    gates[:, 3 * f :].tanh_()  # g
+    i, forget, o, g = gates.chunk(4, 1)
+    c.mul_(forget).addcmul_(i, g)
+    h_out.copy_(torch.tanh(c, out=scratch).mul_(o))
+
+
 def convlstm_step_ref(h: Tensor, w: Tensor, gx: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
     """One step of D directions as PyTorch ops: one grouped convolution for all of them, the cell in float32."""
     directions, batch, features, height, width = h.shape
