@@ -5,12 +5,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.cmrvsr-installed
-# glibc keeps freed activations in the heap instead of returning them to the kernel after every use: about 2×
-# faster CPU training and inference for this recurrent network (benchmarks/train_cost.py).
-MALLOC_ENV := MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=1073741824
+# No allocator variables: the Engine keeps its own buffers, and `cmrvsr-fast train` sets glibc's allocator for
+# itself (cmrvsr_fast/training/allocator.py); `make bench` measures both claims.
 
-.PHONY: install test demo lint clean bench bench-fig4a bench-train-cost train-default device-check \
-	device-image-check
+.PHONY: install test demo lint clean bench bench-short bench-paths bench-fig4a bench-train-cost train-default \
+	device-check device-image-check
 
 install: $(STAMP)
 
@@ -25,7 +24,7 @@ test: $(STAMP)
 
 # The main job: a held-out phantom stack, degraded ×4, super-resolved with the embedded default weights.
 demo: $(STAMP)
-	$(MALLOC_ENV) $(PY) -m cmrvsr_fast demo --out demo_out --json demo_out/metrics.json
+	$(PY) -m cmrvsr_fast demo --out demo_out --json demo_out/metrics.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -34,10 +33,20 @@ lint: $(STAMP)
 clean:
 	rm -rf build dist *.egg-info cmrvsr_fast/_C*.so
 
-# Reference vs Engine (eager/compiled, fp32/bf16), ONNX Runtime, AOTI; paper-x4 ×4 64×64 LR T=30, 1 and 10 slices
-# (about 50 minutes on the 2-core CPU); see benchmarks/bench_engine.py.
+# The CPU speed a user's script gets: reference vs the Engine's defaults (fp32, bf16) and the hoisted schedule,
+# and the embedded default, each with and without glibc's allocator variables, interleaved in one run; paper-x4
+# ×4 64×64 LR T=30, one cine and a 10-slice stack (about 25 minutes on the 2-core CPU; bench-short: one cine,
+# about 4 minutes); see benchmarks/cpu_speed.py.
 bench: $(STAMP)
-	$(MALLOC_ENV) $(PY) benchmarks/bench_engine.py --repeats 2
+	$(PY) benchmarks/cpu_speed.py
+
+bench-short: $(STAMP)
+	$(PY) benchmarks/cpu_speed.py --short
+
+# Every path: reference vs Engine (eager/compiled, fp32/bf16), ONNX Runtime, AOTI; one cine and a 10-slice stack
+# (about 50 minutes on the 2-core CPU); see benchmarks/bench_engine.py.
+bench-paths: $(STAMP)
+	$(PY) benchmarks/bench_engine.py --repeats 2
 
 # The paper's Fig. 4a for the comparison zoo on this machine: parameters, FLOPs, FPS, latency and peak memory
 # measured now (about 15 minutes on the 2-core CPU), quality from the newest committed equal-budget training
@@ -48,9 +57,9 @@ BUDGET ?= 300x4
 MEMBERS ?=
 bench-fig4a: $(STAMP)
 ifeq ($(TRAIN),1)
-	$(MALLOC_ENV) $(PY) benchmarks/zoo_train.py --budget $(BUDGET) $(if $(MEMBERS),--members $(MEMBERS))
+	$(PY) benchmarks/zoo_train.py --budget $(BUDGET) $(if $(MEMBERS),--members $(MEMBERS))
 endif
-	$(MALLOC_ENV) $(PY) benchmarks/fps_vs_params.py
+	$(PY) benchmarks/fps_vs_params.py
 
 # On a lent GPU: build the extension, run every GPU test and the benchmarks, write JSON under $OUT (< 6 min).
 # On a CPU, `$(PY) benchmarks/device_check.py --cpu-rehearsal --out /tmp/dc` tests the script itself.
@@ -65,7 +74,7 @@ device-image-check:
 
 # Training cost per step of the CPU and paper presets (the paper's recipe, docs/training.md); see benchmarks/train_cost.py.
 bench-train-cost: $(STAMP)
-	$(MALLOC_ENV) $(PY) benchmarks/train_cost.py --preset lite-x4 --preset paper-x4 --steps 2
+	$(PY) benchmarks/train_cost.py --preset lite-x4 --preset paper-x4 --steps 2
 
 # How the embedded defaults are made (2-core CPU), from nothing but this repository: lite-x4 on 192 synthetic
 # cases (docs/training-data.md) for 40 minutes; then ×2 and ×3 started from its trunk, side by side on one core
@@ -78,16 +87,16 @@ SIDE_MINUTES ?= 10
 X2_MINUTES ?= 50
 TRAIN_FLAGS := --data synth:192 --batch 4 --lr 4e-4 --seed 0 --steps 100000
 train-default: $(STAMP)
-	$(MALLOC_ENV) $(PY) -m cmrvsr_fast train --preset lite-x4 $(TRAIN_FLAGS) --minutes $(X4_MINUTES) \
+	$(PY) -m cmrvsr_fast train --preset lite-x4 $(TRAIN_FLAGS) --minutes $(X4_MINUTES) \
 		--validate-every 200 --out $(RUNS)/default-x4
 	$(PY) benchmarks/embed_default.py $(RUNS)/default-x4
 	pids=; for r in 2 3; do \
-		OMP_NUM_THREADS=1 $(MALLOC_ENV) $(PY) -m cmrvsr_fast train --preset lite-x$$r $(TRAIN_FLAGS) \
+		OMP_NUM_THREADS=1 $(PY) -m cmrvsr_fast train --preset lite-x$$r $(TRAIN_FLAGS) \
 			--minutes $(SIDE_MINUTES) --validate-every 100 --init-from $(RUNS)/default-x4/best.safetensors \
 			--out $(RUNS)/default-x$$r & \
 		pids="$$pids $$!"; \
 	done; for pid in $$pids; do wait $$pid || exit 1; done
-	$(MALLOC_ENV) $(PY) -m cmrvsr_fast train --preset lite-x2 $(TRAIN_FLAGS) --minutes $(X2_MINUTES) \
+	$(PY) -m cmrvsr_fast train --preset lite-x2 $(TRAIN_FLAGS) --minutes $(X2_MINUTES) \
 		--validate-every 200 --resume --out $(RUNS)/default-x2
 	$(PY) benchmarks/embed_default.py $(RUNS)/default-x2
 	$(PY) benchmarks/embed_default.py $(RUNS)/default-x3

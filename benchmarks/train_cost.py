@@ -8,8 +8,8 @@ steps per two hours, and writes dated JSON under benchmarks/results/.
 
 glibc's allocator matters here: the schedule frees and reallocates the same large activations thousands of
 times per step, and by default blocks above the mmap threshold go back to the kernel and come back as fresh
-zeroed pages. `make bench-train-cost` sets MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ / MALLOC_TOP_PAD_
-(recorded in the JSON), which keeps those blocks in the process and shortens each step.
+zeroed pages. Like `cmrvsr-fast train`, this script keeps them in the process (cmrvsr_fast/training/allocator.py,
+recorded in the JSON); --default-allocator measures without.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import torch
 from results_io import write_result
 
 from cmrvsr_fast import CMRVSR, ModelConfig, deep_supervision_loss
+from cmrvsr_fast.training.allocator import keep_freed_memory
 
 
 def step_seconds(config: ModelConfig, batch: int, clip: int, crop: int, steps: int) -> list[float]:
@@ -57,7 +58,9 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=32)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default: dated file in results/)")
+    parser.add_argument("--default-allocator", action="store_true", help="leave glibc's allocator as it starts")
     args = parser.parse_args()
+    allocator_kept = False if args.default_allocator else keep_freed_memory()
 
     configs = {name: ModelConfig.from_name(name) for name in (args.preset or ([] if args.config else ["lite-x4"]))}
     configs |= {text: ModelConfig.from_dict(json.loads(text)) for text in args.config}
@@ -83,6 +86,7 @@ def main() -> None:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "hardware": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads()},
         "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
+        "keep_freed_memory": allocator_kept,
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
         "recipe": {"batch": args.batch, "clip_frames": args.clip, "lr_crop": args.crop, "optimiser": "Adam 1e-4"},
         "rows": rows,

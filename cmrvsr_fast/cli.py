@@ -64,8 +64,10 @@ def run_phantom(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     from cmrvsr_fast.data.datasets import make_sequences
     from cmrvsr_fast.model import zoo
+    from cmrvsr_fast.training.allocator import keep_freed_memory
     from cmrvsr_fast.training.train import TrainOptions, train
 
+    keep_freed_memory()  # a training process of its own: what the MALLOC_* variables used to do (allocator.py)
     config = zoo.config_for(args.preset)
     if zoo.parameter_count(zoo.build_model(config)) == 0:
         raise UsageError(f"--preset {args.preset}: has no parameters; there is nothing to train")

@@ -62,7 +62,7 @@ def audit_a_pass(config: ModelConfig, fused: bool, monkeypatch: pytest.MonkeyPat
             return convlstm_layer_ref(gx_fwd, gx_bwd, w)
 
     monkeypatch.setattr(engine_module, "convlstm_layer", layer)
-    engine = Engine(make_model(config).eval(), dtype=torch.bfloat16)
+    engine = Engine(make_model(config).eval(), dtype=torch.bfloat16, schedule="hoisted")  # the GPU's schedule
     if fused:
         engine.backends["convlstm_layer"] = "triton"  # the path of backend="auto" on a GPU, minus the kernel
     lr, phase = make_inputs(2, 5, 8, 7)
