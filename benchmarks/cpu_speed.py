@@ -12,15 +12,16 @@ CPU ran before the stepwise schedule), and the embedded default: `cmrvsr_fast.lo
 the reference model in fp32.
 
 The stack (10 cines in passes of as many as fit the Upscaler's 4 GiB budget) is timed for the reference and the
-default Engine in fp32 and bf16. Every (path, environment) pair runs in a process of its own, started with the
-allocator variables the Makefile used to set (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_, MALLOC_TOP_PAD_)
-or without any, as a user's `python` gets it. Each process builds its path, makes one warm-up pass (of 4 frames
-for the stack: it makes every convolution primitive but the frame-count-sized ones), then waits; the parent asks
-each process in turn for one timed pass per round, in an order rotated every round, so that a slow spell of a
-shared machine falls on every path alike. Reported per path: the median time, the median over rounds of the
-reference's time in that round divided by the path's (the same environment's reference), the ratio of its
-median time without the variables to that with them, and the relative L2 error of its output against the
-reference's.
+default Engine in fp32 and bf16, the reference in passes of as many cines as the Engine's fp32 estimate lets fit
+that budget (in one pass it took 16 GB). Every (path, environment) pair runs in a process of its own (for the
+stack, one per round), started with the allocator variables the Makefile used to set (MALLOC_MMAP_THRESHOLD_,
+MALLOC_TRIM_THRESHOLD_, MALLOC_TOP_PAD_) or without any, as a user's `python` gets it. Each process builds its
+path and makes one warm-up pass (of 4 frames for the stack: it makes every convolution primitive but the
+frame-count-sized ones); the parent asks each in turn for one timed pass per round, in an order rotated every
+round, so that a slow spell of a shared machine falls on every path alike. Reported per path: the median time,
+the median over rounds of the reference's time in that round divided by the path's (the same environment's
+reference), the ratio of its median time without the variables to that with them, and the relative L2 error of
+its output against the reference's. The JSON is written after each workload.
 """
 
 from __future__ import annotations
@@ -76,10 +77,12 @@ def build(path: str, slices: int, frames: int, size: int):
         if path == "default engine":
             return lambda: upscaler.runner(lr, phase)
         return lambda: upscaler.model.eval()(lr, phase)
-    model = CMRVSR(ModelConfig.from_name("paper-x4")).eval()
-    if path == REFERENCE:
-        return lambda: model(lr, phase)
     from cmrvsr_fast.inference.engine import Engine
+
+    model = CMRVSR(ModelConfig.from_name("paper-x4")).eval()
+    if path == REFERENCE:  # a stack in passes of as many cines as the Upscaler's CPU budget lets the Engine take
+        chunk = Engine(model, memory_budget_mb=4096).cines_per_pass(frames, size, size)
+        return lambda: torch.cat([model(lr[i : i + chunk], phase[i : i + chunk]) for i in range(0, slices, chunk)])
 
     words = path.split()
     dtype = torch.bfloat16 if "bf16" in words else torch.float32
@@ -134,25 +137,33 @@ class Worker:
 
 
 def measure_workload(paths: list[str], slices: int, args, workdir: Path) -> list[dict]:
+    """One cine: a process per pair for the whole run. A stack: a process per pair and round, warmed up, timed
+    and closed before the next starts (a process per pair for the whole run held too much memory for 24 GiB)."""
     spec = {"slices": slices, "frames": args.frames, "size": args.size}
     pairs = [(path, environment) for environment in ENVIRONMENTS for path in paths]
-    workers = {}
-    try:
-        for pair in pairs:  # started and warmed up one at a time: no two passes overlap
+    rounds = args.rounds if slices == 1 else args.stack_rounds
+    workers: dict[tuple, Worker] = {}
+    times: dict[tuple, list[float]] = {pair: [] for pair in pairs}
+    outputs = {}
+
+    def worker_for(pair: tuple) -> Worker:
+        if pair not in workers:  # started and warmed up one at a time: no two passes overlap
             workers[pair] = Worker({**spec, "path": pair[0]}, pair[1])
             workers[pair].ask("warmup")
-        times: dict[tuple, list[float]] = {pair: [] for pair in pairs}
-        for round_index in range(args.rounds if slices == 1 else args.stack_rounds):
+        return workers[pair]
+
+    try:
+        for round_index in range(rounds):
             shift = round_index % len(pairs)
             for pair in pairs[shift:] + pairs[:shift]:
-                times[pair].append(workers[pair].ask("run")["seconds"])
+                times[pair].append(worker_for(pair).ask("run")["seconds"])
                 print(f"  {slices:>2} × {pair[0]:<22} {pair[1]:<19} {times[pair][-1]:8.2f} s", flush=True)
-        outputs = {}
-        for pair in pairs:
-            if pair[1] == "plain":
-                file = workdir / f"{slices}_{pair[0].replace(' ', '_')}.pt"
-                workers[pair].ask(f"save {file}")
-                outputs[pair[0]] = torch.load(file, weights_only=True)
+                if pair[1] == "plain" and round_index == rounds - 1:
+                    file = workdir / f"{slices}_{pair[0].replace(' ', '_')}.pt"
+                    workers[pair].ask(f"save {file}")
+                    outputs[pair[0]] = torch.load(file, weights_only=True)
+                if slices > 1:
+                    workers.pop(pair).close()
     finally:
         for one in workers.values():
             one.close()
@@ -240,14 +251,17 @@ def main() -> None:
             allocator_variables=ALLOCATOR_VARIABLES,
         ),
         "rows": [],
+        "complete": False,
     }
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for slices, paths in workloads:
             result["rows"] += measure_workload(paths, slices, args, Path(tmp))
-    result["verdicts"] = verdicts(result["rows"])
-    result["wall_s"] = round(time.perf_counter() - started, 1)
-    write_result("cpu_speed", "cpu", result, args.out)
+            result["verdicts"] = verdicts(result["rows"])
+            result["wall_s"] = round(time.perf_counter() - started, 1)
+            result["complete"] = slices == workloads[-1][0]
+            path = write_result("cpu_speed", "cpu", result, args.out, quiet=True)  # after each workload
+    print(f"wrote {path}")
     for verdict in result["verdicts"]:
         print(("met    " if verdict["met"] else "MISSED ") + json.dumps(verdict))
 

@@ -237,7 +237,7 @@ class Engine:
     def _workspace(self, length: int, batch: int, height: int, width: int) -> stepwise.Workspace:
         cfg = self.config
         shape = (length, batch, cfg.features, height, width, cfg.window, self.dtype)
-        return self._workspaces.get(shape, lambda: stepwise.Workspace.allocate(*shape))
+        return self._workspaces.get(shape, lambda: stepwise.Workspace.allocate(*shape, device=self.device))
 
     def phase_maps(self, height: int, width: int) -> Tensor:
         """(window, frame, H, W): the response of each offset's phase-channel kernels to a constant 1 map."""

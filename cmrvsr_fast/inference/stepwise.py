@@ -33,11 +33,14 @@ from torch import Tensor
 from cmrvsr_fast.ops.convlstm import lstm_cell_
 
 
-def frame_buffer(frames: int, batch: int, channels: int, height: int, width: int, dtype, channels_last: bool) -> Tensor:
+def frame_buffer(
+    frames: int, batch: int, channels: int, height: int, width: int, dtype, channels_last: bool, device=None
+) -> Tensor:
     """(frames, batch, channels, H, W), every frame dense in memory, channels-last or NCHW."""
     if channels_last:
-        return torch.empty(frames, batch, height, width, channels, dtype=dtype).permute(0, 1, 4, 2, 3)
-    return torch.empty(frames, batch, channels, height, width, dtype=dtype)
+        data = torch.empty(frames, batch, height, width, channels, dtype=dtype, device=device)
+        return data.permute(0, 1, 4, 2, 3)
+    return torch.empty(frames, batch, channels, height, width, dtype=dtype, device=device)
 
 
 def prefers_channels_last(dtype: torch.dtype) -> bool:
@@ -88,23 +91,25 @@ class Workspace:
     fused: Tensor
 
     @classmethod
-    def allocate(cls, length: int, batch: int, features: int, height: int, width: int, window: int, dtype) -> Workspace:
+    def allocate(
+        cls, length: int, batch: int, features: int, height: int, width: int, window: int, dtype, device=None
+    ) -> Workspace:
         frame, half, last = 2 * features + 1, window // 2, prefers_channels_last(dtype)
         both = 2 * features
 
         def buffer(frames: int, channels: int, dtype=dtype) -> Tensor:
-            return frame_buffer(frames, batch, channels, height, width, dtype, last)
+            return frame_buffer(frames, batch, channels, height, width, dtype, last, device)
 
         def positions() -> Tensor:  # channels-last in either layout
-            return frame_buffer(1, length * batch, frame, height, width, dtype, True)[0]
+            return frame_buffer(1, length * batch, frame, height, width, dtype, True, device)[0]
 
         padded = length + 2 * half
         if last:
-            frames = torch.zeros(batch, height, width, padded, both, dtype=dtype)
-            window_in = torch.empty(batch, height, width, window * both, dtype=dtype)
+            frames = torch.zeros(batch, height, width, padded, both, dtype=dtype, device=device)
+            window_in = torch.empty(batch, height, width, window * both, dtype=dtype, device=device)
         else:
-            frames = torch.zeros(batch, padded, both, height, width, dtype=dtype)
-            window_in = torch.empty(0, dtype=dtype)
+            frames = torch.zeros(batch, padded, both, height, width, dtype=dtype, device=device)
+            window_in = torch.empty(0, dtype=dtype, device=device)
         return cls(
             channels_last=last, slots_fwd=(buffer(length + 1, 2 * features), buffer(length + 1, 2 * features)),
             slots_bwd=(buffer(length + 1, 2 * features), buffer(length + 1, 2 * features)),
