@@ -42,14 +42,16 @@ def test_engine_matches_the_reference(config: ModelConfig, shape, dtype: torch.d
 def test_aligned_frame_channels_change_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     """On a GPU the window op's weights pad the 2F + 1 frame channels with zero weights to a multiple of 8; forced
     on here (paper-x4's 129 → 136, and an odd config with warm-up < half the window): the padding weights and maps
-    are zero, and the result is the unpadded engine's (fp32) and the reference's (bf16)."""
+    are zero, and the result is the unpadded engine's (fp32) and the reference's (bf16). The padding is the hoisted
+    schedule's (the GPU's), which these engines therefore name."""
     for config, shape in (CASES[4], CASES[1]):
         model = make_model(config).eval()
         lr, phase = make_inputs(*shape)
-        plain = Engine(model)
+        plain = Engine(model, schedule="hoisted")
         with monkeypatch.context() as patch:
             patch.setattr(Engine, "ALIGN_FRAME_CHANNELS_ON", ("cuda", "cpu"))
-            aligned, aligned_bf16 = Engine(model), Engine(model, dtype=torch.bfloat16)
+            aligned = Engine(model, schedule="hoisted")
+            aligned_bf16 = Engine(model, dtype=torch.bfloat16, schedule="hoisted")
         frame, pad = config.frame_channels, aligned.frame_pad
         assert pad == (-frame) % 8 and pad > 0 and plain.frame_pad == 0
         assert aligned.fuse_window_w.shape[1] == frame + pad and not aligned.fuse_window_w[:, frame:].any()

@@ -161,7 +161,8 @@ class Engine:
         self._fuse_window = wrap(self._fuse_window_eager)
 
     def _prepare_weights(self) -> None:
-        """Split and stack the model's weights once (views/copies in the engine's dtype; the model is untouched)."""
+        """Split and stack the model's weights once (views/copies in the engine's dtype; the model is untouched):
+        those both schedules use here, the rest for the schedule the Engine runs."""
         m, f, dt, dev = self.model, self.config.features, self.dtype, self.device
 
         def cast(t: Tensor) -> Tensor:
@@ -169,6 +170,27 @@ class Engine:
 
         self.in_w, self.in_b = cast(m.in_block.conv.weight), cast(m.in_block.conv.bias)
         self.in_slope = cast(m.in_block.act.weight)
+        frame, window = self.config.frame_channels, self.config.window
+        # (frame, window, 3, 3): the phase channel's kernels, window blocks in offset order −N … N (phase_maps)
+        self.fuse_phase = m.refine.fuse.weight.detach().reshape(frame, window, frame, 3, 3)[:, :, 2 * f]
+        # The window op's frame channels padded with zeros to a multiple of 8 on a GPU (_prepare_hoisted_weights).
+        self.frame_pad = (-frame) % 8 if dev.type in self.ALIGN_FRAME_CHANNELS_ON else 0
+        if self.schedule == "stepwise":
+            self._prepare_stepwise_weights()
+        else:
+            self._prepare_hoisted_weights(cast)
+        self.up = [
+            (cast(c.weight), cast(c.bias), s.upscale_factor)
+            for c, s in zip(m.out_block.up, m.out_block.shuffles, strict=True)
+        ]
+        self.final_w, self.final_b = cast(m.out_block.final.weight), cast(m.out_block.final.bias)
+        self._phase_maps: dict[tuple[int, int], Tensor] = {}
+        self._window_maps: dict[tuple[int, int], Tensor] = {}
+
+    def _prepare_hoisted_weights(self, cast) -> None:
+        """The hoisted schedule's weights: each layer's input and recurrent halves, the window op's per-offset
+        fusion weights and its projection."""
+        m, f = self.model, self.config.features
         self.lstm = []
         for fwd, bwd in zip(m.lstm_forward.cells, m.lstm_backward.cells, strict=True):
             wf, wb = fwd.conv.weight, bwd.conv.weight
@@ -186,13 +208,11 @@ class Engine:
         blocks = w1.reshape(frame, window, frame, 3, 3)
         # Every offset's contribution of [hF, hB] from one per-frame convolution: (window·frame, 2F, 3, 3).
         per_offset = blocks[:, :, : 2 * f].permute(1, 0, 2, 3, 4)  # (window, frame, 2F, 3, 3)
-        self.fuse_phase = blocks[:, :, 2 * f]  # (frame, window, 3, 3): the phase channel's kernels
         self.fuse_b = cast(m.refine.fuse.bias)
         self.proj_w, self.proj_b = cast(m.refine.project.weight), cast(m.refine.project.bias)
         # The window op's weights with the 2F + 1 = 129 frame channels padded with zeros to a multiple of 8 on a
         # GPU: cuDNN pads such tensors itself on every call (a noticeable share of a GPU pass in padding kernels).
         # The zero weights add exact zeros; the CPU keeps 129 (the padding would be 5 % more work there).
-        self.frame_pad = (-frame) % 8 if dev.type in self.ALIGN_FRAME_CHANNELS_ON else 0
         per_offset = F.pad(per_offset, (0, 0, 0, 0, 0, 0, 0, self.frame_pad))  # (window, aligned frame, 2F, 3, 3)
         self.fuse_b_aligned = F.pad(self.fuse_b, (0, self.frame_pad)).float()
         proj_w_aligned = F.pad(self.proj_w, (0, 0, 0, 0, 0, self.frame_pad))
@@ -201,15 +221,6 @@ class Engine:
         layout = packed_window_view if self.backends["window_conv3x3"] == "triton" else (lambda w: w)
         self.fuse_window_w = layout(cast(per_offset))
         self.proj_window_w = layout(proj_w_aligned[None])
-        if self.schedule == "stepwise":
-            self._prepare_stepwise_weights()
-        self.up = [
-            (cast(c.weight), cast(c.bias), s.upscale_factor)
-            for c, s in zip(m.out_block.up, m.out_block.shuffles, strict=True)
-        ]
-        self.final_w, self.final_b = cast(m.out_block.final.weight), cast(m.out_block.final.bias)
-        self._phase_maps: dict[tuple[int, int], Tensor] = {}
-        self._window_maps: dict[tuple[int, int], Tensor] = {}
 
     def _prepare_stepwise_weights(self) -> None:
         """The stepwise schedule's weights: the reference's convolutions whole (the fusion's less its phase

@@ -2,11 +2,10 @@
 
 On a CPU, oneDNN runs a 3×3 convolution of one frame at close to the core's peak, and what costs beyond the
 arithmetic is memory traffic and allocation. Against the hoisted schedule of engine.py (which suits GPUs), this
-one therefore (docs/performance.md has the measurements):
+one therefore (docs/engine.md says why each choice, docs/performance.md what it measured):
 - convolves each step's [x, h] (2F → 4F channels, the reference cell's own convolution) instead of hoisting the
-  input half out of the recurrence: the hoisted gates of every frame (4F channels per frame, 176 MB for one
-  paper-x4 cine at 64² in float32) left the caches before their step read them back, and both halves ran slower
-  per FLOP than the one convolution of [x, h];
+  input half out of the recurrence: the hoisted gates of every frame (4F channels per frame) leave the caches
+  before their step reads them back;
 - keeps the sequence in slot buffers where slot s holds [x_s, h_{s-1}] side by side, so that a step writes its h
   straight into the next step's convolution input: no concatenation, no copy per step;
 - updates the cell in place on buffers of its own (`lstm_cell_`);
@@ -16,9 +15,8 @@ one therefore (docs/performance.md has the measurements):
   the fused features per stage); the phase channels, constant in space, add code × their kernels' response to
   a ones map (`Engine.phase_maps`), one matrix product for every position, added as each convolution's output
   is stored;
-- keeps every buffer in a workspace per input shape, reused across steps, stages and calls: allocating and
-  freeing megabytes per step made glibc hand them back to the kernel and fault them in again (system time that
-  only the allocator's environment variables used to avoid).
+- keeps every buffer in a workspace per input shape, reused across steps, stages and calls: buffers of megabytes
+  allocated and freed per step are what glibc hands back to the kernel and faults in again.
 """
 
 from __future__ import annotations
@@ -44,10 +42,9 @@ def frame_buffer(
 
 
 def prefers_channels_last(dtype: torch.dtype) -> bool:
-    """The layout the schedule keeps its frames in for `dtype`. oneDNN's bf16 and fp16 convolutions of these
-    shapes run 2–4× faster on channels-last data; its float32 ones run 10–15 % faster on NCHW data within a pass
-    (measured on the 2-core CPU with AMX, docs/performance.md), and the NCHW frame buffer lets each fusion
-    window be a view of it."""
+    """The layout the schedule keeps its frames in for `dtype`: oneDNN's bf16 and fp16 convolutions of these
+    shapes run faster on channels-last data, its float32 ones on NCHW data within a pass (docs/engine.md), and
+    the NCHW frame buffer lets each fusion window be a view of it."""
     return dtype != torch.float32
 
 

@@ -152,7 +152,7 @@ class AllowListServer(ThreadedAssociationServer):
 
 def no_delay(sock: socket.socket) -> None:
     """Send small PDUs at once: with Nagle's algorithm each C-STORE response waits for the peer's delayed ACK
-    (about 40 ms an instance on loopback; 5× the ingest rate without it, docs/dicom-node.md)."""
+    (docs/dicom-node.md has what that cost)."""
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 

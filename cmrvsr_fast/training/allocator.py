@@ -2,8 +2,8 @@
 
 Training the reference model allocates and frees every step's activations (hundreds of megabytes). By default
 glibc serves large blocks with mmap and hands them back to the kernel when they are freed, or trims its heap
-once enough at its top is free; the next step then faults the same pages in again, zeroed by the kernel: a
-`lite-x4` CPU training step took about twice as long (docs/performance.md, "Training cost"). `keep_freed_memory`
+once enough at its top is free; the next step then faults the same pages in again, zeroed by the kernel
+(docs/performance.md, "Training cost", has what that costs). `keep_freed_memory`
 sets what the environment variables MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_ and MALLOC_TOP_PAD_ would, for
 the process that calls it: `cmrvsr-fast train` and the training benchmarks call it first; importing the library
 never does (a process that calls it keeps its peak memory until it exits). Inference has no need of it: the
