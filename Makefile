@@ -13,10 +13,11 @@ STAMP := $(VENV)/.cmrvsr-installed
 
 install: $(STAMP)
 
-$(STAMP): setup.py pyproject.toml
+# CMRVSR_BUILD_CPU=1: here a failed build of the CPU kernels fails the install instead of leaving a slower package.
+$(STAMP): setup.py pyproject.toml $(wildcard csrc/*.cu csrc/*.cpp csrc/*.h csrc/*.cuh csrc/cpu/*)
 	test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "torch==2.13.0"
-	$(PY) -m pip install -e ".[dev]"
+	CMRVSR_BUILD_CPU=1 $(PY) -m pip install -e ".[dev]"
 	touch $(STAMP)
 
 test: $(STAMP)

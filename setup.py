@@ -1,9 +1,13 @@
-"""cmrvsr_fast: package metadata and the optional CUDA extension cmrvsr_fast._C.
+"""cmrvsr_fast: package metadata and two optional extensions, neither using the torch ABI (they build without torch):
 
-The extension is built from csrc/ when nvcc is found (or CMRVSR_BUILD_CUDA=1) and skipped with
-CMRVSR_SKIP_CUDA_BUILD=1. It links the CUDA runtime statically and uses no torch ABI, so it builds without torch
-and an install never fails for its sake unless CMRVSR_BUILD_CUDA=1 asked for it explicitly.
-Architectures come from CMRVSR_CUDA_ARCHS ("80;86;87;89;90" by default; sm_87 is Jetson Orin).
+- cmrvsr_fast._C, the CUDA kernels (csrc/*.cu): built when nvcc is found (or CMRVSR_BUILD_CUDA=1), skipped with
+  CMRVSR_SKIP_CUDA_BUILD=1; it links the CUDA runtime statically. Architectures come from CMRVSR_CUDA_ARCHS
+  ("80;86;87;89;90" by default; sm_87 is Jetson Orin).
+- cmrvsr_fast._cpu, the CPU kernels (csrc/cpu: the Winograd transforms of the float32 CPU schedule): built with
+  the C++ compiler and OpenMP, skipped with CMRVSR_SKIP_CPU_BUILD=1.
+
+An install never fails for an extension's sake unless its CMRVSR_BUILD_CUDA=1 / CMRVSR_BUILD_CPU=1 asked for it:
+the package works without either (slower on a CPU without _cpu).
 """
 
 from __future__ import annotations
@@ -53,23 +57,30 @@ def _cuda_archs() -> list[str]:
     return archs
 
 
-class BuildCudaExt(build_ext):
-    """Compiles the .cu sources with nvcc, then lets setuptools link them with the C++ binding file."""
+# The flag that makes each extension's build failure fail the install.
+REQUIRED_BY = {"cmrvsr_fast._C": "CMRVSR_BUILD_CUDA", "cmrvsr_fast._cpu": "CMRVSR_BUILD_CPU"}
 
-    def run(self) -> None:
-        try:
-            super().run()
-        except Exception as error:  # nvcc, the compiler or the linker failed
-            if _flag("CMRVSR_BUILD_CUDA"):
-                raise
-            print(f"cmrvsr_fast: skipping the optional CUDA extension ({error}); the package works without it")
-            # Nothing was built: forget the extension so that no later step looks for its file.
-            self.extensions = []
-            self.distribution.ext_modules = []
 
-    def build_extension(self, ext: Extension) -> None:
-        self._compile_cuda_sources(ext)
-        super().build_extension(ext)
+class BuildExtensions(build_ext):
+    """Builds each extension on its own: one whose build fails (nvcc, the compiler or the linker) is skipped with a
+    message unless its flag in REQUIRED_BY asked for it, and the others are still built."""
+
+    def build_extensions(self) -> None:
+        failed = []
+        for ext in self.extensions:
+            try:
+                if ext.name == "cmrvsr_fast._C":
+                    self._compile_cuda_sources(ext)
+                self.build_extension(ext)
+            except Exception as error:
+                if _flag(REQUIRED_BY[ext.name]):
+                    raise
+                kind = "CUDA" if ext.name == "cmrvsr_fast._C" else "CPU"
+                print(f"cmrvsr_fast: skipping the optional {kind} extension ({error}); the package works without it")
+                failed.append(ext)
+        # What was not built is forgotten, so that no later step (the copy of an editable install) looks for it.
+        self.extensions = [ext for ext in self.extensions if ext not in failed]
+        self.distribution.ext_modules = list(self.extensions)
 
     def _compile_cuda_sources(self, ext: Extension) -> None:
         cuda_sources = [s for s in ext.sources if s.endswith(".cu")]
@@ -115,6 +126,27 @@ def _pybind11_include() -> str:
 
 
 def _extensions() -> list[Extension]:
+    return [*_cpu_extension(), *_cuda_extension()]
+
+
+def _cpu_extension() -> list[Extension]:
+    if _flag("CMRVSR_SKIP_CPU_BUILD"):
+        return []
+    cpu = Path("csrc") / "cpu"
+    return [
+        Extension(
+            "cmrvsr_fast._cpu",
+            sources=[str(cpu / "winograd.cpp"), str(cpu / "bindings.cpp")],
+            include_dirs=[_pybind11_include(), str(cpu)],
+            # OpenMP: the same runtime PyTorch loads (libgomp), so torch.set_num_threads sets its threads too.
+            extra_compile_args=["-std=c++17", "-O3", "-fopenmp"],
+            extra_link_args=["-fopenmp"],
+            language="c++",
+        )
+    ]
+
+
+def _cuda_extension() -> list[Extension]:
     if _flag("CMRVSR_SKIP_CUDA_BUILD"):
         return []
     if CUDA_HOME is None:
@@ -150,7 +182,7 @@ setup(
     package_dir={"cmrvsr_fast.kernels": "kernels", "cmrvsr_fast.export": "export"},
     package_data={"cmrvsr_fast": ["weights/*.safetensors", "weights/*.json"]},
     ext_modules=_extensions(),
-    cmdclass={"build_ext": BuildCudaExt},
+    cmdclass={"build_ext": BuildExtensions},
     # torch is deliberately unpinned: any CPU or CUDA build >= 2.4 works (the Makefile installs the CPU build).
     install_requires=[
         "torch>=2.4",

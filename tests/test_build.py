@@ -1,4 +1,5 @@
-"""Packaging: the CUDA extension built here, a plain wheel install, and an install that survives nvcc failing."""
+"""Packaging: the CUDA and CPU extensions built here, a plain wheel install, and an install that survives nvcc
+failing."""
 
 from __future__ import annotations
 
@@ -89,15 +90,17 @@ def test_plain_wheel_installs_and_imports(tmp_path: Path) -> None:
     names = wheel_names(tmp_path)
     assert "cmrvsr_fast/kernels/__init__.py" in names and "cmrvsr_fast/export/__init__.py" in names
     assert any(n.startswith("cmrvsr_fast/_C") and n.endswith(".so") for n in names) == NVCC
+    assert any(n.startswith("cmrvsr_fast/_cpu") and n.endswith(".so") for n in names)  # a C++ compiler is here
     (wheel,) = (tmp_path / "dist").glob("*.whl")
     target = tmp_path / "site"
     pip = [sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(target), str(wheel)]
     subprocess.run(pip, check=True, capture_output=True)
     probe = (
         "import cmrvsr_fast, cmrvsr_fast.kernels, cmrvsr_fast.export, torch;"
-        "from cmrvsr_fast.ops import extension as _ext;"
+        "from cmrvsr_fast.ops import extension as _ext, winograd;"
         "m = cmrvsr_fast.CMRVSR(cmrvsr_fast.ModelConfig(features=4, lstm_layers=1, warmup=1, stages=1)).eval();"
-        "print(cmrvsr_fast.__file__, _ext.available(), tuple(m(torch.zeros(1, 2, 1, 3, 3), torch.zeros(1, 2)).shape))"
+        "print(cmrvsr_fast.__file__, _ext.available(), winograd.available(),"
+        " tuple(m(torch.zeros(1, 2, 1, 3, 3), torch.zeros(1, 2)).shape))"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe],
@@ -107,7 +110,8 @@ def test_plain_wheel_installs_and_imports(tmp_path: Path) -> None:
         text=True,
         check=True,
     ).stdout.split()
-    assert out[0].startswith(str(target)) and out[1] == str(NVCC) and out[2:] == ["(1,", "2,", "1,", "12,", "12)"]
+    assert out[0].startswith(str(target)) and out[1:3] == [str(NVCC), "True"]
+    assert out[3:] == ["(1,", "2,", "1,", "12,", "12)"]
 
 
 @pytest.mark.slow
@@ -116,7 +120,8 @@ def test_failed_cuda_build_does_not_fail_the_install(tmp_path: Path) -> None:
     result = build_wheel(tmp_path, CMRVSR_CUDA_ARCHS="12")  # an architecture nvcc refuses
     assert result.returncode == 0, result.stdout + result.stderr
     assert "skipping the optional CUDA extension" in result.stdout + result.stderr
-    assert not any(n.endswith(".so") for n in wheel_names(tmp_path))
+    assert not any(n.startswith("cmrvsr_fast/_C") for n in wheel_names(tmp_path))
+    assert any(n.startswith("cmrvsr_fast/_cpu") for n in wheel_names(tmp_path))  # the other one is still built
 
 
 @pytest.mark.slow
@@ -126,8 +131,8 @@ def test_failed_cuda_build_fails_when_required(tmp_path: Path) -> None:
     assert result.returncode != 0
 
 
-def test_skip_flag_builds_a_pure_wheel(tmp_path: Path) -> None:
-    result = build_wheel(tmp_path, CMRVSR_SKIP_CUDA_BUILD="1")
+def test_skip_flags_build_a_pure_wheel(tmp_path: Path) -> None:
+    result = build_wheel(tmp_path, CMRVSR_SKIP_CUDA_BUILD="1", CMRVSR_SKIP_CPU_BUILD="1")
     assert result.returncode == 0, result.stdout + result.stderr
     assert not any(n.endswith(".so") for n in wheel_names(tmp_path))
 

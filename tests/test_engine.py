@@ -26,13 +26,16 @@ CASES = [
 
 @pytest.mark.parametrize(("config", "shape"), CASES, ids=[f"case{i}" for i in range(len(CASES))])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-@pytest.mark.parametrize("schedule", ["hoisted", "stepwise"])
-def test_engine_matches_the_reference(config: ModelConfig, shape, dtype: torch.dtype, schedule: str) -> None:
+@pytest.mark.parametrize(("schedule", "convolution"), [("hoisted", "direct"), ("stepwise", "direct"),
+                                                       ("stepwise", "auto")])  # fmt: skip
+def test_engine_matches_the_reference(config: ModelConfig, shape, dtype: torch.dtype, schedule: str,
+                                      convolution: str) -> None:  # fmt: skip
+    """convolution "auto": Winograd in float32 (test_winograd.py checks that it is built), direct in bf16."""
     model = make_model(config).eval()
     lr, phase = make_inputs(shape[0], shape[1], shape[2], shape[3])
     with torch.no_grad():
         reference = model(lr, phase)
-    engine = Engine(model, dtype=dtype, schedule=schedule)
+    engine = Engine(model, dtype=dtype, schedule=schedule, convolution=convolution)
     out = engine(lr, phase)
     assert out.shape == reference.shape and out.dtype == torch.float32
     assert relative_l2(out, reference) <= RELATIVE_L2[dtype]

@@ -52,7 +52,7 @@ def test_buffers_are_reused_for_a_shape_and_replaced_for_another(tiny_config: Mo
     engine(lr, phase)
     assert held() is first
     engine(lr[..., :5, :5], phase)
-    assert held() is not first and held().frames.shape[-2:] == (5, 5)
+    assert held() is not first and held().phase.shape[-2:] == (5, 5)
     engine.release_workspace()
     assert engine._workspaces._local.held is None
 
@@ -81,13 +81,19 @@ def test_threads_sharing_an_engine_keep_their_own_buffers(tiny_config: ModelConf
         assert torch.equal(together[index], expected)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_the_workspace_takes_what_it_says(dtype: torch.dtype) -> None:
+@pytest.mark.parametrize(
+    ("dtype", "winograd"),
+    [(torch.float32, False), (torch.bfloat16, False), (torch.float32, True)],
+    ids=["fp32", "bf16", "fp32-winograd"],
+)
+def test_the_workspace_takes_what_it_says(dtype: torch.dtype, winograd: bool) -> None:
     shape = (9, 2, 6, 5, 7, 5, dtype)  # frames, batch, features, height, width, window, dtype
-    workspace = stepwise.Workspace.allocate(*shape)
+    workspace = stepwise.Workspace.allocate(*shape, winograd=winograd)
     tensors = [*workspace.slots_fwd, *workspace.slots_bwd, *workspace.cells, workspace.gates, workspace.scratch,
-               workspace.frames, workspace.window, workspace.phase, workspace.fused]  # fmt: skip
-    assert sum(t.untyped_storage().nbytes() for t in tensors) == stepwise.Workspace.nbytes(*shape)
+               workspace.frames, workspace.window, workspace.phase, workspace.fused, workspace.transformed,
+               workspace.products, workspace.transformed_frames, workspace.fused_products]  # fmt: skip
+    held = sum(t.untyped_storage().nbytes() for t in tensors if t is not None)
+    assert held == stepwise.Workspace.nbytes(*shape, winograd=winograd)
 
 
 def test_the_memory_budget_counts_the_stepwise_buffers() -> None:

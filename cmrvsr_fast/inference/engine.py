@@ -32,6 +32,7 @@ from torch import Tensor
 
 from cmrvsr_fast.inference import stepwise
 from cmrvsr_fast.model.network import CMRVSR, cyclic_indices
+from cmrvsr_fast.ops import winograd
 from cmrvsr_fast.ops.backends import per_op_backends, resolve_backend
 from cmrvsr_fast.ops.convlstm import convlstm_bidirectional_step, convlstm_layer, convlstm_layer_ref
 from cmrvsr_fast.ops.phase_fusion import window_conv3x3, window_conv3x3_ref
@@ -40,6 +41,7 @@ from cmrvsr_fast.ops.phase_fusion import window_conv3x3, window_conv3x3_ref
 # (no-warmup and no-ror are plain settings of warmup and stages, which the schedule takes as they come.)
 UNSUPPORTED_ABLATIONS = ("no-memory", "unidirectional", "no-phase-fusion")
 SCHEDULES = ("auto", "hoisted", "stepwise")
+CONVOLUTIONS = ("auto", "direct", "winograd")
 
 
 def flat_frames(t: Tensor) -> Tensor:
@@ -96,6 +98,9 @@ class Engine:
     "stepwise" (inference/stepwise.py: PyTorch ops, eager, per-thread buffers kept for the last input shape;
     `release_workspace` drops them) or "auto": stepwise on a CPU where nothing asks for the hoisted one (a kernel
     backend, compile), hoisted elsewhere.
+    convolution: how the stepwise schedule runs its step and fusion convolutions: "direct" (oneDNN), "winograd"
+    (ops/winograd.py: F(4×4, 3×3), float32 on a CPU with the CPU extension built) or "auto": Winograd where it can
+    run, direct elsewhere (`convolution` after construction says which).
     """
 
     ALIGN_FRAME_CHANNELS_ON = ("cuda",)  # device types whose window weights pad the frame channels (see below)
@@ -113,6 +118,7 @@ class Engine:
         max_cuda_graphs: int = 4,
         cudnn_benchmark: bool = False,
         schedule: str = "auto",
+        convolution: str = "auto",
     ) -> None:
         per_op = per_op_backends(backend)
         if dtype not in (torch.float32, torch.bfloat16, torch.float16):
@@ -135,6 +141,7 @@ class Engine:
         step, fusion = self.backends["convlstm_layer"], self.backends["window_conv3x3"]
         self.backend = step if step == fusion else f"{step} step, {fusion} fusion"
         self.schedule = choose_schedule(schedule, self.device, self.backends, compile, cuda_graph)
+        self.convolution = choose_convolution(convolution, self.schedule, self.device, dtype)
         self._workspaces = stepwise.Workspaces()
         # CUDA graphs: the whole multi-stage schedule of one pass is captured per input shape (and stage count) on
         # its first call and replayed after; each graph keeps its own memory pool and static input/output buffers.
@@ -232,13 +239,17 @@ class Engine:
             t = t.detach().to(dev, dt)
             return t.contiguous(memory_format=layout) if t.dim() == 4 else t
 
+        # The step's and the fusion's weights: as they are, or with Winograd their transforms (float32).
+        convolution = winograd.transform_weight if self.convolution == "winograd" else cast
         self.stepwise_layers = [
-            stepwise.LayerWeights(*(cast(t) for t in (fwd.conv.weight, fwd.conv.bias, bwd.conv.weight, bwd.conv.bias)))
+            stepwise.LayerWeights(
+                convolution(fwd.conv.weight), cast(fwd.conv.bias), convolution(bwd.conv.weight), cast(bwd.conv.bias)
+            )
             for fwd, bwd in zip(m.lstm_forward.cells, m.lstm_backward.cells, strict=True)
         ]
         frame, window, both = self.config.frame_channels, self.config.window, 2 * self.config.features
         fuse = m.refine.fuse.weight.reshape(frame, window, frame, 3, 3)[:, :, :both]  # the phase channels go
-        self.stepwise_fuse = (cast(fuse.reshape(frame, window * both, 3, 3)), cast(m.refine.fuse.bias))
+        self.stepwise_fuse = (convolution(fuse.reshape(frame, window * both, 3, 3)), cast(m.refine.fuse.bias))
         self.stepwise_project = (cast(m.refine.project.weight, torch.channels_last), cast(m.refine.project.bias))
 
     def release_workspace(self) -> None:
@@ -248,7 +259,8 @@ class Engine:
     def _workspace(self, length: int, batch: int, height: int, width: int) -> stepwise.Workspace:
         cfg = self.config
         shape = (length, batch, cfg.features, height, width, cfg.window, self.dtype)
-        return self._workspaces.get(shape, lambda: stepwise.Workspace.allocate(*shape, device=self.device))
+        use = self.convolution == "winograd"
+        return self._workspaces.get((*shape, use), lambda: stepwise.Workspace.allocate(*shape, self.device, use))
 
     def phase_maps(self, height: int, width: int) -> Tensor:
         """(window, frame, H, W): the response of each offset's phase-channel kernels to a constant 1 map."""
@@ -340,7 +352,8 @@ class Engine:
         extended = frames + 2 * cfg.warmup
         upsampled = frames * cfg.scale**2 * height * width * (cfg.features + 1) * 4
         if self.schedule == "stepwise":  # its workspace, and the features, their update and the refine maps
-            buffers = stepwise.Workspace.nbytes(extended, 1, cfg.features, height, width, cfg.window, self.dtype)
+            buffers = stepwise.Workspace.nbytes(extended, 1, cfg.features, height, width, cfg.window, self.dtype,
+                                                self.convolution == "winograd")  # fmt: skip
             return buffers + extended * 3 * cfg.features * item * height * width + upsampled
         frame = cfg.frame_channels + self.frame_pad
         per_frame = ((2 * 4 + 2 * 2 * 2 + 1) * cfg.features + cfg.window * frame + frame) * item + frame * 4
@@ -494,6 +507,29 @@ def choose_schedule(requested: str, device: torch.device, backends: Mapping[str,
                          "cuda_graph=False)")  # fmt: skip
     if requested == "auto":
         return "stepwise" if device.type == "cpu" and eager_torch else "hoisted"
+    return requested
+
+
+def choose_convolution(requested: str, schedule: str, device: torch.device, dtype: torch.dtype) -> str:
+    """How the stepwise schedule convolves: "winograd" asked for or, with "auto", where it can run (the stepwise
+    schedule, float32, a CPU, the CPU extension built); "direct" otherwise. Asked for where it cannot run, refused
+    with the reason."""
+    if requested not in CONVOLUTIONS:
+        raise ValueError(f"convolution must be one of {CONVOLUTIONS}, got {requested!r}")
+    reasons = [
+        reason
+        for reason, holds in (
+            ("it runs in the stepwise schedule", schedule == "stepwise"),
+            ("it runs on a CPU", device.type == "cpu"),
+            ("it runs in float32 (in bf16 and fp16 its transforms' rounding would dominate)", dtype == torch.float32),
+            (winograd.UNAVAILABLE_REASON, winograd.available()),
+        )
+        if not holds
+    ]
+    if requested == "winograd" and reasons:
+        raise ValueError(f"Engine: convolution='winograd' cannot run: {'; '.join(reasons)}")
+    if requested == "auto":
+        return "direct" if reasons else "winograd"
     return requested
 
 

@@ -17,6 +17,12 @@ one therefore (docs/engine.md says why each choice, docs/performance.md what it 
   is stored;
 - keeps every buffer in a workspace per input shape, reused across steps, stages and calls: buffers of megabytes
   allocated and freed per step are what glibc hands back to the kernel and faults in again.
+
+In float32 with the CPU extension built, the step and fusion convolutions run as Winograd F(4×4, 3×3)
+(ops/winograd.py: a quarter of the multiplications): per step the slot's input transform, one batched product and
+the output transform fused with the cell (the gates are never stored); per stage every frame's input transform
+once, each window a slice of it (a window's frames are adjacent in the channels-last frame buffer), the phase term
+added by the output transform. The frames are then channels-last in float32 too.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cmrvsr_fast.ops import winograd as winograd_ops
 from cmrvsr_fast.ops.convlstm import lstm_cell_
 
 
@@ -50,7 +57,8 @@ def prefers_channels_last(dtype: torch.dtype) -> bool:
 
 @dataclass
 class LayerWeights:
-    """One ConvLSTM layer's [x, h] → gates convolution for each direction, in the schedule's layout."""
+    """One ConvLSTM layer's [x, h] → gates convolution for each direction, in the schedule's layout: (4F, 2F, 3, 3)
+    weights, or with Winograd their transforms (36, 2F, 4F) and float32 biases."""
 
     w_fwd: Tensor
     b_fwd: Tensor
@@ -74,6 +82,10 @@ class Workspace:
         position's window a view of it (`window` unused, empty).
     phase: every position's phase term, (E·B, 2F + 1, H, W); fused: every position's fusion output, the same; both
         channels-last in either layout (the projection of the fused features runs faster on them in both dtypes).
+    Winograd (float32, channels-last; gates, scratch and window then empty): transformed, a step's transformed slot
+    (36, B·tiles, 2F); products, its product with the weights (36, B·tiles, 4F); transformed_frames, every frame
+    of the frame buffer transformed (36, B·tiles, (E + 2·half)·2F); fused_products, a window's product with the
+    fusion weights (36, B·tiles, 2F + 1).
     """
 
     channels_last: bool
@@ -86,12 +98,18 @@ class Workspace:
     window: Tensor
     phase: Tensor
     fused: Tensor
+    winograd: bool = False
+    transformed: Tensor | None = None
+    products: Tensor | None = None
+    transformed_frames: Tensor | None = None
+    fused_products: Tensor | None = None
 
     @classmethod
     def allocate(
-        cls, length: int, batch: int, features: int, height: int, width: int, window: int, dtype, device=None
-    ) -> Workspace:
-        frame, half, last = 2 * features + 1, window // 2, prefers_channels_last(dtype)
+        cls, length: int, batch: int, features: int, height: int, width: int, window: int, dtype, device=None,
+        winograd: bool = False,
+    ) -> Workspace:  # fmt: skip
+        frame, half, last = 2 * features + 1, window // 2, prefers_channels_last(dtype) or winograd
         both = 2 * features
 
         def buffer(frames: int, channels: int, dtype=dtype) -> Tensor:
@@ -100,29 +118,48 @@ class Workspace:
         def positions() -> Tensor:  # channels-last in either layout
             return frame_buffer(1, length * batch, frame, height, width, dtype, True, device)[0]
 
+        def empty() -> Tensor:
+            return torch.empty(0, dtype=torch.float32, device=device)
+
         padded = length + 2 * half
         if last:
             frames = torch.zeros(batch, height, width, padded, both, dtype=dtype, device=device)
-            window_in = torch.empty(batch, height, width, window * both, dtype=dtype, device=device)
+            window_in = empty() if winograd else torch.empty(batch, height, width, window * both, dtype=dtype,
+                                                             device=device)  # fmt: skip
         else:
             frames = torch.zeros(batch, padded, both, height, width, dtype=dtype, device=device)
-            window_in = torch.empty(0, dtype=dtype, device=device)
+            window_in = empty()
+        extra = {}
+        if winograd:
+            tiles = batch * winograd_ops.tiles(height, width)
+
+            def points(channels: int) -> Tensor:
+                return torch.empty(winograd_ops.POINTS, tiles, channels, dtype=torch.float32, device=device)
+
+            extra = dict(winograd=True, transformed=points(both), products=points(4 * features),
+                         transformed_frames=points(padded * both), fused_products=points(frame))  # fmt: skip
         return cls(
             channels_last=last, slots_fwd=(buffer(length + 1, 2 * features), buffer(length + 1, 2 * features)),
             slots_bwd=(buffer(length + 1, 2 * features), buffer(length + 1, 2 * features)),
             cells=(buffer(1, features, torch.float32)[0], buffer(1, features, torch.float32)[0]),
-            gates=buffer(1, 4 * features, torch.float32)[0], scratch=buffer(1, features, torch.float32)[0],
-            frames=frames, window=window_in, phase=positions(), fused=positions(),
+            gates=empty() if winograd else buffer(1, 4 * features, torch.float32)[0],
+            scratch=empty() if winograd else buffer(1, features, torch.float32)[0],
+            frames=frames, window=window_in, phase=positions(), fused=positions(), **extra,
         )  # fmt: skip
 
     @staticmethod
-    def nbytes(length: int, batch: int, features: int, height: int, width: int, window: int, dtype) -> int:
+    def nbytes(
+        length: int, batch: int, features: int, height: int, width: int, window: int, dtype, winograd: bool = False
+    ) -> int:
         """What `allocate` takes, without allocating."""
         item = torch.tensor([], dtype=dtype).element_size()
         frame, both, pixels = 2 * features + 1, 2 * features, batch * height * width
-        window_in = window * both if prefers_channels_last(dtype) else 0
+        window_in = window * both if prefers_channels_last(dtype) and not winograd else 0
         in_dtype = 4 * (length + 1) * both + (length + window - 1) * both + window_in + 2 * length * frame
-        return pixels * (in_dtype * item + (2 + 4 + 1) * features * 4)
+        float32 = 2 * features if winograd else (2 + 4 + 1) * features  # cells; gates and scratch
+        points = batch * winograd_ops.tiles(height, width) * winograd_ops.POINTS * 4 if winograd else 0
+        transformed = both + 4 * features + (length + window - 1) * both + frame
+        return pixels * (in_dtype * item + float32 * 4) + points * transformed
 
     def store_frames(self, h_fwd: Tensor, h_bwd: Tensor) -> None:
         """The fusion inputs of every frame: h_fwd, h_bwd (E, B, F, H, W)."""
@@ -197,6 +234,11 @@ def bidirectional_lstm(
 
 
 def _step(slot: Tensor, w: Tensor, b: Tensor, c: Tensor, h_out: Tensor, ws: Workspace) -> None:
+    if ws.winograd:
+        winograd_ops.input_transform(slot, ws.transformed)
+        torch.bmm(ws.transformed, w, out=ws.products)
+        winograd_ops.output_lstm_cell(ws.products, b, c, h_out)
+        return
     gates = F.conv2d(slot, w, b, padding=1)
     if gates.dtype != torch.float32:
         gates = ws.gates.copy_(gates)  # the cell in float32, as in every schedule
@@ -209,8 +251,9 @@ def refine(
 ) -> Tensor:  # fmt: skip
     """The refine maps of frames first … first + count − 1: (count, B, F, H, W). codes (E, B); maps (window,
     2F + 1, H, W): each offset's phase kernels' response to a ones map; fuse: the fusion convolution's weight less
-    its phase channels, (2F + 1, window·2F, 3, 3), and its bias; project: the projection's (weight, bias); all in
-    the workspace's dtype, the fusion's weight in its layout, the projection's channels-last."""
+    its phase channels, (2F + 1, window·2F, 3, 3), or with Winograd its transform (36, window·2F, 2F + 1), and its
+    bias; project: the projection's (weight, bias); all in the workspace's dtype, the fusion's weight in its
+    layout, the projection's channels-last."""
     batch, f, height, width = h_fwd.shape[1:]
     window = maps.shape[0]
     half = window // 2
@@ -222,6 +265,20 @@ def refine(
     phase = ws.phase[: count * batch]
     torch.mm(code_windows.to(maps.dtype), maps_rows, out=phase.permute(0, 2, 3, 1).view(count * batch, -1))
     fused = ws.fused[: count * batch]
+    if ws.winograd:
+        # The frame buffer (B, H, W, E + 2·half, 2F) as one image of (E + 2·half)·2F channels: transformed once,
+        # a window of frames is then a slice of the transformed channels.
+        padded = ws.frames.shape[3]
+        image = ws.frames.view(batch, height, width, padded * 2 * f).permute(0, 3, 1, 2)
+        winograd_ops.input_transform(image, ws.transformed_frames)
+        for position in range(count):
+            block = slice(position * batch, (position + 1) * batch)
+            start = (first + position) * 2 * f
+            window_points = ws.transformed_frames[:, :, start : start + window * 2 * f]
+            torch.bmm(window_points, fuse[0], out=ws.fused_products)
+            winograd_ops.output_transform(ws.fused_products, fuse[1], fused[block], addend=phase[block])
+        refined = F.conv2d(fused, *project, padding=1)
+        return refined.reshape(count, batch, f, height, width)
     for position in range(count):
         # Frames p − half … p + half of position p start at p in the padded frame buffer.
         block = slice(position * batch, (position + 1) * batch)
