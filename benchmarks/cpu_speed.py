@@ -6,8 +6,9 @@ variables, interleaved in one run.
 
 Workload: paper-x4, ×4, 30-frame cines at 64×64 LR, seeded weights and inputs (the cost does not depend on the
 weights). Paths: the reference model in eager fp32, the Engine as `cmrvsr_fast` builds it by default (its
-schedule "auto": stepwise on a CPU) in fp32 and bf16, the Engine's hoisted schedule in fp32 and bf16 (what the
-CPU ran before the stepwise schedule), and the embedded default: `cmrvsr_fast.load()` (lite-x4, precision
+schedule "auto": stepwise on a CPU, its convolution "auto": Winograd in fp32) in fp32 and bf16, the stepwise
+schedule with direct convolutions in fp32 (the default before Winograd), the Engine's hoisted schedule in fp32 and
+bf16 (what the CPU ran before the stepwise schedule), and the embedded default: `cmrvsr_fast.load()` (lite-x4, precision
 "auto"), its network through the loaded runner and the whole `Upscaler.upscale` call, beside that network run by
 the reference model in fp32.
 
@@ -20,8 +21,9 @@ path and makes one warm-up pass (of 4 frames for the stack: it makes every convo
 frame-count-sized ones); the parent asks each in turn for one timed pass per round, in an order rotated every
 round, so that a slow spell of a shared machine falls on every path alike. Reported per path: the median time,
 the median over rounds of the reference's time in that round divided by the path's (the same environment's
-reference), the ratio of its median time without the variables to that with them, and the relative L2 error of
-its output against the reference's. The JSON is written after each workload.
+reference), the ratio of its median time without the variables to that with them, the relative L2 error of its
+output against the reference's, and what an Engine path ran (schedule and convolution). The JSON is written after
+each workload.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ ALLOCATOR_VARIABLES = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRE
                        "MALLOC_TOP_PAD_": "1073741824"}  # fmt: skip
 ENVIRONMENTS = ("plain", "allocator variables")
 REFERENCE = "reference fp32"
-PATHS = (REFERENCE, "engine fp32", "engine bf16", "engine fp32 hoisted", "engine bf16 hoisted")
+PATHS = (REFERENCE, "engine fp32", "engine fp32 direct", "engine bf16", "engine fp32 hoisted", "engine bf16 hoisted")
 # The embedded lite-x4 default: its network in the reference model (fp32), through the runner `load()` builds, and
 # the whole `Upscaler.upscale` call (intensity window, phase codes, consistency step) on a stack in grey levels.
 DEFAULT_PATHS = ("default reference fp32", "default engine", "default upscaler")
@@ -63,7 +65,7 @@ CHECKED_WITHOUT_VARIABLES = (*TARGETS, "default engine")
 
 
 def build(path: str, slices: int, frames: int, size: int):
-    """A callable running one pass of `path` on its input, seeded as in every process."""
+    """A callable running one pass of `path` on its input, seeded as in every process, and what it runs."""
     torch.manual_seed(0)
     lr = torch.randn(slices, frames, 1, size, size)
     phase = torch.rand(slices, frames) * 2 - 1
@@ -71,30 +73,36 @@ def build(path: str, slices: int, frames: int, size: int):
         import cmrvsr_fast
 
         upscaler = cmrvsr_fast.load()  # every default: precision "auto", the Engine's schedule "auto"
+        engine = upscaler.runner.engine
+        runs = f"{upscaler.runner.precision} {engine.schedule} {engine.convolution}"
         if path == "default upscaler":
             stack = np.random.default_rng(0).uniform(0, 1000, (slices, frames, size, size)).astype(np.float32)
-            return lambda: torch.from_numpy(upscaler.upscale(stack))
+            return (lambda: torch.from_numpy(upscaler.upscale(stack))), runs
         if path == "default engine":
-            return lambda: upscaler.runner(lr, phase)
-        return lambda: upscaler.model.eval()(lr, phase)
+            return (lambda: upscaler.runner(lr, phase)), runs
+        return (lambda: upscaler.model.eval()(lr, phase)), "reference model"
     from cmrvsr_fast.inference.engine import Engine
 
     model = CMRVSR(ModelConfig.from_name("paper-x4")).eval()
     if path == REFERENCE:  # a stack in passes of as many cines as the Upscaler's CPU budget lets the Engine take
         chunk = Engine(model, memory_budget_mb=4096).cines_per_pass(frames, size, size)
-        return lambda: torch.cat([model(lr[i : i + chunk], phase[i : i + chunk]) for i in range(0, slices, chunk)])
+        return (
+            lambda: torch.cat([model(lr[i : i + chunk], phase[i : i + chunk]) for i in range(0, slices, chunk)])
+        ), "reference model"
 
     words = path.split()
     dtype = torch.bfloat16 if "bf16" in words else torch.float32
-    engine = Engine(model, dtype=dtype, schedule="hoisted" if "hoisted" in words else "auto", memory_budget_mb=4096)
-    return lambda: engine(lr, phase)
+    engine = Engine(model, dtype=dtype, schedule="hoisted" if "hoisted" in words else "auto",
+                    convolution="direct" if "direct" in words else "auto", memory_budget_mb=4096)  # fmt: skip
+    return (lambda: engine(lr, phase)), f"{engine.schedule} {engine.convolution}"
 
 
 def worker(spec: dict) -> None:
-    """Serve one path: 'warmup', 'run' (answers the seconds), 'save FILE' (the last output), 'quit'."""
+    """Serve one path: 'warmup' (answers the seconds and what the path runs), 'run' (answers the seconds), 'save
+    FILE' (the last output), 'quit'."""
     torch.set_grad_enabled(False)
-    run = build(spec["path"], spec["slices"], spec["frames"], spec["size"])
-    warm = run if spec["slices"] == 1 else build(spec["path"], spec["slices"], min(4, spec["frames"]), spec["size"])
+    run, runs = build(spec["path"], spec["slices"], spec["frames"], spec["size"])
+    warm = run if spec["slices"] == 1 else build(spec["path"], spec["slices"], min(4, spec["frames"]), spec["size"])[0]
     out = None
     for line in sys.stdin:
         command, _, argument = line.strip().partition(" ")
@@ -106,7 +114,7 @@ def worker(spec: dict) -> None:
         else:
             start = time.perf_counter()
             out = (warm if command == "warmup" else run)()
-            answer = {"seconds": time.perf_counter() - start}
+            answer = {"seconds": time.perf_counter() - start, **({"runs": runs} if command == "warmup" else {})}
         print(json.dumps(answer), flush=True)
 
 
@@ -144,12 +152,12 @@ def measure_workload(paths: list[str], slices: int, args, workdir: Path) -> list
     rounds = args.rounds if slices == 1 else args.stack_rounds
     workers: dict[tuple, Worker] = {}
     times: dict[tuple, list[float]] = {pair: [] for pair in pairs}
-    outputs = {}
+    outputs, runs = {}, {}
 
     def worker_for(pair: tuple) -> Worker:
         if pair not in workers:  # started and warmed up one at a time: no two passes overlap
             workers[pair] = Worker({**spec, "path": pair[0]}, pair[1])
-            workers[pair].ask("warmup")
+            runs[pair[0]] = workers[pair].ask("warmup")["runs"]
         return workers[pair]
 
     try:
@@ -167,14 +175,14 @@ def measure_workload(paths: list[str], slices: int, args, workdir: Path) -> list
     finally:
         for one in workers.values():
             one.close()
-    return summarise(paths, slices, times, outputs)
+    return summarise(paths, slices, times, outputs, runs)
 
 
-def summarise(paths: list[str], slices: int, times: dict, outputs: dict) -> list[dict]:
+def summarise(paths: list[str], slices: int, times: dict, outputs: dict, runs: dict | None = None) -> list[dict]:
     rows = []
     for path in paths:
         reference = "default reference fp32" if path in DEFAULT_PATHS else REFERENCE
-        row = {"slices": slices, "path": path, "versus": reference}
+        row = {"slices": slices, "path": path, "versus": reference, "runs": (runs or {}).get(path)}
         for environment in ENVIRONMENTS:
             mine, base = times[(path, environment)], times[(reference, environment)]
             key = "plain" if environment == "plain" else "allocator_variables"

@@ -12,6 +12,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import cpu_speed
 
+from cmrvsr_fast.ops import winograd
 from cmrvsr_fast.training.allocator import keep_freed_memory
 
 
@@ -35,10 +36,12 @@ def test_ratios_are_taken_round_by_round_and_checked_against_the_targets() -> No
 
 
 def test_a_worker_serves_warmup_run_and_save(tmp_path: Path) -> None:
-    spec = {"path": "engine bf16", "slices": 1, "frames": 2, "size": 8}
+    spec = {"path": "engine fp32", "slices": 1, "frames": 2, "size": 8}
     worker = cpu_speed.Worker(spec, "plain")
     try:
-        assert worker.ask("warmup")["seconds"] > 0 and worker.ask("run")["seconds"] > 0
+        warmup = worker.ask("warmup")
+        assert warmup["seconds"] > 0 and worker.ask("run")["seconds"] > 0
+        assert warmup["runs"] == ("stepwise winograd" if winograd.available() else "stepwise direct")
         worker.ask(f"save {tmp_path / 'out.pt'}")
     finally:
         worker.close()

@@ -96,14 +96,15 @@ def test_the_workspace_takes_what_it_says(dtype: torch.dtype, winograd: bool) ->
     assert held == stepwise.Workspace.nbytes(*shape, winograd=winograd)
 
 
-def test_the_memory_budget_counts_the_stepwise_buffers() -> None:
-    """The estimate the memory budget divides is at least what a pass holds: the workspace besides the
-    features, the refine maps and the output."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_the_memory_budget_counts_the_stepwise_buffers(dtype: torch.dtype) -> None:
+    """The estimate the memory budget divides is at least what a pass holds: the workspace (in float32 with
+    Winograd's transformed tiles, where it runs) besides the features, the refine maps and the output."""
     config = ModelConfig.from_name("paper-x4")
-    engine = Engine(make_model(config).eval(), dtype=torch.bfloat16)
+    engine = Engine(make_model(config).eval(), dtype=dtype)
     frames, height, width = 30, 64, 64
     workspace = stepwise.Workspace.nbytes(frames + 2 * config.warmup, 1, config.features, height, width,
-                                          config.window, torch.bfloat16)  # fmt: skip
+                                          config.window, dtype, engine.convolution == "winograd")  # fmt: skip
     assert engine.working_set_bytes(frames, height, width) > workspace
 
 
