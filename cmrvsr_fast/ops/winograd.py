@@ -167,5 +167,5 @@ def conv3x3(x: Tensor, u: Tensor, bias: Tensor) -> Tensor:
     float32: a new channels-last (B, Cout, H, W) tensor."""
     batch, _, height, width = x.shape
     m = torch.bmm(input_transform(x), u)
-    out = torch.empty(batch, u.shape[2], height, width).to(memory_format=torch.channels_last)
+    out = torch.empty(batch, u.shape[2], height, width, memory_format=torch.channels_last)
     return output_transform(m, bias, out)
