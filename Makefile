@@ -62,9 +62,10 @@ ifeq ($(TRAIN),1)
 endif
 	$(PY) benchmarks/fps_vs_params.py
 
-# On a lent GPU: build the extension, run every GPU test and the benchmarks, write JSON under $OUT (< 6 min).
-# On a CPU, `$(PY) benchmarks/device_check.py --cpu-rehearsal --out /tmp/dc` tests the script itself.
-# ARGS passes options, e.g. make device-check ARGS="--skip fps_vs_params --commit abc1234".
+# On a GPU: the rows that decide `auto` and the targets, the untried tiles, the GPU tests (--run first, < 6 min;
+# --run later: the rest), the JSON rewritten after every step. On the device tool the one line to paste is in
+# docs/benchmarks.md (no make there: no network). On a CPU, `$(PY) benchmarks/device_check.py --cpu-rehearsal
+# --out /tmp/dc` tests the script itself. ARGS passes options, e.g. make device-check ARGS="--run later".
 device-check: $(STAMP)
 	$(PY) benchmarks/device_check.py $(ARGS)
 

@@ -1,38 +1,41 @@
-"""`make device-check`: everything a lent GPU should verify, in one prepared run of under 6 minutes.
+"""`make device-check`: what a lent GPU should verify, in prepared runs that cannot lose their results.
 
-    python benchmarks/device_check.py [--out DIR] [--budget-s 330] [--commit REV] [--cpu-rehearsal] [--skip STEP...]
-                                      [--stack-paths PATH...]
+    python benchmarks/device_check.py [--run first|later|all] [--out DIR] [--budget-s 300] [--commit REV]
+                                      [--cpu-rehearsal] [--skip STEP...] [--stack-paths PATH...]
 
-Steps, each with its own time limit (a share of the budget left at its start), each recorded whatever happens (a
-failing step does not stop the others; a stopped step keeps the rows it wrote or printed):
-  1. build: an offline editable install with the CUDA extension (CMRVSR_BUILD_CUDA=1) for this GPU's arch;
-  2. facts: GPU, compute capability, CUDA runtime, torch, triton, onnxruntime providers, the extension;
-     then the bf16 matmul rate (cuBLAS, 8192³): the roofline the engine's TFLOP/s are compared with;
-  3. gpu tests: `pytest -m gpu` (verbose, durations, JUnit XML; 4 workers with pytest-xdist); when one fails,
-     compute-sanitizer memcheck over the CUDA C++ kernel tests. Beside them, in the background, the reference is
-     compiled under Inductor's max-autotune once (`autotune_warmup`: bench_engine.py on the stack's shapes) with
-     an Inductor cache of its own and the shared Triton cache: the candidate kernels it compiles (the minutes of
-     max-autotune) are then in Triton's cache, while its choices — made beside the tests, so contended — are
-     not kept: step 5 benchmarks the candidates again, uncontended, and chooses. The warm-up is waited for a
-     while after the tests, then stopped (what Triton cached so far is kept); its own timing is not a result;
-  4. kernels: both ops (Triton, PyTorch, the CUDA C++ twins) against their references, timed with do_bench;
-  5. bench_engine: benchmarks/bench_engine.py on the 10-slice stack, 64×64 LR ×4, in one process: the reference
-     (eager with PyTorch's default TF32, with cuDNN's benchmark mode, eager IEEE fp32, compiled; max-autotune
-     after every bf16 engine path), the engine with every backend, with and without torch.compile, CUDA graphs
-     and cuDNN's benchmark mode, fp32 and bf16, compiled pieces paired with one Triton kernel; the issue's
-     targets are computed from these rows;
+Every run: the wheels a run carried (`.wheels/` or `.whl/`: pydicom, nibabel; none: the tests needing them skip
+with the reason), an offline editable install with the CUDA extension (CMRVSR_BUILD_CUDA=1) for this GPU's arch,
+the facts (GPU, compute capability, CUDA runtime, torch, triton, onnxruntime, the extension) and the bf16 matmul
+rate (cuBLAS, 8192³): the roofline the engine's TFLOP/s are compared with. Then the run's steps (RUNS), each with
+a share of the budget left at its start, each recorded whatever happens (a failing step does not stop the
+others; a stopped step keeps the rows it printed), and device_check.json rewritten after every step (a check
+killed at any moment keeps what it measured; "complete" says whether it ran to its end):
+
+  --run first (default; about 5 minutes with the default budget, so a 6-minute limit leaves a margin):
+  1. kernels: both ops (Triton, PyTorch, the CUDA C++ twins) against their references, timed with do_bench —
+     the step's autotuning tiles, the layer, the fusion; the rows that decide `auto` (ops/backends.py);
+  2. bench_engine: the 10-slice stack, 64×64 LR ×4, in one process: the references (TF32 eager, compiled, IEEE
+     eager), the fastest paths and the default, each beside its twin with cuDNN's benchmark mode on, then the
+     other bf16 paths (DECIDING_STACK_PATHS); the issue's targets are computed from the stack rows;
+  3. kernels_tma and bench_engine_tma: the TMA tiles, never yet run on a GPU, in processes of their own after
+     the rows above (a fault poisons a process's CUDA context);
+  4. gpu_tests: `pytest -m gpu` (verbose, durations, skip reasons, JUnit XML; 4 workers with pytest-xdist); when
+     one fails, compute-sanitizer memcheck over the CUDA C++ kernel tests.
+  --run later:
+  5. bench_engine_autotune: the reference compiled under Inductor's max-autotune (the issue's compiled baseline;
+     minutes of compilation) and the rows after it (AFTER_MAX_AUTOTUNE);
   6. profile: benchmarks/profile_engine.py (kernels ranked by device time for the fastest engine paths);
-  7. bench_engine_1: one cine, 64×64 LR;
-  8. bench_engine_128: a 10-slice stack and one cine at 128×128 LR;
+  7. bench_engine_1: one cine, 64×64 LR; 8. bench_engine_128: a 10-slice stack and one cine at 128×128 LR;
   9. the Fig. 4a sweep (benchmarks/fps_vs_params.py) over the zoo, with whatever time is left.
+  --run all: both; then the reference is compiled under max-autotune in the background beside the GPU tests
+  (`autotune_warmup`, its own Inductor cache, the shared Triton cache), so that step 5 finds Triton's candidates
+  compiled; the warm-up is waited for a while after the tests, then stopped; its own timing is not a result.
 (ONNX Runtime in the CPU rehearsal only: the GPU image's onnxruntime has no CUDA provider. The pytest
-micro-benchmarks, `pytest benchmarks/ --benchmark-only`, repeat step 4's timings and run on their own.)
-Writes device_check.json (and the step logs) under --out, default $OUT or benchmarks/results/.
-`--cpu-rehearsal` runs the same script on a CPU at toy sizes, so that it is tested before a GPU is lent.
-`--skip STEP ...` leaves steps out (a focused rerun after a fix, when device time is short); they are recorded as
-skipped. `--stack-paths PATH ...` replaces step 5's paths, e.g. a second run for the references and the best path
-only (`"reference fp32" "engine bf16 compiled triton-step" "reference fp32 compiled max-autotune"`: the issue's
-targets from three rows, max-autotune's minutes included).
+micro-benchmarks, `pytest benchmarks/ --benchmark-only`, repeat step 1's timings and run on their own.)
+Writes device_check.json (or --json) and device_check.md (its tables, at the end) with the step logs under --out,
+default $OUT or benchmarks/results/. `--cpu-rehearsal` runs the same script on a CPU at toy sizes, so that it is tested
+before a GPU is lent. `--skip STEP ...` leaves steps out (recorded as skipped). `--stack-paths PATH ...` replaces
+step 2's paths (a focused rerun).
 """
 
 from __future__ import annotations
@@ -174,6 +177,15 @@ print(json.dumps({"n": n, "dtype": str(dtype), "tflops": 2 * n**3 / seconds / 1e
 """
 
 
+def current_commit() -> str | None:
+    """git's HEAD of the checkout, or None where there is no .git (the device tool's copy)."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=10)  # fmt: skip
+        return done.stdout.strip() or None if done.returncode == 0 else None
+    return None
+
+
 def local_cuda_arch() -> str:
     """The lent GPU's compute capability as CMRVSR_CUDA_ARCHS spells it ("90" on an H100), or the full default
     list when it cannot be read (the build then covers every supported arch)."""
@@ -236,13 +248,40 @@ MAX_AUTOTUNE = "reference fp32 compiled max-autotune"
 # The stack rows after max-autotune: an earlier GPU run measured each (the float32 Triton one without its graph),
 # none is a target's, and together they took over a minute (IEEE float32 Triton kernels, the CUDA C++ WMMA
 # backend, 24 s compiling the PyTorch-ops engine for dynamic shapes).
-AFTER_MAX_AUTOTUNE = ("reference fp32 ieee", "engine bf16 cuda graph", "engine fp32 triton graph", "engine fp32",
+AFTER_MAX_AUTOTUNE = ("engine bf16 cuda graph", "engine fp32 triton graph", "engine fp32",
                       "engine bf16 compiled dynamic")  # fmt: skip
+# The stack rows that decide `auto` and the targets, in order of importance: the references (TF32 eager, compiled,
+# IEEE eager), the paths measured fastest (compiled pieces with the Triton layer op for the recurrence:
+# docs/performance.md) and the product's default, each beside its twin with cuDNN's benchmark mode on (in a child
+# process: bench_engine.ISOLATED), the reference with the mode too; then the other bf16 paths.
+DECIDING_STACK_PATHS = (
+    "reference fp32", "reference fp32 compiled", "reference fp32 ieee", "engine bf16 compiled triton-step",
+    "engine bf16 compiled triton-step cudnn-benchmark", "engine bf16 auto", "engine bf16 auto cudnn-benchmark",
+    "reference fp32 cudnn-benchmark", "engine bf16 auto compiled dynamic", "engine bf16 compiled triton-step graph",
+    "engine bf16 compiled", "engine bf16 triton graph", "engine bf16 triton", "engine bf16 compiled graph",
+    "engine bf16", "engine bf16 compiled triton-fusion",
+)  # fmt: skip
+# The TMA tiles offered to the autotuner, never yet run on a GPU: a step of their own after the deciding rows,
+# each path in a child process (bench_engine.ISOLATED), compared with their twins above.
+TMA_STACK_PATHS = ("engine bf16 auto tma", "engine bf16 compiled triton-step tma")
+# Every step in the order it runs. A first run (`--run first`, the default) takes the rows that decide `auto` and
+# the targets, the untried tiles after them, then the GPU tests; `--run later` the rest: the reference under
+# max-autotune (minutes of compilation) and the rows after it, the profile, one cine, 128×128 and the Fig. 4a
+# sweep; `--run all` both, for a long lease.
+FIRST_RUN = ("kernels", "bench_engine", "kernels_tma", "bench_engine_tma", "gpu_tests")
+LATER_RUN = ("bench_engine_autotune", "profile", "bench_engine_1", "bench_engine_128", "fps_vs_params")
+RUNS = {"first": FIRST_RUN, "later": LATER_RUN, "all": (*FIRST_RUN, *LATER_RUN)}
+# Each step's share of the budget left at its start (the last of a run takes what remains but a margin).
+SHARES = {"kernels": 0.3, "bench_engine": 0.55, "kernels_tma": 0.3, "bench_engine_tma": 0.45, "gpu_tests": 0.85,
+          "bench_engine_autotune": 0.5, "profile": 0.35, "bench_engine_1": 0.4, "bench_engine_128": 0.5,
+          "fps_vs_params": 0.95}  # fmt: skip
+BENCHMARK_STEPS = ("bench_engine", "bench_engine_tma", "bench_engine_autotune", "profile", "bench_engine_1",
+                   "bench_engine_128", "fps_vs_params")  # fmt: skip
 
 
 def autotune_warmup_command(python: str, out: Path, cpu_rehearsal: bool) -> list[str]:
-    """The reference compiled under max-autotune on exactly the stack benchmark's shapes (the same script, sizes
-    and pass budget), so that Inductor's caches hold what step 5 will compile."""
+    """The reference compiled under max-autotune on exactly the shapes of the step that measures it (the same
+    script, sizes and pass budget), so that Inductor's caches hold what that step will compile."""
     command = [python, "benchmarks/bench_engine.py", "--out", str(out / "autotune_warmup.json"), "--repeats", "1",
                "--stack-repeats", "1", "--paths", MAX_AUTOTUNE]  # fmt: skip
     if cpu_rehearsal:
@@ -263,38 +302,32 @@ def benchmark_commands(
     with its script's own parser: a wrong argument cost the first GPU run its whole engine benchmark)."""
     bench_json = out / "bench_engine_device.json"
     bench = [python, "benchmarks/bench_engine.py", "--out", str(bench_json), "--repeats", "3"]
+    tma_json = out / "bench_engine_tma_device.json"
+    tma = [python, "benchmarks/bench_engine.py", "--out", str(tma_json), "--repeats", "3"]
+    autotune_json = out / "bench_engine_autotune_device.json"
+    autotune = [python, "benchmarks/bench_engine.py", "--out", str(autotune_json), "--repeats", "3"]
     single_json = out / "bench_engine_1_device.json"
     single = [python, "benchmarks/bench_engine.py", "--out", str(single_json), "--repeats", "3", "--slices", "1"]
     if cpu_rehearsal:
-        toy = ["--preset", "lite-x4", "--frames", "4", "--size", "12", "--repeats", "1"]
-        bench += [*toy, "--slices", "2", "--paths", "reference fp32", "reference fp32 compiled", "engine fp32",
-                  "engine bf16", "engine bf16 auto", "engine bf16 auto tma", "engine bf16 auto cudnn-benchmark",
-                  "engine bf16 compiled",
+        toy = ["--preset", "lite-x4", "--frames", "4", "--size", "12", "--repeats", "1", "--slices", "2"]
+        bench += [*toy, "--paths", "reference fp32", "reference fp32 compiled", "engine fp32", "engine bf16",
+                  "engine bf16 auto", "engine bf16 auto cudnn-benchmark", "engine bf16 compiled",
                   "onnxruntime fp32"]  # fmt: skip
-        single += [*toy, "--paths", "reference fp32", "engine bf16"]
+        tma += [*toy, "--paths", "reference fp32", "engine bf16 auto tma"]
+        autotune += [*toy, "--paths", "reference fp32", MAX_AUTOTUNE]
+        single += [*toy[:-2], "--paths", "reference fp32", "engine bf16"]
     else:
         # The 10-slice stack (the issue's targets) in one pass (the CPU's 4 GiB pass budget would split it into
-        # five), the paths in order of importance: a step stopped at its limit keeps what matters. In one process
-        # (a Python and CUDA start per path costs seconds each). No ONNX Runtime row:
-        # the image's onnxruntime runs on the CPU only, minutes per paper-x4 stack. Left to bench_engine.py: the
-        # float32 kernel paths without graphs and the CUDA C++ path without one (as fast as with one there).
-        # First the references and the paths measured fastest (compiled pieces, with the Triton layer op for the
-        # recurrence: docs/performance.md), each beside its twin with cuDNN's benchmark mode on; then the TMA
-        # tiles offered to its autotuner, beside the same paths without them (each in a child process); the
-        # reference with cuDNN's benchmark mode too, for an honest ratio if the mode wins; the other bf16 paths.
-        # Then the reference under max-autotune (the issue's compiled baseline, last because its compilation can
-        # take minutes; the background warm-up makes it cheaper, and should it still run long, only
-        # AFTER_MAX_AUTOTUNE's rows are lost).
-        bench += ["--in-process", "--slices", "10", "--budget-mb", "65536", "--stack-repeats", "3", "--paths",
-                  "reference fp32", "reference fp32 compiled", "engine bf16 compiled triton-step",
-                  "engine bf16 compiled triton-step cudnn-benchmark", "engine bf16 auto",
-                  "engine bf16 auto cudnn-benchmark", "engine bf16 auto tma", "engine bf16 compiled triton-step tma",
-                  "reference fp32 cudnn-benchmark",
-                  "engine bf16 auto compiled dynamic", "engine bf16 compiled triton-step graph", "engine bf16 compiled",
-                  "engine bf16 triton graph", "engine bf16 triton", "engine bf16 compiled graph", "engine bf16",
-                  "engine bf16 compiled triton-fusion", MAX_AUTOTUNE, *AFTER_MAX_AUTOTUNE]  # fmt: skip
-        if stack_paths:  # --stack-paths: a focused rerun's own list, in its own order
-            bench[bench.index("--paths") + 1 :] = stack_paths
+        # five), in one process (a Python and CUDA start per path costs seconds each), the paths in order of
+        # importance: a step stopped at its limit keeps what matters. No ONNX Runtime row: the image's
+        # onnxruntime runs on the CPU only, minutes per paper-x4 stack. Each of the three stack steps measures
+        # "reference fp32" first (bench_engine.py's parity baseline), so each has its own same-run reference.
+        stack = ["--in-process", "--slices", "10", "--budget-mb", "65536", "--stack-repeats", "3", "--paths"]
+        bench += [*stack, *(stack_paths or DECIDING_STACK_PATHS)]  # --stack-paths: a focused rerun's own list
+        tma += [*stack, "reference fp32", *TMA_STACK_PATHS]
+        # The issue's compiled baseline: its compilation can take minutes (the background warm-up beside the GPU
+        # tests makes it cheaper when both run); should it still run long, only AFTER_MAX_AUTOTUNE's rows are lost.
+        autotune += [*stack, "reference fp32", MAX_AUTOTUNE, *AFTER_MAX_AUTOTUNE]
         # One cine: where launch overhead, and so CUDA graphs, should matter most.
         single += ["--in-process", "--paths", "reference fp32", "reference fp32 compiled", "engine bf16 auto",
                    "engine bf16 auto graph", "engine bf16 compiled", "engine bf16 triton graph", "engine bf16 triton",
@@ -331,26 +364,25 @@ def benchmark_commands(
     fps += [] if cpu_rehearsal else ["--in-process"]
     if cpu_rehearsal:
         fps += ["--members", "bicubic-x4", "lite-x4-no-ror", "--frames", "4", "--size", "12", "--repeats", "1"]
-    return {"bench_engine": (bench, bench_json), "profile": (profile, profile_json),
+    return {"bench_engine": (bench, bench_json), "bench_engine_tma": (tma, tma_json),
+            "bench_engine_autotune": (autotune, autotune_json), "profile": (profile, profile_json),
             "bench_engine_1": (single, single_json), "bench_engine_128": (bench_128, bench_128_json),
             "fps_vs_params": (fps, fps_json)}  # fmt: skip
 
 
 def run_tests(args: argparse.Namespace, python: str, left) -> list[dict]:
-    """Step 3: the GPU tests (and memcheck when one fails)."""
+    """The GPU tests (and memcheck when one fails)."""
     steps = []
     junit = args.out / "gpu_tests.xml"
     marker = "gpu" if not args.cpu_rehearsal else "gpu or not gpu"
     # The rehearsal tests the step's plumbing on one file's quick tests (its interpreter tests take minutes).
     test_files = [] if not args.cpu_rehearsal else ["tests/test_convlstm.py", "-k", "not interpreter"]
     # Parallel workers where pytest-xdist is installed: the GPU tests' time is mostly Triton compiling its
-    # autotuning candidates on the CPU, with a tile test per configuration: ~35 % of the budget.
+    # autotuning candidates on the CPU, with a tile test per configuration.
     workers = ["-n", "4"] if importlib.util.find_spec("xdist") and not args.cpu_rehearsal else []
-    if "gpu_tests" in args.skip:
-        steps.append(skipped("gpu_tests"))
-    else:
-        steps.append(run_step("gpu_tests", [python, "-m", "pytest", "-v", "--durations=0", "-m", marker, *workers,
-                                            f"--junitxml={junit}", *test_files], left(0.35), args.out))  # fmt: skip
+    steps.append(run_step("gpu_tests", [python, "-m", "pytest", "-v", "-rs", "--durations=0", "-m", marker, *workers,
+                                        f"--junitxml={junit}", *test_files], left(SHARES["gpu_tests"]),
+                          args.out))  # fmt: skip
     sanitizer = shutil.which("compute-sanitizer")
     if steps[-1]["status"].startswith("failed") and sanitizer and not args.cpu_rehearsal:
         # A failing GPU test: memcheck names the first bad access of the CUDA C++ kernels (which nothing else can
@@ -358,12 +390,11 @@ def run_tests(args: argparse.Namespace, python: str, left) -> list[dict]:
         kernel_tests = ["tests/test_convlstm.py", "tests/test_phase_fusion.py"]
         steps.append(run_step("memcheck", [sanitizer, "--tool", "memcheck", "--print-limit", "20", python, "-m",
                                            "pytest", "-q", "-x", "-m", "gpu", "-k", "cuda", *kernel_tests],
-                              min(90.0, left(0.25)), args.out))  # fmt: skip
+                              min(90.0, left(0.9)), args.out))  # fmt: skip
     return steps
 
 
-SKIPPABLE = ("gpu_tests", "autotune_warmup", "kernels", "bench_engine", "profile", "bench_engine_1",
-             "bench_engine_128", "fps_vs_params")  # fmt: skip
+SKIPPABLE = (*RUNS["all"], "autotune_warmup")
 
 
 def skipped(name: str, why: str = "--skip") -> dict:
@@ -371,17 +402,77 @@ def skipped(name: str, why: str = "--skip") -> dict:
     return {"step": name, "status": f"skipped ({why})", "seconds": 0.0, "json_lines": []}
 
 
+def install_carried_wheels(python: str, out: Path) -> dict:
+    """The wheels a run carried in .wheels/ or .whl/ (pydicom, nibabel: the GPU image lacks them and has no
+    network), installed offline; none carried: the tests that need them skip with the reason (tests/conftest.py)."""
+    wheels = sorted(str(w) for folder in (".wheels", ".whl") for w in (ROOT / folder).glob("*.whl"))
+    if not wheels:
+        return skipped("wheels", "none carried: the tests needing pydicom, nibabel or pynetdicom skip")
+    return run_step("wheels", [python, "-m", "pip", "install", "--no-index", "--no-deps", *wheels], 60, out)
+
+
+def stack_rows(result: dict) -> list[dict]:
+    """The stack steps' rows together, a path's first row kept (each step measures its own reference first)."""
+    rows, seen = [], set()
+    for name in ("bench_engine", "bench_engine_tma", "bench_engine_autotune"):
+        for row in (result.get(name) or {}).get("rows", []):
+            if (row["slices"], row["path"]) not in seen:
+                seen.add((row["slices"], row["path"]))
+                rows.append(row)
+    return rows
+
+
+def assemble(result: dict, commands: dict, steps: list[dict]) -> dict:
+    """The device check's JSON as it stands: every finished step, each benchmark's JSON as far as it was written,
+    the kernels' rows (the TMA tiles' after the others), the targets from the stack rows measured so far."""
+    result["steps"] = steps
+    for name, (_, path) in commands.items():
+        with contextlib.suppress(OSError, ValueError):  # a step that timed out may have left nothing, or half
+            result[name] = json.loads(path.read_text())
+    by_name = {step["step"]: step for step in steps}
+    matmul = by_name.get("matmul_rate", {}).get("json_lines")
+    if matmul:
+        result["matmul_rate"] = matmul[-1]
+    kernels = []
+    for name in ("kernels", "kernels_tma"):
+        lines = by_name.get(name, {}).get("json_lines", [])
+        # The final list when the step finished, else the rows it printed before it was stopped.
+        kernels += lines[-1] if lines and isinstance(lines[-1], list) else lines
+    result["kernels"] = kernels
+    if "matmul_rate" in result and stack_rows(result):
+        result["targets"] = targets(stack_rows(result), result["matmul_rate"]["tflops"])
+    return result
+
+
+def write_json(path: Path, result: dict) -> None:
+    """Replaced whole, never half-written: the device tool may kill the check at any moment."""
+    part = path.with_suffix(".json.part")
+    part.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(part, path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or ROOT / "benchmarks" / "results"))
-    parser.add_argument("--budget-s", type=float, default=330, help="total wall-time budget")
+    parser.add_argument("--run", choices=tuple(RUNS), default="first",
+                        help="first: the rows that decide auto and the targets, the untried tiles, the GPU tests "
+                             "(fits 6 minutes); later: the max-autotune reference, profile, one cine, 128x128, "
+                             "Fig. 4a; all: both")  # fmt: skip
+    parser.add_argument("--budget-s", type=float, default=300, help="total wall-time budget")
     parser.add_argument("--cpu-rehearsal", action="store_true", help="toy sizes on a CPU, to test this script")
-    parser.add_argument("--commit", help="the commit being checked, for the record (the device copy has no .git)")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        help="where device_check.json goes (default: under --out); on the "
+        "device tool $OUT/device_check.json, so that it comes back whenever the check stops",
+    )
+    parser.add_argument("--commit", default=current_commit(), help="the commit being checked, for the record "
+                        "(default: git's HEAD where the copy has its .git)")  # fmt: skip
     parser.add_argument(
         "--stack-paths",
         nargs="+",
         metavar="PATH",
-        help="step 5's paths instead of its own list (bench_engine.py's names), in this order",
+        help="the stack step's paths instead of its own list (bench_engine.py's names), in this order",
     )
     parser.add_argument("--skip", nargs="+", default=[], choices=SKIPPABLE, metavar="STEP",
                         help="steps to leave out, e.g. a focused rerun after a fix (build, facts and the matmul rate "
@@ -391,7 +482,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     args.out.mkdir(parents=True, exist_ok=True)
     # One Triton cache for every step, the warm-up included (inherited by each child): the warm-up's compiled
-    # max-autotune candidates reach step 5 through it. The Inductor cache of the measured steps is their own.
+    # max-autotune candidates reach the step that measures them through it. The measured steps' Inductor cache
+    # is their own.
     scratch = Path(tempfile.gettempdir())
     os.environ.setdefault("TRITON_CACHE_DIR", str(scratch / "cmrvsr_device_check_triton"))
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(scratch / "cmrvsr_device_check_inductor"))
@@ -401,78 +493,67 @@ def main() -> None:
         return max(5.0, (args.budget_s - (time.perf_counter() - start)) * share)
 
     python = sys.executable
-    steps = []
+    commands = benchmark_commands(python, args.out, args.cpu_rehearsal, args.stack_paths)
+    result = {"benchmark": "device_check", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "rehearsal_on_cpu": args.cpu_rehearsal, "commit": args.commit, "run": args.run,
+              "host": platform.node(), "complete": False, "facts": {}}  # fmt: skip
+    steps: list[dict] = []
+    json_path = args.json or args.out / "device_check.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def record(*done: dict) -> None:  # after every step: a check killed at any point keeps what it measured
+        steps.extend(done)
+        result["total_s"] = round(time.perf_counter() - start, 1)
+        write_json(json_path, assemble(result, commands, steps))
+
+    record(install_carried_wheels(python, args.out))
     build_env = {"CMRVSR_BUILD_CUDA": "1"} if not args.cpu_rehearsal else {"CMRVSR_SKIP_CUDA_BUILD": "1"}
     if not args.cpu_rehearsal:
         build_env["CMRVSR_CUDA_ARCHS"] = local_cuda_arch()  # this GPU's arch only: a fifth of the nvcc time
-    # An editable install, offline: maps kernels/ and export/ into the package and builds cmrvsr_fast._C.
+    # An editable install, offline: maps kernels/ and export/ into the package and builds the extensions.
     install = [python, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-e", "."]
-    steps.append(run_step("build", install, left(0.3), args.out, build_env))
+    record(run_step("build", install, left(0.3), args.out, build_env))
     facts_step = run_step("facts", [python, "-c", FACTS], 60, args.out)  # after the build: the extension's facts
-    facts = next(iter(facts_step["json_lines"][-1:]), {})
-    steps.append(facts_step)
-    matmul_step = run_step("matmul_rate", [python, "-c", MATMUL_RATE], 60, args.out)
-    steps.append(matmul_step)
-    # After the measured matmul rate (the roofline must not be contended), beside the GPU tests (correctness only).
-    warmup = None
-    # Nothing to warm up for without step 5, or where its paths leave max-autotune out.
-    no_warmup = ("--skip" if {"autotune_warmup", "bench_engine"} & set(args.skip)
-                 else None if args.stack_paths is None or MAX_AUTOTUNE in args.stack_paths
-                 else "no max-autotune path in --stack-paths")  # fmt: skip
-    if no_warmup is None:
-        warmup = start_background("autotune_warmup", autotune_warmup_command(python, args.out, args.cpu_rehearsal),
-                                  args.out, warmup_environment())  # fmt: skip
-    try:
-        steps += run_tests(args, python, left)
-    except BaseException:  # an error or a signal here must not leave the warm-up running on the GPU
-        if warmup:
-            stop_background(warmup)
-        raise
-    # Before anything is timed: the warm-up's remaining time, at most a share of the budget, then it is stopped.
-    steps.append(finish_background(warmup, min(60.0, left(0.2))) if warmup else skipped("autotune_warmup", no_warmup))
-    commands = benchmark_commands(python, args.out, args.cpu_rehearsal, args.stack_paths)
+    result["facts"] = next(iter(facts_step["json_lines"][-1:]), {})
+    record(facts_step)
+    record(run_step("matmul_rate", [python, "-c", MATMUL_RATE], 60, args.out))  # the roofline, uncontended
+
     interpret = {"TRITON_INTERPRET": "1"} if args.cpu_rehearsal else {}
     autotuning = {"TRITON_PRINT_AUTOTUNING": "1"}  # the chosen configs and the autotuning time, in the log
     kernels = [python, "benchmarks/kernel_timing.py", *(["--cpu-rehearsal"] if args.cpu_rehearsal else [])]
-    if "kernels" in args.skip:
-        steps.append(skipped("kernels"))
-    else:
-        steps.append(run_step("kernels", kernels, left(0.25), args.out, {**interpret, **autotuning}))
-    shares = {
-        "bench_engine": 0.5,
-        "profile": 0.35,
-        "bench_engine_1": 0.4,
-        "bench_engine_128": 0.5,
-        "fps_vs_params": 0.95,
-    }  # of the time left at each step's start; fps last, with whatever remains
-    for name, share in shares.items():
-        steps.append(skipped(name) if name in args.skip else run_step(name, commands[name][0], left(share), args.out))
-
-    result = {
-        "benchmark": "device_check",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "rehearsal_on_cpu": args.cpu_rehearsal,
-        "commit": args.commit,
-        "host": platform.node(),
-        "facts": facts,
-        "steps": steps,
-        "total_s": round(time.perf_counter() - start, 1),
-    }
-    for name, (_, path) in commands.items():
-        with contextlib.suppress(OSError, ValueError):  # a step that timed out may have left nothing, or half
-            result[name] = json.loads(path.read_text())
-    if matmul_step["json_lines"]:
-        result["matmul_rate"] = matmul_step["json_lines"][-1]
-    if "bench_engine" in result and "matmul_rate" in result:
-        result["targets"] = targets(result["bench_engine"]["rows"], result["matmul_rate"]["tflops"])
-    kernels = next(s for s in steps if s["step"] == "kernels")["json_lines"]
-    # The final list when the step finished, else the rows it printed before it was stopped.
-    result["kernels"] = kernels[-1] if kernels and isinstance(kernels[-1], list) else kernels
-    (args.out / "device_check.json").write_text(json.dumps(result, indent=2) + "\n")
+    planned = list(RUNS[args.run])
+    # The background warm-up compiles the max-autotune reference's candidates beside the GPU tests (correctness
+    # only), for the step that measures it after them: only where a run has both.
+    warmup_wanted = {"gpu_tests", "bench_engine_autotune"} <= set(planned) - set(args.skip)
+    warmup_wanted = warmup_wanted and "autotune_warmup" not in args.skip
+    warmup = None
+    try:
+        for name in planned:
+            if name in args.skip:
+                record(skipped(name))
+            elif name == "kernels":
+                record(run_step(name, kernels, left(SHARES[name]), args.out, {**interpret, **autotuning}))
+            elif name == "kernels_tma":
+                record(run_step(name, [*kernels, "--tma"], left(SHARES[name]), args.out, {**interpret, **autotuning}))
+            elif name == "gpu_tests":
+                if warmup_wanted:
+                    warmup = start_background("autotune_warmup", autotune_warmup_command(python, args.out,
+                                              args.cpu_rehearsal), args.out, warmup_environment())  # fmt: skip
+                record(*run_tests(args, python, left))
+                if warmup:  # before anything is timed: its remaining time, at most a share, then it is stopped
+                    record(finish_background(warmup, min(60.0, left(0.2))))
+                    warmup = None
+            else:
+                record(run_step(name, commands[name][0], left(SHARES[name]), args.out))
+    finally:  # an error or a signal must not leave the warm-up running on the GPU
+        if warmup:
+            stop_background(warmup)
+    result["complete"] = True
+    record()
     summary = report(result)  # the tables, from the JSON just written
     (args.out / "device_check.md").write_text(summary)
     print(summary)
-    print(f"[device-check] wrote {args.out / 'device_check.json'} and device_check.md in {result['total_s']} s")
+    print(f"[device-check] wrote {json_path} and device_check.md in {result['total_s']} s")
 
 
 if __name__ == "__main__":

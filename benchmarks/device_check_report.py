@@ -169,6 +169,8 @@ def report(result: dict) -> str:
     sections = [
         header(result), steps(result), targets(result),
         engine_rows(result, "bench_engine", "Stack"),
+        engine_rows(result, "bench_engine_tma", "Stack, TMA tiles offered"),
+        engine_rows(result, "bench_engine_autotune", "Stack, the reference under max-autotune and after it"),
         engine_rows(result, "bench_engine_1", "One cine"),
         engine_rows(result, "bench_engine_128", "Larger matrix"),
         kernels(result), profile(result), sweep(result),

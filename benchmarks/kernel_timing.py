@@ -1,13 +1,13 @@
 """The two fused ops alone: parity against their references and time per call, each backend side by side.
 
-    python benchmarks/kernel_timing.py [--cpu-rehearsal]
+    python benchmarks/kernel_timing.py [--cpu-rehearsal] [--tma]
 
 On a GPU (a step of `make device-check`): the ConvLSTM step of both directions at F = 64 (10 cines at 64×64 and one
 at 128×128) and the window fusion (34 positions × 10 cines at 64×64), in fp32 and bf16, through the Triton kernels
 (kernels/convlstm_nhwc.py, kernels/phase_fusion_nhwc.py; the fusion also at the Engine's aligned 136 outputs on
 channels-last frames), the PyTorch references and the CUDA C++ twins when the extension is built, on the same
 values; then a whole layer's recurrence (42 frames, bf16) through the layer op, per step; then the channels-last
-step under each of its autotuning configurations in turn; times are
+step under each of its autotuning configurations in turn (with --tma only the TMA tiles, at both sizes); times are
 `triton.testing.do_bench` medians in ms. With --cpu-rehearsal the same code runs on the CPU at toy sizes in fp32
 (Triton under TRITON_INTERPRET=1, a wall clock for do_bench); only the GPU sizes, bf16, the CUDA C++ twins and
 do_bench itself are left to the GPU. Prints one JSON row per measurement as it goes (a run stopped at its limit
@@ -172,6 +172,7 @@ def fusion_rows(device: str, cases: list[dict], dtypes: list[torch.dtype], timer
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu-rehearsal", action="store_true", help="toy sizes on the CPU (TRITON_INTERPRET=1)")
+    parser.add_argument("--tma", action="store_true", help="only the TMA tiles (without: everything but them)")
     return parser
 
 
@@ -201,17 +202,19 @@ def main() -> None:
     cuda_twin = device == "cuda" and _ext.available()
     rows = []
     # Most wanted first: the step's tiles side by side (the autotuner's candidates), the layer through the
-    # autotuned layer op, the TMA tiles (a tile that faults would cost the rows after it; the GPU tests, run
-    # before, launch every tile once, so their log would show which); then the step against PyTorch and CUDA C++,
-    # the fusion, the 128×128 step and its TMA tiles (the 128-pixel rows' own width). A run stopped at its limit
-    # loses the least wanted.
-    measured = itertools.chain(tile_rows(device, shapes[:1], layer_dtypes, timer, tiles),
-                               layer_rows(device, layers, layer_dtypes, timer, cuda_twin),
-                               tile_rows(device, shapes[:1], layer_dtypes, timer, tma_tiles),
-                               step_rows(device, shapes[:1], dtypes, timer, cuda_twin),
-                               fusion_rows(device, cases, dtypes, timer, cuda_twin),
-                               step_rows(device, shapes[1:], dtypes, timer, cuda_twin),
-                               tile_rows(device, shapes[1:], layer_dtypes, timer, tma_tiles))  # fmt: skip
+    # autotuned layer op, the step against PyTorch and CUDA C++, the fusion, the 128×128 step. A run stopped at
+    # its limit loses the least wanted. The TMA tiles, never yet run on a GPU, only with --tma: the device check
+    # runs them in a process of their own after these rows (a tile that faults poisons its process's CUDA
+    # context), at both shapes (the 128-pixel rows' own width).
+    if args.tma:
+        measured = itertools.chain(tile_rows(device, shapes[:1], layer_dtypes, timer, tma_tiles),
+                                   tile_rows(device, shapes[1:], layer_dtypes, timer, tma_tiles))  # fmt: skip
+    else:
+        measured = itertools.chain(tile_rows(device, shapes[:1], layer_dtypes, timer, tiles),
+                                   layer_rows(device, layers, layer_dtypes, timer, cuda_twin),
+                                   step_rows(device, shapes[:1], dtypes, timer, cuda_twin),
+                                   fusion_rows(device, cases, dtypes, timer, cuda_twin),
+                                   step_rows(device, shapes[1:], dtypes, timer, cuda_twin))  # fmt: skip
     for row in measured:  # printed as soon as measured
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -26,7 +26,8 @@ def device_check():
 @pytest.mark.parametrize("cpu_rehearsal", [False, True], ids=["on-a-gpu", "cpu-rehearsal"])
 def test_every_benchmark_command_parses(device_check, tmp_path: Path, cpu_rehearsal: bool) -> None:
     commands = device_check.benchmark_commands("python", tmp_path, cpu_rehearsal)
-    assert set(commands) == {"bench_engine", "profile", "bench_engine_1", "bench_engine_128", "fps_vs_params"}
+    assert set(commands) == set(device_check.BENCHMARK_STEPS)
+    assert set(device_check.BENCHMARK_STEPS) <= set(device_check.RUNS["all"])
     parsed = {}
     for name, (command, json_path) in commands.items():
         script = Path(command[1])
@@ -38,18 +39,19 @@ def test_every_benchmark_command_parses(device_check, tmp_path: Path, cpu_rehear
         bench = parsed["bench_engine"]
         assert bench.slices == [10] and bench.in_process and bench.paths[0] == "reference fp32"
         assert parsed["bench_engine_1"].slices == [1] and "engine bf16 auto graph" in parsed["bench_engine_1"].paths
-        wanted = {
-            "reference fp32 compiled",
-            "reference fp32 ieee",
-            "engine bf16 triton graph",
-            "engine bf16 cuda graph",
-        }
-        assert wanted <= set(bench.paths)
+        # The first run's stack: the three references first, then the fastest paths and the default; no untried
+        # tile and no max-autotune (minutes of compiling) among them.
+        assert bench.paths[:3] == ["reference fp32", "reference fp32 compiled", "reference fp32 ieee"]
+        assert {"engine bf16 auto", "engine bf16 compiled triton-step", "engine bf16 triton graph"} <= set(bench.paths)
+        assert not any("tma" in path.split() or "max-autotune" in path for path in bench.paths)
+        tma = parsed["bench_engine_tma"]
+        assert tma.paths == ["reference fp32", *device_check.TMA_STACK_PATHS] and tma.slices == [10]
         assert parsed["bench_engine_128"].size == 128 and parsed["bench_engine_128"].slices == [10, 1]
         # Without a warm cache max-autotune may take minutes: after it only rows an earlier GPU run measured (or,
         # for a CUDA graph path, its graph-less twin), so that what it could cost is known already.
-        after = bench.paths[bench.paths.index(device_check.MAX_AUTOTUNE) + 1 :]
-        assert after == list(device_check.AFTER_MAX_AUTOTUNE)
+        autotune = parsed["bench_engine_autotune"]
+        after = autotune.paths[autotune.paths.index(device_check.MAX_AUTOTUNE) + 1 :]
+        assert autotune.paths[0] == "reference fp32" and after == list(device_check.AFTER_MAX_AUTOTUNE)
         measured = set()
         for run in sorted((BENCHMARKS / "results").glob("device_check_*_run*.json")):
             rows = (json.loads(run.read_text()).get("bench_engine") or {}).get("rows", [])
@@ -66,7 +68,7 @@ def test_the_autotune_warmup_compiles_what_the_stack_benchmark_measures(device_c
     warmup = bench_engine.build_parser().parse_args(
         device_check.autotune_warmup_command("python", tmp_path, cpu_rehearsal)[2:]
     )
-    command, _ = device_check.benchmark_commands("python", tmp_path, cpu_rehearsal)["bench_engine"]
+    command, _ = device_check.benchmark_commands("python", tmp_path, cpu_rehearsal)["bench_engine_autotune"]
     bench = bench_engine.build_parser().parse_args(command[2:])
     assert warmup.paths == [device_check.MAX_AUTOTUNE]
     same = ("preset", "frames", "size", "slices", "budget_mb", "device")
@@ -211,7 +213,8 @@ def test_isolated_paths_are_timed_in_a_child_even_in_process(device_check, tmp_p
                    ("child", "reference fp32 cudnn-benchmark")]  # fmt: skip
     commands = device_check.benchmark_commands("python", tmp_path, cpu_rehearsal=False)
     stack = bench_engine.build_parser().parse_args(commands["bench_engine"][0][2:]).paths
-    assert set(bench_engine.TMA_PATHS) | set(bench_engine.CUDNN_BENCHMARK_PATHS) <= set(stack)
+    tma = bench_engine.build_parser().parse_args(commands["bench_engine_tma"][0][2:]).paths
+    assert set(bench_engine.CUDNN_BENCHMARK_PATHS) <= set(stack) and set(bench_engine.TMA_PATHS) <= set(tma)
 
 
 def test_a_focused_rerun_can_name_the_stack_paths(device_check, tmp_path) -> None:
@@ -263,3 +266,42 @@ def test_the_report_tables_what_a_run_measured(tmp_path) -> None:
     stopped = report_of(early)
     assert "| build | ok | 20.0 |" in stopped and "not computed" in stopped and "no rows" in stopped
     assert "no profile" in stopped
+
+
+def test_the_json_is_rewritten_after_every_step(device_check, tmp_path, monkeypatch) -> None:
+    """A check killed at any moment keeps what it measured: when each step starts, device_check.json already
+    holds every step before it; the kernels' rows and the stack rows so far are assembled into it."""
+    seen_before = {}
+
+    def fake_step(name, command, limit_s, out, env=None):
+        path = out / "device_check.json"
+        seen_before[name] = [s["step"] for s in json.loads(path.read_text())["steps"]] if path.exists() else None
+        lines = {"matmul_rate": [{"tflops": 800.0}], "kernels": [[{"op": "convlstm_layer", "ms": 1.0}]],
+                 "kernels_tma": [{"op": "convlstm_step_nhwc_tile", "ms": 2.0}]}.get(name, [])  # fmt: skip
+        if name == "bench_engine":
+            rows = [
+                {"slices": 10, "path": "reference fp32", "fps": 10.0, "tflops": 100.0, "latency_s": 30.0},
+                {"slices": 10, "path": "engine bf16 auto", "fps": 20.0, "tflops": 200.0, "latency_s": 15.0},
+            ]
+            (out / "bench_engine_device.json").write_text(json.dumps({"rows": rows}))
+        return {"step": name, "status": "ok", "seconds": 0.1, "json_lines": lines}
+
+    monkeypatch.setattr(device_check, "run_step", fake_step)
+    monkeypatch.setattr(device_check, "local_cuda_arch", lambda: "90")
+    monkeypatch.setattr(sys, "argv", ["device_check.py", "--out", str(tmp_path), "--budget-s", "60"])
+    device_check.main()
+    first = ["wheels", "build", "facts", "matmul_rate", "kernels", "bench_engine", "kernels_tma", "bench_engine_tma"]
+    assert seen_before["build"] == ["wheels"] and seen_before["gpu_tests"] == first
+    result = json.loads((tmp_path / "device_check.json").read_text())
+    assert result["complete"] and result["run"] == "first" and [s["step"] for s in result["steps"]][-1] == "gpu_tests"
+    assert [row["ms"] for row in result["kernels"]] == [1.0, 2.0]  # the TMA tiles' rows after the others
+    assert result["targets"]["best_bf16_path"] == "engine bf16 auto"
+    assert result["targets"]["vs_reference_eager_fp32"] == 2.0
+    report = (tmp_path / "device_check.md").read_text()
+    assert report.startswith("# Device check") and "| engine bf16 auto | 10 | 15 |" in report
+    assert "## Stack, TMA tiles offered\n\nno rows" in report
+
+
+def test_a_later_run_takes_the_rest(device_check) -> None:
+    assert device_check.RUNS["later"][0] == "bench_engine_autotune"
+    assert not set(device_check.RUNS["first"]) & set(device_check.RUNS["later"])
