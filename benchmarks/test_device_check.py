@@ -305,3 +305,16 @@ def test_the_json_is_rewritten_after_every_step(device_check, tmp_path, monkeypa
 def test_a_later_run_takes_the_rest(device_check) -> None:
     assert device_check.RUNS["later"][0] == "bench_engine_autotune"
     assert not set(device_check.RUNS["first"]) & set(device_check.RUNS["later"])
+
+
+def test_a_first_run_leaves_every_step_time_within_its_budget(device_check) -> None:
+    """With the default budget, the 27 s the install, facts and matmul rate took on the H200, and every step using
+    its whole share, each first-run step still gets its time (the GPU tests took 62 s there), and the run ends
+    inside the documented 6-minute limit."""
+    left = device_check.build_parser().parse_args([]).budget_s - 27
+    given = {}
+    for name in device_check.RUNS["first"]:
+        given[name] = left * device_check.SHARES[name]
+        left -= given[name]
+    assert min(given.values()) >= 20 and given["gpu_tests"] >= 55
+    assert device_check.build_parser().parse_args([]).budget_s <= 360 - 20  # the report and cleanup after it
