@@ -133,11 +133,18 @@ def _cpu_extension() -> list[Extension]:
     if _flag("CMRVSR_SKIP_CPU_BUILD"):
         return []
     cpu = Path("csrc") / "cpu"
+    try:
+        pybind11_include = _pybind11_include()
+    except ImportError as error:  # neither pybind11 nor torch where the build runs (no build isolation)
+        if _flag("CMRVSR_BUILD_CPU"):
+            raise SystemExit(f"CMRVSR_BUILD_CPU=1 but pybind11's headers were not found ({error})") from error
+        print(f"cmrvsr_fast: skipping the optional CPU extension (pybind11's headers: {error})")
+        return []
     return [
         Extension(
             "cmrvsr_fast._cpu",
             sources=[str(cpu / "winograd.cpp"), str(cpu / "bindings.cpp")],
-            include_dirs=[_pybind11_include(), str(cpu)],
+            include_dirs=[pybind11_include, str(cpu)],
             # OpenMP: the same runtime PyTorch loads (libgomp), so torch.set_num_threads sets its threads too.
             extra_compile_args=["-std=c++17", "-O3", "-fopenmp"],
             extra_link_args=["-fopenmp"],

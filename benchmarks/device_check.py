@@ -428,10 +428,12 @@ def assemble(result: dict, commands: dict, steps: list[dict]) -> dict:
     """The device check's JSON as it stands: every finished step, each benchmark's JSON as far as it was written,
     the kernels' rows (the TMA tiles' after the others), the targets from the stack rows measured so far."""
     result["steps"] = steps
+    by_name = {step["step"]: step for step in steps}
     for name, (_, path) in commands.items():
+        if name not in by_name or by_name[name]["status"].startswith("skipped"):
+            continue  # a file there from another invocation is not this run's
         with contextlib.suppress(OSError, ValueError):  # a step that timed out may have left nothing, or half
             result[name] = json.loads(path.read_text())
-    by_name = {step["step"]: step for step in steps}
     matmul = by_name.get("matmul_rate", {}).get("json_lines")
     if matmul:
         result["matmul_rate"] = matmul[-1]
@@ -550,7 +552,9 @@ def main() -> None:
                     record(finish_background(warmup, min(60.0, left(0.2))))
                     warmup = None
             else:
-                record(run_step(name, commands[name][0], left(SHARES[name]), args.out))
+                command, output = commands[name]
+                output.unlink(missing_ok=True)  # an earlier invocation's file must not pass for this step's
+                record(run_step(name, command, left(SHARES[name]), args.out))
     finally:  # an error or a signal must not leave the warm-up running on the GPU
         if warmup:
             stop_background(warmup)

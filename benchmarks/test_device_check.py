@@ -288,6 +288,9 @@ def test_the_json_is_rewritten_after_every_step(device_check, tmp_path, monkeypa
 
     monkeypatch.setattr(device_check, "run_step", fake_step)
     monkeypatch.setattr(device_check, "local_cuda_arch", lambda: "90")
+    stale = {"rows": [{"slices": 10, "path": "engine bf16 auto", "fps": 99.0, "tflops": 1.0, "latency_s": 1.0}]}
+    for name in ("bench_engine_tma", "bench_engine_autotune"):  # an earlier invocation's files in the same folder
+        (tmp_path / f"{name}_device.json").write_text(json.dumps(stale))
     monkeypatch.setattr(sys, "argv", ["device_check.py", "--out", str(tmp_path), "--budget-s", "60"])
     device_check.main()
     first = ["wheels", "build", "facts", "matmul_rate", "kernels", "bench_engine", "kernels_tma", "bench_engine_tma"]
@@ -296,7 +299,8 @@ def test_the_json_is_rewritten_after_every_step(device_check, tmp_path, monkeypa
     assert result["complete"] and result["run"] == "first" and [s["step"] for s in result["steps"]][-1] == "gpu_tests"
     assert [row["ms"] for row in result["kernels"]] == [1.0, 2.0]  # the TMA tiles' rows after the others
     assert result["targets"]["best_bf16_path"] == "engine bf16 auto"
-    assert result["targets"]["vs_reference_eager_fp32"] == 2.0
+    assert result["targets"]["vs_reference_eager_fp32"] == 2.0  # this run's rows, not the stale files'
+    assert "bench_engine_autotune" not in result and "bench_engine_tma" not in result  # removed before its step
     report = (tmp_path / "device_check.md").read_text()
     assert report.startswith("# Device check") and "| engine bf16 auto | 10 | 15 |" in report
     assert "## Stack, TMA tiles offered\n\nno rows" in report

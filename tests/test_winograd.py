@@ -108,6 +108,23 @@ def test_what_the_transforms_refuse() -> None:
         winograd.output_transform(products, torch.zeros(3), out, addend=torch.zeros(1, 3, 5, 5))
     with pytest.raises(ValueError, match="3x3 kernels"):
         winograd.transform_weight(torch.zeros(4, 4, 5, 5))
+    meta = torch.zeros(36, 4, 3, device="meta")  # no CPU memory behind its pointer: it must not reach the kernels
+    with pytest.raises(ValueError, match="CPU tensor"):
+        winograd.output_transform(meta, torch.zeros(3), out)
+    with pytest.raises(ValueError, match="CPU tensor"):
+        winograd.output_transform(products, torch.zeros(3, device="meta"), out)
+
+
+@needs_extension
+def test_the_convolution_ignores_the_default_dtype() -> None:
+    x, w, b = channels_last(1, 3, 5, 6), torch.randn(2, 3, 3, 3), torch.randn(2)
+    expected = winograd.conv3x3(x, winograd.transform_weight(w), b)
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        assert torch.equal(winograd.conv3x3(x, winograd.transform_weight(w), b), expected)
+    finally:
+        torch.set_default_dtype(saved)
 
 
 def test_the_engine_runs_winograd_where_it_can(tiny_config: ModelConfig, monkeypatch: pytest.MonkeyPatch) -> None:

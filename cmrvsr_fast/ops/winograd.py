@@ -104,15 +104,22 @@ def _image(x: Tensor, name: str) -> tuple[int, ...]:
 
 def _transformed(t: Tensor, batch: int, height: int, width: int, channels: int, name: str) -> None:
     expected = (POINTS, batch * tiles(height, width), channels)
-    if t.dtype != torch.float32 or tuple(t.shape) != expected or not t.is_contiguous():
-        raise ValueError(f"{name}: a contiguous float32 {expected} tensor is required, got {t.dtype} "
-                         f"{tuple(t.shape)} (contiguous: {t.is_contiguous()})")  # fmt: skip
+    if t.dtype != torch.float32 or tuple(t.shape) != expected or not t.is_contiguous() or t.device.type != "cpu":
+        raise ValueError(f"{name}: a contiguous float32 {expected} CPU tensor is required, got {t.dtype} "
+                         f"{tuple(t.shape)} on {t.device} (contiguous: {t.is_contiguous()})")  # fmt: skip
 
 
 def _vector(t: Tensor, length: int, name: str) -> int:
-    if t.dtype != torch.float32 or t.shape != (length,) or not t.is_contiguous():
-        raise ValueError(f"{name}: a contiguous float32 ({length},) tensor is required, got {tuple(t.shape)}")
+    if t.dtype != torch.float32 or t.shape != (length,) or not t.is_contiguous() or t.device.type != "cpu":
+        raise ValueError(f"{name}: a contiguous float32 ({length},) CPU tensor is required, got {t.dtype} "
+                         f"{tuple(t.shape)} on {t.device}")  # fmt: skip
     return t.data_ptr()
+
+
+def _threads() -> int:
+    """The calling thread's PyTorch thread count, for the extension's OpenMP (whose own count is per thread: a new
+    thread would otherwise take every core)."""
+    return torch.get_num_threads()
 
 
 def input_transform(x: Tensor, out: Tensor | None = None) -> Tensor:
@@ -121,9 +128,9 @@ def input_transform(x: Tensor, out: Tensor | None = None) -> Tensor:
     args = _image(x, "input")
     batch, channels, height, width = x.shape
     if out is None:
-        out = torch.empty(POINTS, batch * tiles(height, width), channels)
+        out = torch.empty(POINTS, batch * tiles(height, width), channels, dtype=torch.float32)
     _transformed(out, batch, height, width, channels, "transformed input")
-    _kernels.input_transform(*args, _BT32.data_ptr(), out.data_ptr())
+    _kernels.input_transform(*args, _BT32.data_ptr(), out.data_ptr(), _threads())
     return out
 
 
@@ -134,12 +141,13 @@ def output_transform(m: Tensor, bias: Tensor, out: Tensor, addend: Tensor | None
     args = _image(out, "output")
     batch, channels, height, width = out.shape
     _transformed(m, batch, height, width, channels, "products")
-    matches = addend is None or (addend.shape, addend.stride(), addend.dtype) == (out.shape, out.stride(), out.dtype)
+    layout = (out.shape, out.stride(), out.dtype, out.device)
+    matches = addend is None or (addend.shape, addend.stride(), addend.dtype, addend.device) == layout
     if not matches:
-        raise ValueError(f"addend: the output's shape, strides and dtype are required, got {tuple(addend.shape)} "
-                         f"{addend.stride()} {addend.dtype}")  # fmt: skip
+        raise ValueError(f"addend: the output's shape, strides, dtype and device are required, got "
+                         f"{tuple(addend.shape)} {addend.stride()} {addend.dtype} {addend.device}")  # fmt: skip
     _kernels.output_transform(m.data_ptr(), _AT32.data_ptr(), _vector(bias, channels, "bias"), *args,
-                              0 if addend is None else addend.data_ptr())  # fmt: skip
+                              0 if addend is None else addend.data_ptr(), _threads())  # fmt: skip
     return out
 
 
@@ -151,15 +159,12 @@ def output_lstm_cell(m: Tensor, bias: Tensor, c: Tensor, h_out: Tensor) -> None:
     args = _image(h_out, "h")
     batch, features, height, width = h_out.shape
     _transformed(m, batch, height, width, 4 * features, "products")
-    if (
-        tuple(c.shape) != tuple(h_out.shape)
-        or c.dtype != torch.float32
-        or not c.is_contiguous(memory_format=torch.channels_last)
-    ):
-        raise ValueError(f"c: a channels-last float32 {tuple(h_out.shape)} tensor is required, got {c.dtype} "
-                         f"{tuple(c.shape)} strides {c.stride()}")  # fmt: skip
+    same = tuple(c.shape) == tuple(h_out.shape) and c.dtype == torch.float32 and c.device.type == "cpu"
+    if not same or not c.is_contiguous(memory_format=torch.channels_last):
+        raise ValueError(f"c: a channels-last float32 {tuple(h_out.shape)} CPU tensor is required, got {c.dtype} "
+                         f"{tuple(c.shape)} strides {c.stride()} on {c.device}")  # fmt: skip
     _kernels.output_lstm_cell(m.data_ptr(), _AT32.data_ptr(), _vector(bias, 4 * features, "bias"), c.data_ptr(),
-                              *args)  # fmt: skip
+                              *args, _threads())  # fmt: skip
 
 
 def conv3x3(x: Tensor, u: Tensor, bias: Tensor) -> Tensor:
@@ -167,5 +172,5 @@ def conv3x3(x: Tensor, u: Tensor, bias: Tensor) -> Tensor:
     float32: a new channels-last (B, Cout, H, W) tensor."""
     batch, _, height, width = x.shape
     m = torch.bmm(input_transform(x), u)
-    out = torch.empty(batch, u.shape[2], height, width, memory_format=torch.channels_last)
+    out = torch.empty(batch, u.shape[2], height, width, dtype=torch.float32, memory_format=torch.channels_last)
     return output_transform(m, bias, out)

@@ -1,5 +1,5 @@
 // Winograd F(4×4, 3×3) transforms for the CPU (winograd.h). Each transform runs its rows of tiles in parallel
-// (OpenMP: the same runtime as PyTorch's, so torch.set_num_threads governs it) and vectorises over channels,
+// (OpenMP: the same runtime as PyTorch's, on the threads the caller names) and vectorises over channels,
 // which are contiguous in the channels-last images and in the transformed tiles. The per-row workers are compiled
 // for AVX-512, AVX2 and a baseline, the best one picked when the library loads (the OpenMP region itself is not
 // cloned, so it only dispatches).
@@ -185,23 +185,24 @@ CMRVSR_CLONES void lstm_row(const float* m, const float* at, const float* bias, 
 
 }  // namespace
 
-void input_transform(const Image& x, const float* bt, float* v) {
+void input_transform(const Image& x, const float* bt, float* v, int threads) {
   const int64_t rows = tiles_along(x.height), tiles = x.batch * rows * tiles_along(x.width);
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
   for (int64_t b = 0; b < x.batch; ++b)
     for (int64_t ty = 0; ty < rows; ++ty) input_row(x, bt, v, b, ty, tiles);
 }
 
-void output_transform(const float* m, const float* at, const float* bias, const Image& out, const float* addend) {
+void output_transform(const float* m, const float* at, const float* bias, const Image& out, const float* addend,
+                      int threads) {
   const int64_t rows = tiles_along(out.height), tiles = out.batch * rows * tiles_along(out.width);
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
   for (int64_t b = 0; b < out.batch; ++b)
     for (int64_t ty = 0; ty < rows; ++ty) output_row(m, at, bias, out, addend, b, ty, tiles);
 }
 
-void output_lstm_cell(const float* m, const float* at, const float* bias, float* c, const Image& h) {
+void output_lstm_cell(const float* m, const float* at, const float* bias, float* c, const Image& h, int threads) {
   const int64_t rows = tiles_along(h.height), tiles = h.batch * rows * tiles_along(h.width);
-#pragma omp parallel
+#pragma omp parallel num_threads(threads)
   {
     std::vector<float> gates(kOutputTile * kOutputTile * 4 * h.channels);  // one tile's gates, per thread
 #pragma omp for collapse(2) schedule(static)
