@@ -271,18 +271,15 @@ def refine(
         padded = ws.frames.shape[3]
         image = ws.frames.view(batch, height, width, padded * 2 * f).permute(0, 3, 1, 2)
         winograd_ops.input_transform(image, ws.transformed_frames)
-        for position in range(count):
-            block = slice(position * batch, (position + 1) * batch)
-            start = (first + position) * 2 * f
-            window_points = ws.transformed_frames[:, :, start : start + window * 2 * f]
-            torch.bmm(window_points, fuse[0], out=ws.fused_products)
-            winograd_ops.output_transform(ws.fused_products, fuse[1], fused[block], addend=phase[block])
-        refined = F.conv2d(fused, *project, padding=1)
-        return refined.reshape(count, batch, f, height, width)
     for position in range(count):
         # Frames p − half … p + half of position p start at p in the padded frame buffer.
         block = slice(position * batch, (position + 1) * batch)
-        conv = F.conv2d(ws.window_at(first + position, window), *fuse, padding=1)
-        torch.add(conv, phase[block], out=fused[block])
+        if ws.winograd:
+            start = (first + position) * 2 * f
+            torch.bmm(ws.transformed_frames[:, :, start : start + window * 2 * f], fuse[0], out=ws.fused_products)
+            winograd_ops.output_transform(ws.fused_products, fuse[1], fused[block], addend=phase[block])
+        else:
+            conv = F.conv2d(ws.window_at(first + position, window), *fuse, padding=1)
+            torch.add(conv, phase[block], out=fused[block])
     refined = F.conv2d(fused, *project, padding=1)
     return refined.reshape(count, batch, f, height, width)

@@ -47,6 +47,12 @@ inline float tanh_approx(float x) {
   return (1.0f - e) / (1.0f + e);
 }
 
+// out[c] += w · src[c] over a block of channels; nothing for w = 0 (half the transforms' entries are zeros).
+__attribute__((always_inline)) inline void add_scaled(float* out, float w, const float* src, int64_t cb) {
+  if (w == 0.0f) return;
+  for (int64_t c = 0; c < cb; ++c) out[c] += w * src[c];
+}
+
 inline bool inside(int64_t y, int64_t x, const Image& image) {
   return y >= 0 && y < image.height && x >= 0 && x < image.width;
 }
@@ -78,23 +84,13 @@ CMRVSR_CLONES void input_row(const Image& x, const float* bt, float* v, int64_t 
         for (int j = 0; j < kInputTile; ++j) {
           float* out = t[i * kInputTile + j];
           for (int64_t c = 0; c < cb; ++c) out[c] = 0.0f;
-          for (int l = 0; l < kInputTile; ++l) {
-            const float w = bt[i * kInputTile + l];
-            if (w == 0.0f) continue;
-            const float* src = d[l * kInputTile + j];
-            for (int64_t c = 0; c < cb; ++c) out[c] += w * src[c];
-          }
+          for (int l = 0; l < kInputTile; ++l) add_scaled(out, bt[i * kInputTile + l], d[l * kInputTile + j], cb);
         }
       }
       for (int i = 0; i < kInputTile; ++i) {  // v = t B: along x
         for (int j = 0; j < kInputTile; ++j) {
           for (int64_t c = 0; c < cb; ++c) acc[c] = 0.0f;
-          for (int l = 0; l < kInputTile; ++l) {
-            const float w = bt[j * kInputTile + l];
-            if (w == 0.0f) continue;
-            const float* src = t[i * kInputTile + l];
-            for (int64_t c = 0; c < cb; ++c) acc[c] += w * src[c];
-          }
+          for (int l = 0; l < kInputTile; ++l) add_scaled(acc, bt[j * kInputTile + l], t[i * kInputTile + l], cb);
           float* out = v + ((i * kInputTile + j) * tiles + tile) * channels + c0;
           for (int64_t c = 0; c < cb; ++c) out[c] = acc[c];
         }
@@ -104,18 +100,16 @@ CMRVSR_CLONES void input_row(const Image& x, const float* bt, float* v, int64_t 
 }
 
 // y (16 pixels × channels c0 … c0 + cb − 1, row stride ld) = Aᵀ m A + bias for one tile.
-__attribute__((always_inline)) inline void output_tile(const float* m, const float* at, const float* bias, int64_t tiles, int64_t channels,
-                        int64_t tile, int64_t c0, int64_t cb, float* y, int64_t ld) {
+__attribute__((always_inline)) inline void output_tile(const float* m, const float* at, const float* bias,
+                                                       int64_t tiles, int64_t channels, int64_t tile, int64_t c0,
+                                                       int64_t cb, float* y, int64_t ld) {
   alignas(64) float t[kOutputTile * kInputTile][kBlock];
   for (int i = 0; i < kOutputTile; ++i) {  // t = Aᵀ m: along y
     for (int j = 0; j < kInputTile; ++j) {
       float* out = t[i * kInputTile + j];
       for (int64_t c = 0; c < cb; ++c) out[c] = 0.0f;
       for (int l = 0; l < kInputTile; ++l) {
-        const float w = at[i * kInputTile + l];
-        if (w == 0.0f) continue;
-        const float* src = m + ((l * kInputTile + j) * tiles + tile) * channels + c0;
-        for (int64_t c = 0; c < cb; ++c) out[c] += w * src[c];
+        add_scaled(out, at[i * kInputTile + l], m + ((l * kInputTile + j) * tiles + tile) * channels + c0, cb);
       }
     }
   }
@@ -123,12 +117,7 @@ __attribute__((always_inline)) inline void output_tile(const float* m, const flo
     for (int j = 0; j < kOutputTile; ++j) {
       float* out = y + (i * kOutputTile + j) * ld;
       for (int64_t c = 0; c < cb; ++c) out[c] = bias[c0 + c];
-      for (int l = 0; l < kInputTile; ++l) {
-        const float w = at[j * kInputTile + l];
-        if (w == 0.0f) continue;
-        const float* src = t[i * kInputTile + l];
-        for (int64_t c = 0; c < cb; ++c) out[c] += w * src[c];
-      }
+      for (int l = 0; l < kInputTile; ++l) add_scaled(out, at[j * kInputTile + l], t[i * kInputTile + l], cb);
     }
   }
 }
